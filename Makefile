@@ -1,0 +1,41 @@
+# Two commands do everything: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DEBUG ?= 1
+
+.PHONY: run test lint format migrate venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+migrate: venv
+	$(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	@echo "Demo login: demo / demo-password  (admin role); its API token is the line below."
+	@$(BIN)/python manage.py canary_user demo --role admin --password demo-password | tail -n 1
+	./scripts/run.sh
+
+# pytest's exit code 5 (no tests collected) counts as a failure.
+test: venv
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var db.sqlite3 staticfiles

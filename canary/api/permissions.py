@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+
+class RolePermission(BasePermission):
+    """Checks the Django permission a view names for the current action.
+
+    Roles are groups holding model permissions (see ``deployments.roles``), so the
+    API and the admin enforce the same rules. An action the view does not list is
+    refused: a new endpoint must state who may call it.
+    """
+
+    message = "Your role does not allow this action."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        action = getattr(view, "action", None) or "metadata"
+        permissions: dict[str, str | None] = getattr(view, "required_permissions", {})
+        if action == "metadata":
+            return True
+        if action not in permissions:
+            return False
+        required = permissions[action]
+        return required is None or user.has_perm(required)

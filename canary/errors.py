@@ -1,0 +1,69 @@
+"""The one exception family for domain errors; the API handler maps each to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A business rule refused the request; ``status_code`` is how HTTP reports it."""
+
+    status_code = 400
+    code = "error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code, **self.extra}
+
+
+class ValidationFailed(DomainError):
+    """Input that a service rejected; ``field_errors`` name the offending fields."""
+
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, field_errors: dict[str, Any], detail: str | None = None) -> None:
+        super().__init__(detail or _summarise(field_errors))
+        self.field_errors = field_errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.field_errors, "detail": self.detail, "code": self.code}
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """The request is valid but the current state forbids it."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+    def __init__(self, detail: str, *, current_status: str, allowed_actions: list[str]) -> None:
+        super().__init__(detail, current_status=current_status, allowed_actions=allowed_actions)
+        self.current_status = current_status
+        self.allowed_actions = allowed_actions
+
+
+def _summarise(field_errors: dict[str, Any], prefix: str = "") -> str:
+    """Flatten nested field errors into one readable sentence for ``detail``."""
+    parts: list[str] = []
+    for field, errors in field_errors.items():
+        path = f"{prefix}{field}"
+        if isinstance(errors, dict):
+            parts.append(_summarise(errors, prefix=f"{path}."))
+        elif isinstance(errors, list | tuple):
+            parts.extend(f"{path}: {error}" for error in errors)
+        else:
+            parts.append(f"{path}: {errors}")
+    return "; ".join(parts)

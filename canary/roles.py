@@ -1,0 +1,86 @@
+"""The three roles as Django groups holding model permissions.
+
+The API (``RolePermission``) and the admin both check these permissions, so a
+role means the same thing everywhere. ``sync_roles`` is idempotent and additive:
+data migrations call it with their historical ``apps``, and ``canary_user`` calls
+it so that roles exist even if permissions were added after the last migration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VIEWER = "Viewer"
+APPROVER = "Approver"
+ADMIN = "Admin"
+ROLE_BY_NAME = {"viewer": VIEWER, "approver": APPROVER, "admin": ADMIN}
+
+_VIEW = [
+    ("deployments", "view_ruleset"),
+    ("deployments", "view_rulesetversion"),
+    ("deployments", "view_deployment"),
+    ("deployments", "view_deploymentevent"),
+    ("assignments", "view_assignment"),
+    ("monitoring", "view_executionlog"),
+    ("django_celery_beat", "view_periodictask"),
+    ("django_celery_beat", "view_intervalschedule"),
+    ("django_celery_beat", "view_crontabschedule"),
+]
+_ACT = [
+    ("deployments", "add_ruleset"),
+    ("deployments", "add_rulesetversion"),
+    ("deployments", "add_deployment"),
+    ("deployments", "change_deployment"),
+]
+_ADMINISTER = [
+    ("deployments", "delete_deployment"),
+    ("deployments", "change_ruleset"),
+    ("auth", "view_user"),
+    ("auth", "add_user"),
+    ("auth", "change_user"),
+    ("auth", "delete_user"),
+    ("auth", "view_group"),
+    ("authtoken", "view_tokenproxy"),
+    ("authtoken", "add_tokenproxy"),
+    ("authtoken", "delete_tokenproxy"),
+    ("django_celery_beat", "change_periodictask"),
+]
+
+ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    VIEWER: _VIEW,
+    APPROVER: _VIEW + _ACT,
+    ADMIN: _VIEW + _ACT + _ADMINISTER,
+}
+
+
+def sync_roles(apps: Any = None) -> None:
+    """Create the role groups and grant each the permissions it should hold.
+
+    Permissions of apps not installed yet are skipped; a later migration of that
+    app calls this again.
+    """
+    if apps is None:
+        from django.apps import apps as global_apps
+
+        apps = global_apps
+    _ensure_permissions_exist(apps)
+    group_model = apps.get_model("auth", "Group")
+    permission_model = apps.get_model("auth", "Permission")
+    for role, wanted in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        for app_label, codename in wanted:
+            permission = permission_model.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if permission is not None:
+                group.permissions.add(permission)
+
+
+def _ensure_permissions_exist(apps: Any) -> None:
+    # NOTE: Django creates permissions in post_migrate, after every migration of
+    # a fresh database has run; create them now so groups can be granted them.
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in global_apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, apps=apps)

@@ -1,0 +1,16 @@
+"""Test settings: the real settings with a throwaway secret, so tests need no environment."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-any-deployment")
+
+from canary.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # NOTE: the default in-memory test database uses SQLite's shared cache, which
+    # answers concurrent writers with "table is locked" instead of waiting; a
+    # file gives the same locking as development and production on SQLite.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # noqa: F405

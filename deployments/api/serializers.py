@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from canary.api.serializers import JSONObjectField, StrictCharField, StrictInputSerializer
+from deployments import transitions
+from deployments.choices import CompensationStrategy
+from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
+from deployments.services import MAX_CHANGELOG, MAX_REASON
+
+# --- rule sets -----------------------------------------------------------------
+
+
+class RuleSetCreateInputSerializer(StrictInputSerializer):
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+
+
+class RuleSetOutputSerializer(serializers.ModelSerializer):
+    ruleset_id = serializers.UUIDField(source="id", read_only=True)
+
+    class Meta:
+        model = RuleSet
+        fields = ["id", "ruleset_id", "name", "description", "created_at"]
+
+
+class RuleSchemaSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    condition = serializers.CharField(help_text="A CEL expression over `input`.")
+    output = serializers.JSONField()
+
+
+class RuleSetVersionCreateInputSerializer(StrictInputSerializer):
+    version = StrictCharField(max_length=64, help_text='Semantic version, "v2.1.0".')
+    rules = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+    default = serializers.JSONField(required=False, allow_null=True)
+    changelog = StrictCharField(max_length=MAX_CHANGELOG, required=False, allow_blank=True)
+
+
+class RuleSetVersionOutputSerializer(serializers.ModelSerializer):
+    ruleset_id = serializers.UUIDField(read_only=True)
+    created_by = serializers.SerializerMethodField()
+    rules = RuleSchemaSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = RuleSetVersion
+        fields = [
+            "id",
+            "ruleset_id",
+            "version",
+            "rules",
+            "default",
+            "changelog",
+            "created_by",
+            "created_at",
+        ]
+
+    def get_created_by(self, obj: RuleSetVersion) -> str | None:
+        return obj.created_by.get_username() if obj.created_by else None
+
+
+class RuleSetTestInputSerializer(StrictInputSerializer):
+    input = serializers.DictField(help_text="The input document, bound to `input` in CEL.")
+    expected_output = serializers.JSONField(required=False, allow_null=True)
+    version = StrictCharField(max_length=64, required=False)
+
+
+class RuleErrorSerializer(serializers.Serializer):
+    rule = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class RuleSetTestOutputSerializer(serializers.Serializer):
+    passed = serializers.BooleanField()
+    output = serializers.JSONField(allow_null=True)
+    expected_output = serializers.JSONField(allow_null=True)
+    matched_rule = serializers.CharField(allow_null=True)
+    error = RuleErrorSerializer(allow_null=True)
+    version = serializers.CharField()
+    latency_ms = serializers.FloatField()
+
+
+# --- deployments --------------------------------------------------------------
+
+
+class DeploymentCreateInputSerializer(StrictInputSerializer):
+    ruleset_id = serializers.UUIDField()
+    version = StrictCharField(max_length=64)
+    changelog = StrictCharField(max_length=MAX_CHANGELOG, required=False, allow_blank=True)
+    canary_config = JSONObjectField(required=False, allow_null=True)
+    compensation_strategy = serializers.ChoiceField(
+        choices=CompensationStrategy.choices, required=False
+    )
+
+
+class DeploymentUpdateInputSerializer(StrictInputSerializer):
+    version = StrictCharField(max_length=64, required=False)
+    changelog = StrictCharField(max_length=MAX_CHANGELOG, required=False, allow_blank=True)
+    canary_config = JSONObjectField(required=False)
+    compensation_strategy = serializers.ChoiceField(
+        choices=CompensationStrategy.choices, required=False
+    )
+
+
+class TargetFilterSerializer(StrictInputSerializer):
+    user_ids = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, allow_null=True, max_length=10_000
+    )
+    workflow_ids = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, allow_null=True, max_length=10_000
+    )
+
+
+class StartCanaryInputSerializer(StrictInputSerializer):
+    canary_pct = serializers.IntegerField(
+        min_value=1,
+        max_value=100,
+        required=False,
+        allow_null=True,
+        help_text="Defaults to canary_config.initial_traffic_percentage.",
+    )
+    canary_target_filter = TargetFilterSerializer(required=False, allow_null=True)
+
+
+class TrafficInputSerializer(StrictInputSerializer):
+    traffic_percentage = serializers.IntegerField(min_value=0, max_value=100)
+
+
+class RollbackInputSerializer(StrictInputSerializer):
+    reason = StrictCharField(max_length=MAX_REASON)
+    apply_compensation = serializers.BooleanField(default=True)
+
+
+class DeploymentOutputSerializer(serializers.ModelSerializer):
+    deployment_id = serializers.UUIDField(source="id", read_only=True)
+    ruleset_id = serializers.UUIDField(read_only=True)
+    ruleset_name = serializers.CharField(source="ruleset.name", read_only=True)
+    version = serializers.CharField(source="version.version", read_only=True)
+    version_id = serializers.UUIDField(read_only=True)
+    baseline = serializers.UUIDField(source="baseline_id", read_only=True, allow_null=True)
+    baseline_version = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+    allowed_actions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "deployment_id",
+            "id",
+            "ruleset_id",
+            "ruleset_name",
+            "version",
+            "version_id",
+            "changelog",
+            "canary_config",
+            "compensation_strategy",
+            "status",
+            "traffic_percentage",
+            "canary_target_filter",
+            "baseline",
+            "baseline_version",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "promoted_at",
+            "rolled_back_at",
+            "deprecated_at",
+            "rollback_reason",
+            "allowed_actions",
+        ]
+
+    def get_baseline_version(self, obj: Deployment) -> str | None:
+        return obj.baseline.version.version if obj.baseline_id else None
+
+    def get_created_by(self, obj: Deployment) -> str | None:
+        return obj.created_by.get_username() if obj.created_by else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_allowed_actions(self, obj: Deployment) -> list[str]:
+        return list(transitions.allowed_actions(obj.status))
+
+
+class DeploymentEventOutputSerializer(serializers.ModelSerializer):
+    event_id = serializers.IntegerField(source="id", read_only=True)
+    deployment_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = DeploymentEvent
+        fields = [
+            "event_id",
+            "deployment_id",
+            "action",
+            "actor",
+            "from_status",
+            "to_status",
+            "payload",
+            "created_at",
+        ]
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -1,0 +1,207 @@
+"""Thin views: validate input, call one service or selector, serialize the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from canary.api.permissions import RolePermission
+from deployments import selectors, services
+from deployments.api.serializers import (
+    DeploymentCreateInputSerializer,
+    DeploymentEventOutputSerializer,
+    DeploymentOutputSerializer,
+    DeploymentUpdateInputSerializer,
+    RollbackInputSerializer,
+    RuleSetCreateInputSerializer,
+    RuleSetOutputSerializer,
+    RuleSetTestInputSerializer,
+    RuleSetTestOutputSerializer,
+    RuleSetVersionCreateInputSerializer,
+    RuleSetVersionOutputSerializer,
+    StartCanaryInputSerializer,
+    TrafficInputSerializer,
+    validated,
+)
+from deployments.filters import DeploymentFilter
+
+VIEW_DEPLOYMENT = "deployments.view_deployment"
+CHANGE_DEPLOYMENT = "deployments.change_deployment"
+
+
+class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = RuleSetOutputSerializer
+    permission_classes = [RolePermission]
+    required_permissions = {
+        "list": "deployments.view_ruleset",
+        "retrieve": "deployments.view_ruleset",
+        "create": "deployments.add_ruleset",
+        "versions": "deployments.view_rulesetversion",
+        "create_version": "deployments.add_rulesetversion",
+        "test": "deployments.view_rulesetversion",
+    }
+
+    def get_queryset(self) -> Any:
+        return selectors.ruleset_list()
+
+    def get_object(self) -> Any:
+        ruleset = selectors.ruleset_get(ruleset_id=self.kwargs["pk"])
+        self.check_object_permissions(self.request, ruleset)
+        return ruleset
+
+    @extend_schema(request=RuleSetCreateInputSerializer, responses={201: RuleSetOutputSerializer})
+    def create(self, request: Request) -> Response:
+        data = validated(RuleSetCreateInputSerializer, request.data)
+        ruleset = services.ruleset_create(actor=request.user, **data)
+        return Response(RuleSetOutputSerializer(ruleset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=RuleSetVersionOutputSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        page = self.paginate_queryset(selectors.ruleset_version_list(ruleset=ruleset))
+        return self.get_paginated_response(RuleSetVersionOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=RuleSetVersionCreateInputSerializer,
+        responses={201: RuleSetVersionOutputSerializer},
+    )
+    @versions.mapping.post
+    def create_version(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        data = validated(RuleSetVersionCreateInputSerializer, request.data)
+        version = services.ruleset_version_create(ruleset=ruleset, actor=request.user, **data)
+        return Response(
+            RuleSetVersionOutputSerializer(version).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=RuleSetTestInputSerializer, responses=RuleSetTestOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        data = validated(RuleSetTestInputSerializer, request.data)
+        result = services.ruleset_test(ruleset=ruleset, **data)
+        return Response(RuleSetTestOutputSerializer(result).data)
+
+
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = DeploymentOutputSerializer
+    filterset_class = DeploymentFilter
+    permission_classes = [RolePermission]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    required_permissions = {
+        "list": VIEW_DEPLOYMENT,
+        "retrieve": VIEW_DEPLOYMENT,
+        "events": VIEW_DEPLOYMENT,
+        "create": "deployments.add_deployment",
+        "partial_update": CHANGE_DEPLOYMENT,
+        "start_canary": CHANGE_DEPLOYMENT,
+        "traffic": CHANGE_DEPLOYMENT,
+        "promote": CHANGE_DEPLOYMENT,
+        "rollback": CHANGE_DEPLOYMENT,
+        "deprecate": CHANGE_DEPLOYMENT,
+        "destroy": "deployments.delete_deployment",
+    }
+
+    def get_queryset(self) -> Any:
+        return selectors.deployment_list()
+
+    def get_object(self) -> Any:
+        deployment = selectors.deployment_get(deployment_id=self.kwargs["pk"])
+        self.check_object_permissions(self.request, deployment)
+        return deployment
+
+    def _respond(self, deployment: Any, code: int = status.HTTP_200_OK) -> Response:
+        fresh = selectors.deployment_get(deployment_id=deployment.pk)
+        return Response(DeploymentOutputSerializer(fresh).data, status=code)
+
+    @extend_schema(
+        request=DeploymentCreateInputSerializer, responses={201: DeploymentOutputSerializer}
+    )
+    def create(self, request: Request) -> Response:
+        data = validated(DeploymentCreateInputSerializer, request.data)
+        if data.get("canary_config") is None:
+            data.pop("canary_config", None)
+        deployment = services.deployment_create(actor=request.user, **data)
+        return self._respond(deployment, status.HTTP_201_CREATED)
+
+    @extend_schema(request=DeploymentUpdateInputSerializer, responses=DeploymentOutputSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(DeploymentUpdateInputSerializer, request.data)
+        deployment = services.deployment_update(
+            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+        )
+        return self._respond(deployment)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        services.deployment_delete(
+            deployment_id=pk, actor=request.user, expected_status=seen.status
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=StartCanaryInputSerializer, responses=DeploymentOutputSerializer)
+    @action(detail=True, methods=["post"], url_path="start-canary")
+    def start_canary(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(StartCanaryInputSerializer, request.data)
+        target_filter = data.get("canary_target_filter")
+        deployment = services.deployment_start_canary(
+            deployment_id=pk,
+            actor=request.user,
+            canary_pct=data.get("canary_pct"),
+            canary_target_filter=dict(target_filter) if target_filter else None,
+            expected_status=seen.status,
+        )
+        return self._respond(deployment)
+
+    @extend_schema(request=TrafficInputSerializer, responses=DeploymentOutputSerializer)
+    @action(detail=True, methods=["put"])
+    def traffic(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(TrafficInputSerializer, request.data)
+        deployment = services.deployment_set_traffic(
+            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+        )
+        return self._respond(deployment)
+
+    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        deployment = services.deployment_promote(
+            deployment_id=pk, actor=request.user, expected_status=seen.status
+        )
+        return self._respond(deployment)
+
+    @extend_schema(request=RollbackInputSerializer, responses=DeploymentOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(RollbackInputSerializer, request.data)
+        deployment = services.deployment_rollback(
+            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+        )
+        return self._respond(deployment)
+
+    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def deprecate(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        deployment = services.deployment_deprecate(
+            deployment_id=pk, actor=request.user, expected_status=seen.status
+        )
+        return self._respond(deployment)
+
+    @extend_schema(responses=DeploymentEventOutputSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        deployment = self.get_object()
+        page = self.paginate_queryset(selectors.deployment_event_list(deployment=deployment))
+        return self.get_paginated_response(DeploymentEventOutputSerializer(page, many=True).data)

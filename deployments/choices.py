@@ -1,0 +1,27 @@
+from django.db import models
+
+
+class DeploymentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    CANARY = "canary", "Canary"
+    ACTIVE = "active", "Active"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    DEPRECATED = "deprecated", "Deprecated"
+
+
+class CompensationStrategy(models.TextChoices):
+    ROLLBACK_ONLY = "rollback_only", "Roll back only"
+    NOTIFY_AND_ROLLBACK = "notify_and_rollback", "Notify and roll back"
+    MANUAL = "manual", "Manual"
+
+
+class EventAction(models.TextChoices):
+    CREATE = "create", "Created"
+    UPDATE = "update", "Updated"
+    START_CANARY = "start_canary", "Canary started"
+    SET_TRAFFIC = "set_traffic", "Traffic changed"
+    PROMOTE = "promote", "Promoted"
+    ROLLBACK = "rollback", "Rolled back"
+    DEPRECATE = "deprecate", "Deprecated"
+    SUPERSEDE = "supersede", "Superseded by a promotion"
+    RESTORE = "restore", "Restored by a rollback"

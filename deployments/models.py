@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from deployments.canary_config import default_canary_config
+from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
+
+SEMVER_PATTERN = (
+    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+semver_validator = RegexValidator(
+    SEMVER_PATTERN, 'Must be a semantic version such as "v2.1.0" or "2.1.0".'
+)
+
+
+class RuleSet(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RuleSetVersion(models.Model):
+    """One immutable release of a rule set's rules; a change is a new version."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    ruleset = models.ForeignKey(RuleSet, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=64, validators=[semver_validator])
+    rules = models.JSONField()
+    default = models.JSONField(null=True, blank=True)
+    changelog = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ruleset", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["ruleset", "version"], name="uniq_version_per_ruleset")
+        ]
+        indexes = [models.Index(fields=["ruleset", "-created_at"], name="version_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ruleset.name} {self.version}"
+
+
+class Deployment(models.Model):
+    """The release of one rule-set version; its status changes only through services."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    ruleset = models.ForeignKey(RuleSet, on_delete=models.PROTECT, related_name="deployments")
+    version = models.ForeignKey(
+        RuleSetVersion, on_delete=models.PROTECT, related_name="deployments"
+    )
+    changelog = models.TextField(blank=True, default="")
+    canary_config = models.JSONField(default=default_canary_config)
+    compensation_strategy = models.CharField(
+        max_length=32,
+        choices=CompensationStrategy.choices,
+        default=CompensationStrategy.ROLLBACK_ONLY,
+    )
+    status = models.CharField(
+        max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.DRAFT
+    )
+    traffic_percentage = models.PositiveSmallIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    canary_target_filter = models.JSONField(null=True, blank=True)
+    baseline = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="successors",
+        help_text="The deployment that was active when this one started; its version is v1.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    deprecated_at = models.DateTimeField(null=True, blank=True)
+    rollback_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ruleset"],
+                condition=Q(status=DeploymentStatus.CANARY),
+                name="one_canary_per_ruleset",
+            ),
+            models.UniqueConstraint(
+                fields=["ruleset"],
+                condition=Q(status=DeploymentStatus.ACTIVE),
+                name="one_active_per_ruleset",
+            ),
+            models.CheckConstraint(
+                condition=Q(traffic_percentage__gte=0) & Q(traffic_percentage__lte=100),
+                name="traffic_percentage_0_100",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["ruleset", "status"], name="deployment_ruleset_status_idx"),
+            models.Index(fields=["status", "-created_at"], name="deployment_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ruleset.name} {self.version.version} ({self.status})"
+
+
+class DeploymentEvent(models.Model):
+    """The audit trail: every transition and traffic change, with who did it and why."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=32, choices=EventAction.choices)
+    actor = models.CharField(max_length=150, help_text="A username or a system actor.")
+    from_status = models.CharField(max_length=16, choices=DeploymentStatus.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=DeploymentStatus.choices, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["deployment", "created_at"], name="event_deployment_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}"

@@ -1,0 +1,701 @@
+"""Canary's rule language: CEL conditions over a JSON ``input`` document.
+
+A rule-set version is a list of ``{name, condition, output}`` rules plus a ``default``
+output. The first rule whose condition is true gives the output. Conditions are CEL
+(Common Expression Language) expressions evaluated by ``cel-expr-python``, the official
+C++ CEL runtime for Python.
+
+This module is the only place that knows which CEL implementation is used: everything
+else sees ``compile_rules``, ``compiled_for`` and ``CompiledRuleSet.evaluate``. Swapping
+the library means rewriting this file (and its tests), nothing else. It has no Django
+imports so it can be tested and benchmarked on its own.
+
+Safety model: the library bounds parsing (nesting, length) and the number of loop
+iterations per evaluation, but not memory or the size of values built during
+evaluation. We therefore inspect each checked expression (see ``_check_bounded``) and
+refuse the constructs that let a short expression build huge values: string/list
+concatenation, macros over macro results, deep macro nesting and big literals inside
+macros. See docs/rules.md for the numbers behind each limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
+
+from cel_expr_python import cel
+
+# --- limits -------------------------------------------------------------------------------
+# Structure of a version.
+MAX_RULES = 200  # rules per version: evaluation is a linear scan, keep it short
+MAX_NAME_LENGTH = 100  # characters in a rule name
+MAX_CONDITION_LENGTH = 4096  # characters in one condition (the library allows 100,000)
+MAX_OUTPUT_CHARS = 65_536  # JSON-encoded size of one output (each rule and the default)
+MAX_OUTPUT_DEPTH = 32  # nesting of lists/objects in one output
+
+# Shape of a condition, checked on the compiled expression. These close the ways a
+# short expression could allocate gigabytes: the library has no memory limit.
+MAX_MACROS = 4  # all/exists/exists_one/map/filter calls in one condition
+MAX_MACRO_NESTING = 2  # a macro inside a macro inside ... at most this deep
+MAX_LITERAL_ELEMENTS_IN_MACRO = 100  # list/map literal elements inside macro bodies
+
+# Fixed by cel-expr-python 0.1.3 (not configurable there), documented for operators.
+CEL_MAX_RECURSION_DEPTH = 32  # parser/checker nesting limit
+CEL_ITERATION_BUDGET = 10_000  # macro iterations per evaluation of one condition
+
+# Compiled versions kept per process by ``compiled_for``.
+CACHE_SIZE = 256
+
+_RULE_KEYS = ("name", "condition", "output")
+_FATAL = (KeyboardInterrupt, SystemExit)
+
+# Variables are dynamically typed: the input is arbitrary JSON.
+_ENV = cel.NewEnv(variables={"input": cel.Type.DYN})
+
+
+# --- public types -------------------------------------------------------------------------
+class RuleCompileError(ValueError):
+    """A version cannot be compiled; says which rule, which field and where.
+
+    ``message`` is the bare reason (``syntax error at 1:14: ...``); ``str(e)`` prefixes it
+    with the rule so a log line or API ``detail`` stands on its own.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        rule_index: int | None = None,
+        rule_name: str | None = None,
+        position: str | None = None,
+    ) -> None:
+        self.message = message
+        self.field = field
+        self.rule_index = rule_index
+        self.rule_name = rule_name
+        self.position = position
+        super().__init__(self._sentence())
+
+    def _sentence(self) -> str:
+        if self.rule_index is None:
+            return f"{self.field}: {self.message}"
+        rule = f"rule #{self.rule_index}"
+        if self.rule_name is not None:
+            rule = f"rule {self.rule_name!r} (#{self.rule_index})"
+        if self.field == "rules":
+            return f"{rule}: {self.message}"
+        return f"{rule} {self.field}: {self.message}"
+
+    def as_field_errors(self) -> dict[str, Any]:
+        """DRF-style nested errors, e.g. ``{"rules": {"0": {"condition": ["..."]}}}``.
+
+        A problem with a rule as a whole (not a dict, unknown keys) goes under
+        ``non_field_errors`` of that rule.
+        """
+        if self.rule_index is None:
+            return {self.field: [self.message]}
+        key = "non_field_errors" if self.field == "rules" else self.field
+        return {"rules": {str(self.rule_index): {key: [self.message]}}}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: rebuild explicitly so the error survives pickling.
+        return (_rebuild_compile_error, (self.message, self.__dict__.copy()))
+
+
+def _rebuild_compile_error(message: str, state: dict[str, Any]) -> RuleCompileError:
+    kwargs = {k: state[k] for k in ("field", "rule_index", "rule_name", "position")}
+    return RuleCompileError(message, **kwargs)
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """Why an evaluation failed; ``rule`` is None when no rule was at fault (bad input)."""
+
+    rule: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The outcome of one input: an output (possibly the default) or an error, never both."""
+
+    success: bool
+    output: Any
+    matched_rule: str | None
+    error: RuleError | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """A JSON value stored so that every caller gets its own copy of lists and objects."""
+
+    scalar: Any
+    encoded: str | None  # set for lists/objects, decoded afresh on each evaluation
+
+    def value(self) -> Any:
+        return self.scalar if self.encoded is None else json.loads(self.encoded)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    program: cel.Expression
+    typed_bool: bool  # the checker proved the result is a bool (or an error)
+    output: _Output
+
+
+class CompiledRuleSet:
+    """A validated, compiled version; immutable and safe to share between threads.
+
+    Build it with ``compile_rules`` or ``compiled_for``.
+    """
+
+    __slots__ = ("_default", "_rules")
+
+    def __init__(self, rules: tuple[_Rule, ...], default: _Output) -> None:
+        self._rules = rules
+        self._default = default
+
+    def evaluate(self, input: Mapping[str, Any]) -> Evaluation:
+        """First matching rule's output, else the default; failures become error outcomes.
+
+        Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,
+        a non-bool result or an exhausted budget is reported with the rule's name.
+        """
+        if not isinstance(input, dict):
+            if not isinstance(input, Mapping):
+                kind = _json_kind(input)
+                return _failure(None, f"input must be a JSON object, got {kind}")
+            input = dict(input)  # the library converts plain dicts only
+        try:
+            activation = _ENV.Activation({"input": input})
+        except BaseException as exc:
+            if isinstance(exc, _FATAL):
+                raise
+            return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
+        for rule in self._rules:
+            try:
+                result = rule.program.eval(activation)
+                if rule.typed_bool:
+                    outcome = result.value()
+                    if outcome is True:
+                        return Evaluation(True, rule.output.value(), rule.name, None)
+                    if outcome is False:
+                        continue
+                elif result.type() == cel.Type.BOOL:
+                    if result.value():
+                        return Evaluation(True, rule.output.value(), rule.name, None)
+                    continue
+                message = _describe_non_bool(result)
+            except BaseException as exc:
+                if isinstance(exc, _FATAL):
+                    raise
+                message = _describe_exception(exc)
+            return _failure(rule.name, message)
+        return Evaluation(True, self._default.value(), None, None)
+
+
+# --- compiling ----------------------------------------------------------------------------
+def compile_rules(rules: Any, default: Any) -> CompiledRuleSet:
+    """Validate the structure and compile every condition; raise ``RuleCompileError``.
+
+    ``rules`` is a list of dicts with exactly the keys ``name`` (non-empty, unique, at most
+    ``MAX_NAME_LENGTH`` characters), ``condition`` (CEL source, at most
+    ``MAX_CONDITION_LENGTH`` characters) and ``output`` (any JSON value). The first
+    problem found is raised, in rule order.
+    """
+    if not isinstance(rules, list):
+        raise RuleCompileError(f"must be a list of rules, got {_json_kind(rules)}", field="rules")
+    if len(rules) > MAX_RULES:
+        raise RuleCompileError(
+            f"at most {MAX_RULES} rules per version, got {len(rules)}", field="rules"
+        )
+    compiled: list[_Rule] = []
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        name = _validate_rule_shape(index, rule, seen)
+        seen.add(name)
+        output = _encode_output(rule["output"], field="output", index=index, name=name)
+        program, typed_bool = _compile_condition(index, name, rule["condition"])
+        compiled.append(_Rule(name, program, typed_bool, output))
+    default_output = _encode_output(default, field="default", index=None, name=None)
+    return CompiledRuleSet(tuple(compiled), default_output)
+
+
+def _validate_rule_shape(index: int, rule: Any, seen: set[str]) -> str:
+    """Check keys, name and condition type/length; return the rule's name."""
+    if not isinstance(rule, dict):
+        expected = "an object with keys name, condition and output"
+        raise RuleCompileError(
+            f"must be {expected}, got {_json_kind(rule)}", field="rules", rule_index=index
+        )
+    raw_name = rule.get("name")
+    name = raw_name if isinstance(raw_name, str) else None
+    unknown = sorted(str(key) for key in rule if key not in _RULE_KEYS)
+    if unknown:
+        raise RuleCompileError(
+            f"unknown keys {', '.join(map(repr, unknown))}; a rule has exactly name, "
+            "condition and output",
+            field="rules",
+            rule_index=index,
+            rule_name=name,
+        )
+    for key in _RULE_KEYS:
+        if key not in rule:
+            raise RuleCompileError(
+                "this field is required", field=key, rule_index=index, rule_name=name
+            )
+
+    def bad(key: str, message: str) -> RuleCompileError:
+        return RuleCompileError(message, field=key, rule_index=index, rule_name=name)
+
+    if name is None:
+        raise bad("name", f"must be a string, got {_json_kind(raw_name)}")
+    if not name.strip():
+        raise bad("name", "must not be blank")
+    if len(name) > MAX_NAME_LENGTH:
+        raise bad("name", f"at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if name in seen:
+        raise bad("name", f"duplicate rule name {name!r}; names must be unique")
+    condition = rule["condition"]
+    if not isinstance(condition, str):
+        raise bad("condition", f"must be a string, got {_json_kind(condition)}")
+    if not condition.strip():
+        raise bad("condition", "must not be blank")
+    if len(condition) > MAX_CONDITION_LENGTH:
+        raise bad("condition", f"at most {MAX_CONDITION_LENGTH} characters, got {len(condition)}")
+    return name
+
+
+def _compile_condition(index: int, name: str, source: str) -> tuple[cel.Expression, bool]:
+    """Compile, check the result type and the shape, and build the program eagerly."""
+
+    def bad(message: str, position: str | None = None) -> RuleCompileError:
+        return RuleCompileError(
+            message, field="condition", rule_index=index, rule_name=name, position=position
+        )
+
+    try:
+        program = _ENV.compile(source)
+    except BaseException as exc:
+        if isinstance(exc, _FATAL):
+            raise
+        message, position = _describe_compile_failure(str(exc))
+        raise bad(message, position) from None
+
+    return_type = program.return_type()
+    if return_type not in (cel.Type.BOOL, cel.Type.DYN):
+        raise bad(f"must be a boolean expression, but its type is {_type_name(return_type)}")
+
+    violation = _check_bounded(program, source)
+    if violation is not None:
+        message, position = violation
+        where = f" at {position}" if position else ""
+        raise bad(f"not allowed{where}: {message}", position)
+
+    # The library plans the program lazily on first evaluation; do it now, on an empty
+    # input, so planning errors and expressions that exhaust the budget whatever the
+    # input (e.g. loops over big literals) are refused here, not on live traffic.
+    try:
+        program.eval(_ENV.Activation({"input": {}}))
+    except BaseException as exc:
+        if isinstance(exc, _FATAL):
+            raise
+        raise bad(f"cannot be evaluated within the limits: {_describe_exception(exc)}") from None
+    return program, return_type == cel.Type.BOOL
+
+
+def _encode_output(value: Any, *, field: str, index: int | None, name: str | None) -> _Output:
+    problem = _json_problem(value)
+    if problem is None:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if len(encoded) > MAX_OUTPUT_CHARS:
+            problem = f"at most {MAX_OUTPUT_CHARS} characters as JSON, got {len(encoded)}"
+    if problem is not None:
+        raise RuleCompileError(problem, field=field, rule_index=index, rule_name=name)
+    if isinstance(value, dict | list):
+        return _Output(None, encoded)
+    return _Output(value, None)
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` is not plain JSON (None when it is): outputs go back to API clients."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, bool | int | str):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"must be a JSON value; {item!r} is not a finite number"
+            continue
+        if depth >= MAX_OUTPUT_DEPTH:
+            return f"nested more than {MAX_OUTPUT_DEPTH} levels deep"
+        if isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"must be a JSON value; object key {key!r} is not a string"
+                stack.append((child, depth + 1))
+        else:
+            return f"must be a JSON value, found {type(item).__name__}"
+    return None
+
+
+# --- bounding: static checks on the checked expression ------------------------------------
+# cel-expr-python exposes the checked AST only as a serialized cel.expr.CheckedExpr
+# protobuf (wrapped in google.protobuf.Any). The few fields we need are decoded by hand
+# rather than adding protobuf and the cel-spec descriptors as dependencies.
+_NUMERIC_ADD = frozenset(
+    {
+        "add_int64",
+        "add_uint64",
+        "add_double",
+        "add_timestamp_duration",
+        "add_duration_timestamp",
+        "add_duration_duration",
+    }
+)
+_EXPR_KINDS = {3: "const", 4: "ident", 5: "select", 6: "call", 7: "list", 8: "map", 9: "loop"}
+
+
+@dataclass(slots=True)
+class _Node:
+    id: int
+    kind: str
+    name: str = ""  # identifier, called function, selected field or loop accumulator
+    children: list[_Node] = dataclass_field(default_factory=list)
+    # loops: children == [iter_range, accu_init, loop_condition, loop_step, result]
+
+
+class _Unbounded(Exception):
+    def __init__(self, message: str, node: _Node) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def _check_bounded(program: cel.Expression, source: str) -> tuple[str, str | None] | None:
+    """Return (why, "line:col") if the condition could build unbounded values, else None.
+
+    Rules, each closing a measured blow-up (see docs/rules.md):
+    - ``+`` must add numbers/time: repeated concatenation doubles a string per macro step;
+    - a macro may not iterate over another macro's result (``.map(..).map(..)`` chains);
+    - at most MAX_MACROS macros, nested at most MAX_MACRO_NESTING deep;
+    - at most MAX_LITERAL_ELEMENTS_IN_MACRO literal elements inside macro bodies, since
+      each iteration allocates the literal anew and nothing is freed before the end.
+    """
+    try:
+        root, overloads, offsets = _decode_checked(program.serialize())
+    except (ValueError, IndexError, KeyError):
+        return "the compiled expression could not be inspected (library changed?)", None
+    checker = _BoundChecker(overloads)
+    try:
+        checker.visit(root, nesting=0, in_macro=False)
+    except _Unbounded as exc:
+        offset = offsets.get(exc.node.id)
+        return str(exc), None if offset is None else _line_col(source, offset)
+    return None
+
+
+class _BoundChecker:
+    def __init__(self, overloads: dict[int, tuple[str, ...]]) -> None:
+        self.overloads = overloads
+        self.macros = 0
+        self.literal_elements = 0
+        self.accumulators: set[str] = set()
+
+    def visit(self, node: _Node, *, nesting: int, in_macro: bool) -> None:
+        if node.kind == "loop":
+            self._visit_loop(node, nesting=nesting, in_macro=in_macro)
+            return
+        children = node.children
+        if node.kind == "call" and node.name == "_+_":
+            if self._is_accumulation(node):
+                # The macro's own "append this iteration's value" step, not user code.
+                appended = children[1]
+                children = appended.children if appended.kind == "list" else [appended]
+            elif not set(self.overloads.get(node.id, ("?",))) <= _NUMERIC_ADD:
+                raise _Unbounded(
+                    "'+' may only add numbers, timestamps and durations (joining strings "
+                    "or lists is disabled to keep evaluation bounded); for dynamic values "
+                    "convert first, e.g. double(input.a) + double(input.b)",
+                    node,
+                )
+        elif node.kind in ("list", "map") and in_macro:
+            self.literal_elements += len(children) // (2 if node.kind == "map" else 1)
+            if self.literal_elements > MAX_LITERAL_ELEMENTS_IN_MACRO:
+                raise _Unbounded(
+                    f"more than {MAX_LITERAL_ELEMENTS_IN_MACRO} list/map literal elements "
+                    "inside macros (each iteration builds them again)",
+                    node,
+                )
+        for child in children:
+            self.visit(child, nesting=nesting, in_macro=in_macro)
+
+    def _visit_loop(self, node: _Node, *, nesting: int, in_macro: bool) -> None:
+        self.macros += 1
+        if self.macros > MAX_MACROS:
+            raise _Unbounded(f"more than {MAX_MACROS} macros (all, exists, map, ...)", node)
+        if nesting + 1 > MAX_MACRO_NESTING:
+            raise _Unbounded(f"macros nested more than {MAX_MACRO_NESTING} deep", node)
+        iter_range, *body = node.children
+        if _contains_loop(iter_range):
+            raise _Unbounded(
+                "a macro may not iterate over the result of another macro; "
+                "combine them into one (e.g. exists(x, ...) instead of map(...).exists(...))",
+                node,
+            )
+        self.visit(iter_range, nesting=nesting, in_macro=in_macro)
+        self.accumulators.add(node.name)
+        for part in body:
+            self.visit(part, nesting=nesting + 1, in_macro=True)
+
+    def _is_accumulation(self, node: _Node) -> bool:
+        first = node.children[0] if node.children else None
+        return (
+            len(node.children) == 2
+            and first is not None
+            and first.kind == "ident"
+            and first.name in self.accumulators
+        )
+
+
+def _contains_loop(node: _Node) -> bool:
+    return node.kind == "loop" or any(_contains_loop(child) for child in node.children)
+
+
+def _line_col(source: str, offset: int) -> str:
+    """1-based line:col of a code-point offset, as the library reports positions."""
+    line_start = source.rfind("\n", 0, offset) + 1
+    return f"{source.count(chr(10), 0, offset) + 1}:{offset - line_start + 1}"
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """Protobuf wire format: yield (field number, varint or bytes) pairs."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _varint(buf, pos)
+            yield number, value
+        elif wire_type == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("truncated field")
+            yield number, buf[pos : pos + length]
+            pos += length
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _decode_checked(
+    serialized: bytes,
+) -> tuple[_Node, dict[int, tuple[str, ...]], dict[int, int]]:
+    """Decode Any{CheckedExpr}: the expression tree, overload ids and source offsets."""
+    wrapper = {number: value for number, value in _fields(serialized)}
+    checked = wrapper[2]
+    if not isinstance(checked, bytes) or b"CheckedExpr" not in wrapper.get(1, b""):
+        raise ValueError("not a CheckedExpr")
+    root: _Node | None = None
+    overloads: dict[int, tuple[str, ...]] = {}
+    offsets: dict[int, int] = {}
+    for number, value in _fields(checked):
+        if number == 2:  # reference_map entry: {1: expr id, 2: Reference{3: overload_id}}
+            entry = _submessages(value)
+            ids = tuple(
+                v.decode()
+                for n, v in _fields(_bytes(entry.get(2, b"")))
+                if n == 3 and isinstance(v, bytes)
+            )
+            overloads[_int(entry.get(1, 0))] = ids
+        elif number == 4:
+            root = _decode_expr(_bytes(value))
+        elif number == 5:  # source_info: positions entries {1: expr id, 2: offset}
+            for n, entry_bytes in _fields(_bytes(value)):
+                if n == 4:
+                    entry = _submessages(entry_bytes)
+                    offsets[_int(entry.get(1, 0))] = _int(entry.get(2, 0))
+    if root is None:
+        raise ValueError("no expression")
+    return root, overloads, offsets
+
+
+def _decode_expr(buf: bytes) -> _Node:
+    node_id, kind, payload = 0, "const", b""
+    for number, value in _fields(buf):
+        if number == 2:
+            node_id = _int(value)
+        elif number in _EXPR_KINDS:
+            kind, payload = _EXPR_KINDS[number], _bytes(value)
+    node = _Node(node_id, kind)
+    loop_parts: dict[int, _Node] = {}
+    for number, value in _fields(payload):
+        if isinstance(value, int):
+            continue
+        if kind == "ident" and number == 1:
+            node.name = value.decode()
+        elif kind == "select":  # operand = 1, field = 2
+            if number == 1:
+                node.children.append(_decode_expr(value))
+            elif number == 2:
+                node.name = value.decode()
+        elif kind == "call":  # target = 1, function = 2, args = 3
+            if number == 2:
+                node.name = value.decode()
+            elif number in (1, 3):
+                node.children.append(_decode_expr(value))
+        elif kind == "list" and number == 1:
+            node.children.append(_decode_expr(value))
+        elif kind == "map" and number == 2:  # entry: map_key = 3, value = 4
+            node.children.extend(_decode_expr(_bytes(v)) for n, v in _fields(value) if n in (3, 4))
+        elif kind == "loop":  # iter_range 2, accu_var 3, accu_init 4, cond 5, step 6, result 7
+            if number == 3:
+                node.name = value.decode()
+            elif number in (2, 4, 5, 6, 7):
+                loop_parts[number] = _decode_expr(value)
+    if kind == "loop":
+        node.children = [loop_parts.get(n) or _Node(0, "const") for n in (2, 4, 5, 6, 7)]
+    return node
+
+
+def _submessages(buf: Any) -> dict[int, int | bytes]:
+    return {number: value for number, value in _fields(_bytes(buf))}
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError("expected a length-delimited field")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int):
+        raise ValueError("expected a varint field")
+    return value
+
+
+# --- messages -----------------------------------------------------------------------------
+_CEL_ERROR = re.compile(r"ERROR: <input>:(-?\d+):(-?\d+): ([^\n]*)")
+_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+_STATUS_SUFFIX = re.compile(r"\s*\[[A-Z_]+\]\s*$")
+
+
+def _describe_compile_failure(text: str) -> tuple[str, str | None]:
+    """Turn the library's multi-line error into one sentence and a ``line:col``."""
+    if "recursion" in text:
+        return f"expression is nested too deeply (limit {CEL_MAX_RECURSION_DEPTH} levels)", None
+    match = _CEL_ERROR.search(text)
+    if match is None:
+        return f"invalid expression: {_clean_status(text)}", None
+    line, col, detail = int(match[1]), int(match[2]), match[3].strip()
+    detail = detail.replace(" (in container '')", "")
+    position = f"{line}:{col}" if line > 0 and col > 0 else None
+    kind = "type error"
+    if detail.startswith("Syntax error: "):
+        kind, detail = "syntax error", detail.removeprefix("Syntax error: ")
+    where = f" at {position}" if position else ""
+    return f"{kind}{where}: {detail}", position
+
+
+def _describe_exception(exc: BaseException) -> str:
+    text = str(exc)
+    if "Iteration budget exceeded" in text:
+        return f"evaluation budget exceeded (more than {CEL_ITERATION_BUDGET} macro iterations)"
+    if isinstance(exc, MemoryError):
+        return "evaluation ran out of memory"
+    return _clean_status(text) or type(exc).__name__
+
+
+def _describe_non_bool(result: cel.Value) -> str:
+    result_type = result.type()
+    if result_type == cel.Type.ERROR:
+        return f"condition could not be evaluated: {_clean_status(str(result.value()))}"
+    if result_type == cel.Type.UNKNOWN:
+        return "condition could not be evaluated: unknown value"
+    return f"condition must be true or false, but it returned a {_type_name(result_type)}"
+
+
+def _clean_status(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return _STATUS_SUFFIX.sub("", _STATUS_PREFIX.sub("", first))
+
+
+def _type_name(cel_type: cel.Type) -> str:
+    return cel_type.name().lower()
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    if type(value) in names:
+        return names[type(value)]
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _failure(rule: str | None, message: str) -> Evaluation:
+    return Evaluation(False, None, None, RuleError(rule, message))
+
+
+# --- per-process cache --------------------------------------------------------------------
+_cache: OrderedDict[Hashable, CompiledRuleSet] = OrderedDict()
+_cache_lock = threading.Lock()
+_compiling: dict[Hashable, threading.Lock] = {}
+
+
+def compiled_for(key: Hashable, rules: Any, default: Any) -> CompiledRuleSet:
+    """The compiled rule set for an immutable version ``key``, compiled once per process.
+
+    Bounded LRU (``CACHE_SIZE`` entries), thread-safe. Concurrent first requests for the
+    same key wait for one compilation instead of each compiling. ``key`` must identify
+    immutable content (a version's primary key): ``rules`` is ignored on a cache hit.
+    Compile errors are raised, not cached.
+    """
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+        key_lock = _compiling.setdefault(key, threading.Lock())
+    with key_lock:
+        with _cache_lock:
+            hit = _cache.get(key)
+            if hit is not None:
+                _cache.move_to_end(key)
+                return hit
+        try:
+            compiled = compile_rules(rules, default)
+        except BaseException:
+            with _cache_lock:
+                _compiling.pop(key, None)
+            raise
+        with _cache_lock:
+            _cache[key] = compiled
+            _cache.move_to_end(key)
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+            _compiling.pop(key, None)
+    return compiled

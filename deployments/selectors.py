@@ -1,0 +1,67 @@
+"""Reads of rule sets and deployments, shared by the API and the admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from canary.errors import NotFound
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
+from deployments.rule_language import CompiledRuleSet, compiled_for
+
+
+def ruleset_list() -> QuerySet[RuleSet]:
+    return RuleSet.objects.all()
+
+
+def ruleset_get(*, ruleset_id: Any) -> RuleSet:
+    return _get_or_404(RuleSet.objects.all(), ruleset_id, "rule set")
+
+
+def ruleset_version_list(*, ruleset: RuleSet) -> QuerySet[RuleSetVersion]:
+    return RuleSetVersion.objects.filter(ruleset=ruleset).order_by("-created_at")
+
+
+def ruleset_version_latest(*, ruleset: RuleSet) -> RuleSetVersion | None:
+    return RuleSetVersion.objects.filter(ruleset=ruleset).order_by("-created_at").first()
+
+
+def compiled_rules_for(version: RuleSetVersion) -> CompiledRuleSet:
+    """Versions are immutable, so their id is a safe key for the per-process compile cache."""
+    return compiled_for(version.pk, version.rules, version.default)
+
+
+def deployment_list() -> QuerySet[Deployment]:
+    return Deployment.objects.select_related(
+        "ruleset", "version", "baseline__version", "created_by"
+    )
+
+
+def deployment_get(*, deployment_id: Any) -> Deployment:
+    return _get_or_404(deployment_list(), deployment_id, "deployment")
+
+
+def deployment_active_for(*, ruleset_id: Any) -> Deployment | None:
+    return (
+        Deployment.objects.select_related("version")
+        .filter(ruleset_id=ruleset_id, status=DeploymentStatus.ACTIVE)
+        .first()
+    )
+
+
+def deployment_event_list(*, deployment: Deployment) -> QuerySet[DeploymentEvent]:
+    return DeploymentEvent.objects.filter(deployment=deployment).order_by("created_at", "id")
+
+
+def _get_or_404(queryset: QuerySet, pk: Any, label: str) -> Any:
+    from django.core.exceptions import ValidationError
+
+    try:
+        found = queryset.filter(pk=pk).first()
+    except (ValueError, TypeError, ValidationError):
+        found = None
+    if found is None:
+        raise NotFound(f"No {label} with id '{pk}'.")
+    return found

@@ -1,0 +1,705 @@
+"""Every write to rule sets and deployments goes through this module.
+
+Lifecycle changes share one path, ``_transition``: lock the rule set, then the
+deployment; check the transition table; stamp timestamps; save with
+``update_fields``; write the event; send the in-transaction hook; queue
+after-commit work. Locking the rule set first serialises every lifecycle change
+of one rule set, so concurrent promote/rollback/start-canary calls see each
+other's results and never leave two canaries or two active deployments.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from canary.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from deployments import transitions
+from deployments.canary_config import CanaryConfigError, normalize_canary_config
+from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
+from deployments.models import (
+    SEMVER_PATTERN,
+    Deployment,
+    DeploymentEvent,
+    RuleSet,
+    RuleSetVersion,
+)
+from deployments.rule_language import RuleCompileError, compile_rules
+from deployments.selectors import compiled_rules_for, ruleset_version_latest
+from deployments.signals import deployment_transitioned, deployment_transitioning
+
+SYSTEM_MONITOR = "system:monitor"
+SYSTEM_BREAKER = "system:breaker"
+
+Actor = AbstractBaseUser | str | None
+
+MAX_CHANGELOG = 10_000
+MAX_REASON = 2_000
+MAX_TARGET_IDS = 10_000
+MAX_IDENTIFIER = 200
+
+
+def actor_label(actor: Actor) -> str:
+    if actor is None:
+        return "system"
+    if isinstance(actor, str):
+        return actor
+    return actor.get_username()
+
+
+def _actor_user(actor: Actor) -> AbstractBaseUser | None:
+    return None if actor is None or isinstance(actor, str) else actor
+
+
+# --- rule sets ---------------------------------------------------------------
+
+
+def ruleset_create(*, name: str, description: str = "", actor: Actor) -> RuleSet:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed({"name": ["This field may not be blank."]})
+    if RuleSet.objects.filter(name=name).exists():
+        raise ValidationFailed({"name": [f"A rule set named '{name}' already exists."]})
+    try:
+        with transaction.atomic():
+            return RuleSet.objects.create(name=name, description=description or "")
+    except IntegrityError as exc:
+        raise ValidationFailed({"name": [f"A rule set named '{name}' already exists."]}) from exc
+
+
+def ruleset_version_create(
+    *,
+    ruleset: RuleSet,
+    version: str,
+    rules: Any,
+    default: Any = None,
+    changelog: str = "",
+    actor: Actor,
+) -> RuleSetVersion:
+    """Compile the rules before storing them, so a stored version always runs."""
+    if not isinstance(version, str) or not re.match(SEMVER_PATTERN, version):
+        raise ValidationFailed(
+            {"version": ['Must be a semantic version such as "v2.1.0" or "2.1.0".']}
+        )
+    try:
+        compile_rules(rules, default)
+    except RuleCompileError as exc:
+        raise ValidationFailed(exc.as_field_errors(), detail=f"Invalid rules: {exc}") from exc
+    duplicate = {"version": [f"Rule set '{ruleset.name}' already has version '{version}'."]}
+    if RuleSetVersion.objects.filter(ruleset=ruleset, version=version).exists():
+        raise ValidationFailed(duplicate)
+    try:
+        with transaction.atomic():
+            return RuleSetVersion.objects.create(
+                ruleset=ruleset,
+                version=version,
+                rules=rules,
+                default=default,
+                changelog=changelog or "",
+                created_by=_actor_user(actor),
+            )
+    except IntegrityError as exc:
+        raise ValidationFailed(duplicate) from exc
+
+
+_MISSING = object()
+
+
+def ruleset_test(
+    *,
+    ruleset: RuleSet,
+    input: Mapping[str, Any],
+    expected_output: Any = _MISSING,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """Run one input through a version without routing or logging: a dry run for authors."""
+    if version is None:
+        target = ruleset_version_latest(ruleset=ruleset)
+        if target is None:
+            raise ValidationFailed({"version": [f"Rule set '{ruleset.name}' has no versions."]})
+    else:
+        target = RuleSetVersion.objects.filter(ruleset=ruleset, version=version).first()
+        if target is None:
+            raise ValidationFailed(
+                {"version": [f"Rule set '{ruleset.name}' has no version '{version}'."]}
+            )
+    compiled = compiled_rules_for(target)
+    started = time.perf_counter()
+    evaluation = compiled.evaluate(input)
+    latency_ms = (time.perf_counter() - started) * 1000
+    has_expectation = expected_output is not _MISSING
+    passed = evaluation.success and (not has_expectation or evaluation.output == expected_output)
+    return {
+        "passed": passed,
+        "output": evaluation.output,
+        "expected_output": expected_output if has_expectation else None,
+        "matched_rule": evaluation.matched_rule,
+        "error": (
+            {"rule": evaluation.error.rule, "message": evaluation.error.message}
+            if evaluation.error
+            else None
+        ),
+        "version": target.version,
+        "latency_ms": round(latency_ms, 3),
+    }
+
+
+# --- deployments: creation and draft edits -----------------------------------
+
+
+def _canary_config_or_400(raw: Any, *, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        return normalize_canary_config(raw, base=base)
+    except CanaryConfigError as exc:
+        raise ValidationFailed({"canary_config": exc.errors}) from exc
+
+
+def _compensation_or_400(value: Any) -> str:
+    if value not in CompensationStrategy.values:
+        choices = ", ".join(CompensationStrategy.values)
+        raise ValidationFailed({"compensation_strategy": [f"Must be one of: {choices}."]})
+    return value
+
+
+def _text_or_400(field: str, value: Any, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed({field: ["Must be a string."]})
+    if len(value) > limit:
+        raise ValidationFailed({field: [f"Must be at most {limit} characters."]})
+    return value
+
+
+def _version_or_400(ruleset: RuleSet, version: Any) -> RuleSetVersion:
+    target = RuleSetVersion.objects.filter(ruleset=ruleset, version=version).first()
+    if target is None:
+        raise ValidationFailed(
+            {
+                "version": [
+                    f"Rule set '{ruleset.name}' has no version '{version}'; "
+                    "create it with POST /api/v1/rulesets/{id}/versions first."
+                ]
+            }
+        )
+    return target
+
+
+def deployment_create(
+    *,
+    ruleset_id: Any,
+    version: str,
+    changelog: str = "",
+    canary_config: Mapping[str, Any] | None = None,
+    compensation_strategy: str = CompensationStrategy.ROLLBACK_ONLY,
+    actor: Actor,
+) -> Deployment:
+    ruleset = RuleSet.objects.filter(pk=ruleset_id).first()
+    if ruleset is None:
+        raise ValidationFailed({"ruleset_id": [f"No rule set with id '{ruleset_id}'."]})
+    target = _version_or_400(ruleset, version)
+    config = _canary_config_or_400(canary_config)
+    strategy = _compensation_or_400(compensation_strategy)
+    changelog = _text_or_400("changelog", changelog, MAX_CHANGELOG)
+    with transaction.atomic(durable=True):
+        deployment = Deployment.objects.create(
+            ruleset=ruleset,
+            version=target,
+            changelog=changelog,
+            canary_config=config,
+            compensation_strategy=strategy,
+            created_by=_actor_user(actor),
+        )
+        _record_event(
+            deployment,
+            action=EventAction.CREATE,
+            actor=actor,
+            from_status="",
+            to_status=DeploymentStatus.DRAFT,
+            payload={"version": target.version},
+        )
+    return deployment
+
+
+_UPDATABLE = ("version", "changelog", "canary_config", "compensation_strategy")
+
+
+def deployment_update(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None, **changes: Any
+) -> Deployment:
+    """Edit a draft. ``canary_config`` is merged over the current config."""
+    unknown = set(changes) - set(_UPDATABLE)
+    if unknown:
+        raise ValidationFailed({name: ["This field cannot be changed."] for name in unknown})
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        fields: set[str] = set()
+        if "version" in changes:
+            deployment.version = _version_or_400(deployment.ruleset, changes["version"])
+            fields.add("version")
+        if "changelog" in changes:
+            deployment.changelog = _text_or_400("changelog", changes["changelog"], MAX_CHANGELOG)
+            fields.add("changelog")
+        if "canary_config" in changes:
+            deployment.canary_config = _canary_config_or_400(
+                changes["canary_config"], base=deployment.canary_config
+            )
+            fields.add("canary_config")
+        if "compensation_strategy" in changes:
+            deployment.compensation_strategy = _compensation_or_400(
+                changes["compensation_strategy"]
+            )
+            fields.add("compensation_strategy")
+        payload["changed"] = sorted(fields)
+        return fields
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.UPDATE,
+        event=EventAction.UPDATE,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+# --- deployments: lifecycle ---------------------------------------------------
+
+
+def _percentage_or_400(field: str, value: Any, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
+        raise ValidationFailed({field: [f"Must be an integer from {low} to 100."]})
+    return value
+
+
+def _target_filter_or_400(value: Any) -> dict[str, list[str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationFailed({"canary_target_filter": ["Must be a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, list[str]] = {}
+    for key, ids in value.items():
+        if key not in ("user_ids", "workflow_ids"):
+            errors[str(key)] = ["Unknown field. Known fields: user_ids, workflow_ids."]
+            continue
+        if ids is None:
+            continue
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_TARGET_IDS
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_IDENTIFIER for i in ids)
+        ):
+            errors[key] = [
+                f"Must be a list of at most {MAX_TARGET_IDS} non-empty strings "
+                f"of at most {MAX_IDENTIFIER} characters."
+            ]
+            continue
+        cleaned[key] = list(dict.fromkeys(ids))
+    if errors:
+        raise ValidationFailed({"canary_target_filter": errors})
+    return cleaned or None
+
+
+def deployment_start_canary(
+    *,
+    deployment_id: Any,
+    actor: Actor,
+    canary_pct: int | None = None,
+    canary_target_filter: Mapping[str, Any] | None = None,
+    expected_status: str | None = None,
+) -> Deployment:
+    target_filter = _target_filter_or_400(canary_target_filter)
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        pct = canary_pct
+        if pct is None:
+            pct = deployment.canary_config.get("initial_traffic_percentage", 10)
+        pct = _percentage_or_400("canary_pct", pct, low=1)
+        siblings = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
+            pk=deployment.pk
+        )
+        running = siblings.filter(status=DeploymentStatus.CANARY).select_related("version").first()
+        if running is not None:
+            raise Conflict(
+                f"Deployment {running.pk} (version {running.version.version}) is already "
+                "in canary for this rule set; promote or roll it back first.",
+                canary_deployment_id=str(running.pk),
+            )
+        active = siblings.filter(status=DeploymentStatus.ACTIVE).select_related("version").first()
+        if active is None:
+            raise Conflict(
+                "This rule set has no active deployment to serve as v1. The first release "
+                f"of a rule set is promoted directly: POST /api/v1/deployments/{deployment.pk}"
+                "/promote."
+            )
+        if active.version_id == deployment.version_id:
+            raise Conflict(
+                f"Version {active.version.version} is already active (deployment {active.pk})."
+            )
+        deployment.baseline = active
+        deployment.traffic_percentage = pct
+        deployment.canary_target_filter = target_filter
+        deployment.started_at = now
+        payload.update(
+            traffic_percentage=pct,
+            canary_target_filter=target_filter,
+            baseline_id=str(active.pk),
+            baseline_version=active.version.version,
+        )
+        return {"baseline", "traffic_percentage", "canary_target_filter", "started_at"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.START_CANARY,
+        event=EventAction.START_CANARY,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_set_traffic(
+    *,
+    deployment_id: Any,
+    traffic_percentage: int,
+    actor: Actor,
+    reason: str = "",
+    expected_status: str | None = None,
+) -> Deployment:
+    """Change the share of *new* contexts sent to v2; existing assignments keep their version."""
+    pct = _percentage_or_400("traffic_percentage", traffic_percentage, low=0)
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        payload.update(from_traffic=deployment.traffic_percentage, to_traffic=pct)
+        if reason:
+            payload["reason"] = reason
+        deployment.traffic_percentage = pct
+        return {"traffic_percentage"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.TRAFFIC,
+        event=EventAction.SET_TRAFFIC,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_promote(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+) -> Deployment:
+    """Canary → active (its baseline deprecated), or a draft's initial release."""
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        if deployment.status == DeploymentStatus.DRAFT:
+            others = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
+                pk=deployment.pk
+            )
+            blocking = others.filter(
+                status__in=[DeploymentStatus.ACTIVE, DeploymentStatus.CANARY]
+            ).first()
+            if blocking is not None:
+                allowed = [
+                    a for a in transitions.allowed_actions(deployment.status) if a != "promote"
+                ]
+                raise InvalidTransition(
+                    f"Only a rule set's first release is promoted from draft; deployment "
+                    f"{blocking.pk} is {blocking.status}. Start a canary instead.",
+                    current_status=deployment.status,
+                    allowed_actions=allowed,
+                )
+            deployment.started_at = now
+            payload["initial_release"] = True
+        else:
+            baseline = _locked_baseline(deployment)
+            if baseline is not None and baseline.status == DeploymentStatus.ACTIVE:
+                _system_transition(
+                    baseline,
+                    action=transitions.SUPERSEDE,
+                    event=EventAction.SUPERSEDE,
+                    actor=actor,
+                    now=now,
+                    payload={"superseded_by": str(deployment.pk)},
+                )
+        payload["from_traffic"] = deployment.traffic_percentage
+        deployment.traffic_percentage = 100
+        deployment.promoted_at = now
+        return {"traffic_percentage", "promoted_at", "started_at"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.PROMOTE,
+        event=EventAction.PROMOTE,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_rollback(
+    *,
+    deployment_id: Any,
+    reason: str,
+    actor: Actor,
+    apply_compensation: bool = True,
+    expected_status: str | None = None,
+) -> Deployment:
+    """End a canary (v1 serves everyone) or undo a promotion (the baseline is active again)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed({"reason": ["A reason is required to roll back."]})
+    reason = _text_or_400("reason", reason.strip(), MAX_REASON)
+    if not isinstance(apply_compensation, bool):
+        raise ValidationFailed({"apply_compensation": ["Must be true or false."]})
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        if deployment.status == DeploymentStatus.ACTIVE:
+            _refuse_if_canary_builds_on(deployment, "roll it back")
+        payload.update(
+            reason=reason,
+            apply_compensation=apply_compensation,
+            compensation_strategy=deployment.compensation_strategy,
+            from_traffic=deployment.traffic_percentage,
+        )
+        deployment.traffic_percentage = 0
+        deployment.rolled_back_at = now
+        deployment.rollback_reason = reason
+        return {"traffic_percentage", "rolled_back_at", "rollback_reason"}
+
+    def restore_baseline(deployment: Deployment, from_status: str, now: datetime) -> None:
+        if from_status != DeploymentStatus.ACTIVE:
+            return
+        baseline = _locked_baseline(deployment)
+        if baseline is not None and baseline.status == DeploymentStatus.DEPRECATED:
+            _system_transition(
+                baseline,
+                action=transitions.RESTORE,
+                event=EventAction.RESTORE,
+                actor=actor,
+                now=now,
+                payload={"restored_by_rollback_of": str(deployment.pk), "reason": reason},
+            )
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.ROLLBACK,
+        event=EventAction.ROLLBACK,
+        actor=actor,
+        before=apply,
+        after=restore_baseline,
+        expected_status=expected_status,
+    )
+
+
+def deployment_deprecate(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+) -> Deployment:
+    """Retire an active deployment; afterwards nothing serves the rule set."""
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        _refuse_if_canary_builds_on(deployment, "deprecate it")
+        deployment.deprecated_at = now
+        return {"deprecated_at"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.DEPRECATE,
+        event=EventAction.DEPRECATE,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_delete(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+) -> None:
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        _check_unchanged(deployment, expected_status)
+        _check(deployment.status, transitions.DELETE)
+        deployment.delete()
+
+
+# --- the one transition path ---------------------------------------------------
+
+Before = Callable[[Deployment, datetime, dict[str, Any]], set[str]]
+After = Callable[[Deployment, str, datetime], None]
+
+
+@dataclass(frozen=True)
+class _Change:
+    deployment: Deployment
+    action: str
+    from_status: str
+    to_status: str
+    actor: str
+
+
+def _lock(deployment_id: Any) -> Deployment:
+    """Lock the rule set, then the deployment: one order everywhere, so no deadlocks."""
+    try:
+        ruleset_id = (
+            Deployment.objects.filter(pk=deployment_id).values_list("ruleset_id", flat=True).first()
+        )
+    except (ValueError, TypeError, DjangoValidationError) as exc:  # a malformed id
+        raise NotFound(f"No deployment with id '{deployment_id}'.") from exc
+    if ruleset_id is None:
+        raise NotFound(f"No deployment with id '{deployment_id}'.")
+    RuleSet.objects.select_for_update().only("pk").get(pk=ruleset_id)
+    return (
+        Deployment.objects.select_for_update(of=("self",))
+        .select_related("ruleset", "version")
+        .get(pk=deployment_id)
+    )
+
+
+def _locked_baseline(deployment: Deployment) -> Deployment | None:
+    if deployment.baseline_id is None:
+        return None
+    return Deployment.objects.select_for_update().get(pk=deployment.baseline_id)
+
+
+def _refuse_if_canary_builds_on(deployment: Deployment, what: str) -> None:
+    canary = Deployment.objects.filter(baseline=deployment, status=DeploymentStatus.CANARY).first()
+    if canary is not None:
+        raise Conflict(
+            f"Deployment {canary.pk} is in canary against this deployment as v1; "
+            f"promote or roll back that canary before you {what}.",
+            canary_deployment_id=str(canary.pk),
+        )
+
+
+def _check(status: str, action: str) -> str | None:
+    try:
+        return transitions.next_status(status, action)
+    except transitions.TransitionNotAllowed as exc:
+        raise InvalidTransition(
+            str(exc), current_status=status, allowed_actions=list(exc.allowed_actions)
+        ) from exc
+
+
+def _check_unchanged(deployment: Deployment, expected_status: str | None) -> None:
+    """Compare-and-set: refuse to act on a deployment that changed under the caller.
+
+    An approver who pressed rollback on a canary must not roll back the active
+    release that a colleague's promote made of it a moment earlier.
+    """
+    if expected_status is not None and deployment.status != expected_status:
+        raise InvalidTransition(
+            f"The deployment changed from '{expected_status}' to '{deployment.status}' while "
+            "this request was in flight; nothing was done. Review it and try again.",
+            current_status=deployment.status,
+            allowed_actions=list(transitions.allowed_actions(deployment.status)),
+        )
+
+
+def _transition(
+    *,
+    deployment_id: Any,
+    action: str,
+    event: str,
+    actor: Actor,
+    before: Before | None = None,
+    after: After | None = None,
+    expected_status: str | None = None,
+) -> Deployment:
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        from_status = deployment.status
+        _check_unchanged(deployment, expected_status)
+        to_status = _check(from_status, action)
+        assert to_status is not None
+        now = timezone.now()
+        payload: dict[str, Any] = {}
+        fields = {"status", "updated_at"}
+        if before is not None:
+            fields |= before(deployment, now, payload)
+        deployment.status = to_status
+        deployment.save(update_fields=sorted(fields))
+        if after is not None:
+            after(deployment, from_status, now)
+        _record_event(
+            deployment,
+            action=event,
+            actor=actor,
+            from_status=from_status,
+            to_status=to_status,
+            payload=payload,
+        )
+        _announce(_Change(deployment, action, from_status, to_status, actor_label(actor)))
+    return deployment
+
+
+def _system_transition(
+    deployment: Deployment,
+    *,
+    action: str,
+    event: str,
+    actor: Actor,
+    now: datetime,
+    payload: dict[str, Any],
+) -> None:
+    """A baseline's status change caused by its successor's promote or rollback."""
+    from_status = deployment.status
+    to_status = _check(from_status, action)
+    assert to_status is not None
+    deployment.status = to_status
+    fields = ["status", "updated_at"]
+    if to_status == DeploymentStatus.DEPRECATED:
+        deployment.deprecated_at = now
+        fields.append("deprecated_at")
+    else:
+        deployment.traffic_percentage = 100
+        fields.append("traffic_percentage")
+    deployment.save(update_fields=fields)
+    _record_event(
+        deployment,
+        action=event,
+        actor=actor,
+        from_status=from_status,
+        to_status=to_status,
+        payload=payload,
+    )
+    _announce(_Change(deployment, action, from_status, to_status, actor_label(actor)))
+
+
+def _record_event(
+    deployment: Deployment,
+    *,
+    action: str,
+    actor: Actor,
+    from_status: str,
+    to_status: str,
+    payload: dict[str, Any],
+) -> DeploymentEvent:
+    return DeploymentEvent.objects.create(
+        deployment=deployment,
+        action=action,
+        actor=actor_label(actor),
+        from_status=from_status,
+        to_status=to_status,
+        payload=payload,
+    )
+
+
+def _announce(change: _Change) -> None:
+    kwargs = {
+        "deployment": change.deployment,
+        "action": change.action,
+        "from_status": change.from_status,
+        "to_status": change.to_status,
+        "actor": change.actor,
+    }
+    deployment_transitioning.send(sender=Deployment, **kwargs)
+    transaction.on_commit(lambda: deployment_transitioned.send(sender=Deployment, **kwargs))

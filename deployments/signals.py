@@ -1,0 +1,15 @@
+"""Hooks that let higher apps react to lifecycle changes without deployments importing them.
+
+``deployment_transitioning`` is sent *inside* the transition's transaction, after
+the new status is saved: a receiver's writes (clearing a canary's assignments on
+rollback) commit or roll back together with the transition, and a receiver that
+raises aborts it. ``deployment_transitioned`` is sent after commit, for work that
+must see the committed state (cache invalidation, notifications, metrics).
+
+Both send ``deployment``, ``action``, ``from_status``, ``to_status`` and ``actor``.
+"""
+
+from django.dispatch import Signal
+
+deployment_transitioning = Signal()
+deployment_transitioned = Signal()

@@ -1,0 +1,78 @@
+import pytest
+
+from deployments.canary_config import (
+    CanaryConfigError,
+    default_canary_config,
+    normalize_canary_config,
+)
+
+
+def test_defaults_match_the_contract() -> None:
+    assert default_canary_config() == {
+        "initial_traffic_percentage": 10,
+        "increment": 10,
+        "duration_minutes": 60,
+        "success_threshold": 0.95,
+        "error_threshold": 0.05,
+        "latency_multiplier": 2.0,
+        "min_samples": 20,
+        "auto_rollback": True,
+        "auto_progress": False,
+        "failure_threshold": 5,
+        "breaker_cooldown_seconds": 60,
+    }
+
+
+def test_given_values_override_defaults() -> None:
+    config = normalize_canary_config({"increment": 25, "error_threshold": 0, "auto_progress": True})
+    assert config["increment"] == 25
+    assert config["error_threshold"] == 0.0
+    assert isinstance(config["error_threshold"], float)
+    assert config["auto_progress"] is True
+    assert config["duration_minutes"] == 60
+
+
+def test_base_is_kept_for_partial_updates() -> None:
+    base = normalize_canary_config({"increment": 25})
+    assert normalize_canary_config({"min_samples": 5}, base=base)["increment"] == 25
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("initial_traffic_percentage", 0),
+        ("initial_traffic_percentage", 101),
+        ("initial_traffic_percentage", 10.5),
+        ("initial_traffic_percentage", "10"),
+        ("initial_traffic_percentage", True),
+        ("increment", 0),
+        ("duration_minutes", 0),
+        ("success_threshold", 1.01),
+        ("success_threshold", -0.1),
+        ("error_threshold", "0.05"),
+        ("error_threshold", False),
+        ("latency_multiplier", 1),
+        ("latency_multiplier", 0.5),
+        ("min_samples", 0),
+        ("auto_rollback", "yes"),
+        ("auto_progress", 1),
+        ("failure_threshold", 0),
+        ("breaker_cooldown_seconds", 0),
+        ("breaker_cooldown_seconds", None),
+    ],
+)
+def test_out_of_range_or_wrong_type_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(CanaryConfigError) as error:
+        normalize_canary_config({field: value})
+    assert list(error.value.errors) == [field]
+
+
+def test_unknown_keys_are_refused_all_at_once() -> None:
+    with pytest.raises(CanaryConfigError) as error:
+        normalize_canary_config({"speed": 1, "increment": 0, "initial_traffic": 5})
+    assert set(error.value.errors) == {"speed", "increment", "initial_traffic"}
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(CanaryConfigError):
+        normalize_canary_config([1, 2])  # type: ignore[arg-type]
