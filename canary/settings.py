@@ -123,10 +123,27 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
             "KEY_PREFIX": "canary",
-        }
+        },
+        "routing": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Redis down means cache misses: routing falls back to the database.
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+            "KEY_PREFIX": "canary",
+        },
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # NOTE: without Redis the web server, worker and beat share no memory, so the
+    # routing cache is off: every request reads routing state from the database.
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "routing": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -196,6 +213,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Product settings.
 CANARY_SESSION_TTL = env_int("CANARY_SESSION_TTL", 24 * 60 * 60)
 CANARY_MONITOR_INTERVAL_SECONDS = env_int("CANARY_MONITOR_INTERVAL_SECONDS", 300)
+# Largest execute request body; larger ones are refused with a 400 naming `input`.
+CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
 
 LOGGING = {
     "version": 1,

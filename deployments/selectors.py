@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from canary.errors import NotFound
@@ -33,6 +35,13 @@ def compiled_rules_for(version: RuleSetVersion) -> CompiledRuleSet:
     return compiled_for(version.pk, version.rules, version.default)
 
 
+@functools.lru_cache(maxsize=256)
+def compiled_rules_for_version_id(version_id: str) -> CompiledRuleSet:
+    """The data plane knows only version ids; versions are immutable, so cache per process."""
+    version = RuleSetVersion.objects.only("id", "rules", "default").get(pk=version_id)
+    return compiled_rules_for(version)
+
+
 def deployment_list() -> QuerySet[Deployment]:
     return Deployment.objects.select_related(
         "ruleset", "version", "baseline__version", "created_by"
@@ -56,8 +65,6 @@ def deployment_event_list(*, deployment: Deployment) -> QuerySet[DeploymentEvent
 
 
 def _get_or_404(queryset: QuerySet, pk: Any, label: str) -> Any:
-    from django.core.exceptions import ValidationError
-
     try:
         found = queryset.filter(pk=pk).first()
     except (ValueError, TypeError, ValidationError):

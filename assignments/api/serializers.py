@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from assignments.models import Assignment
+from canary.api.serializers import StrictInputSerializer
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
+IDENTIFIER_HELP = "1-200 characters: letters, digits and . _ : @ / + = -"
+
+
+def identifier_field() -> serializers.RegexField:
+    return serializers.RegexField(
+        IDENTIFIER_PATTERN,
+        required=False,
+        allow_null=True,
+        help_text=IDENTIFIER_HELP,
+        error_messages={"invalid": f"Malformed id: {IDENTIFIER_HELP}."},
+    )
+
+
+class ContextQuerySerializer(StrictInputSerializer):
+    user_id = identifier_field()
+    session_id = identifier_field()
+    workflow_id = identifier_field()
+
+
+class ExecuteInputSerializer(StrictInputSerializer):
+    input = serializers.JSONField(help_text="The input document, bound to `input` in CEL.")
+    user_id = identifier_field()
+    session_id = identifier_field()
+    workflow_id = identifier_field()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            errors = {
+                name: ["Must be a string."]
+                for name in ("user_id", "session_id", "workflow_id")
+                if data.get(name) is not None and not isinstance(data.get(name), str)
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+    def validate_input(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
+class RuleErrorSerializer(serializers.Serializer):
+    rule = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class ResolveOutputSerializer(serializers.Serializer):
+    ruleset_id = serializers.UUIDField()
+    deployment_id = serializers.UUIDField()
+    version = serializers.CharField()
+    version_id = serializers.UUIDField()
+    canary_version = serializers.ChoiceField(choices=["v1", "v2"])
+    is_canary = serializers.BooleanField()
+    assignment_priority = serializers.ChoiceField(
+        choices=["workflow", "session", "user", "random"], allow_null=True
+    )
+
+
+class ExecuteOutputSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    output = serializers.JSONField(allow_null=True)
+    matched_rule = serializers.CharField(allow_null=True)
+    error = RuleErrorSerializer(allow_null=True)
+    version = serializers.CharField()
+    canary_version = serializers.ChoiceField(choices=["v1", "v2"])
+    deployment_id = serializers.UUIDField()
+    assignment_priority = serializers.ChoiceField(
+        choices=["workflow", "session", "user", "random"], allow_null=True
+    )
+    latency_ms = serializers.FloatField()
+
+
+class AssignmentOutputSerializer(serializers.ModelSerializer):
+    assignment_id = serializers.UUIDField(source="id", read_only=True)
+    canary_version_id = serializers.UUIDField(source="version_id", read_only=True)
+    priority = serializers.CharField(source="tier", read_only=True)
+    user_id = serializers.SerializerMethodField()
+    session_id = serializers.SerializerMethodField()
+    workflow_id = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Assignment
+        fields = [
+            "assignment_id",
+            "user_id",
+            "workflow_id",
+            "session_id",
+            "canary_version_id",
+            "assigned_version",
+            "assigned_at",
+            "expires_at",
+            "priority",
+            "identifier",
+        ]
+
+    def get_user_id(self, obj: Assignment) -> str | None:
+        return obj.user_id or None
+
+    def get_session_id(self, obj: Assignment) -> str | None:
+        return obj.session_id or None
+
+    def get_workflow_id(self, obj: Assignment) -> str | None:
+        return obj.workflow_id or None
+
+
+class AssignmentListOutputSerializer(serializers.Serializer):
+    assignments = AssignmentOutputSerializer(many=True)
+    total = serializers.IntegerField()
+
+
+def max_input_bytes() -> int:
+    return settings.CANARY_MAX_INPUT_BYTES

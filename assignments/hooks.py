@@ -1,0 +1,62 @@
+"""Seams through which the monitoring app plugs into the data plane.
+
+Dependencies run one way (deployments <- assignments <- monitoring), so the data
+plane cannot import the breaker or the execution log. ``monitoring`` replaces
+these defaults in its ``AppConfig.ready()``; until then v2 is always allowed and
+nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    deployment_id: Any
+    version_id: Any
+    served_version: str
+    success: bool
+    latency_ms: float
+    error_rule: str | None
+    error_message: str
+    user_id: str | None
+    session_id: str | None
+    workflow_id: str | None
+    input: Any
+    output: Any
+    executed_at: datetime
+
+
+@dataclass(frozen=True)
+class BreakerGate:
+    """What the breaker says about one request: may it reach v2?"""
+
+    allow_v2: bool
+    state: str = "CLOSED"
+
+
+def _always_closed(deployment_id: Any, canary_config: dict[str, Any]) -> BreakerGate:
+    return BreakerGate(allow_v2=True)
+
+
+def _record_nothing(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class DataPlaneHooks:
+    # Asked before routing a canary request; OPEN (or a HALF_OPEN trial in use)
+    # answers allow_v2=False and the request gets v1 with nothing stored.
+    breaker_gate: Callable[[Any, dict[str, Any]], BreakerGate] = field(default=_always_closed)
+    # Called for every execute during a canary, before the response is sent, so
+    # an answered request is never missing from the log.
+    record_execution: Callable[[ExecutionRecord, dict[str, Any]], None] = field(
+        default=_record_nothing
+    )
+
+
+hooks = DataPlaneHooks()

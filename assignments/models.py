@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from deployments.models import Deployment, RuleSetVersion
+
+
+class Tier(models.TextChoices):
+    WORKFLOW = "workflow", "Workflow"
+    SESSION = "session", "Session"
+    USER = "user", "User"
+
+
+class ServedVersion(models.TextChoices):
+    V1 = "v1", "v1 (stable)"
+    V2 = "v2", "v2 (canary)"
+
+
+class Assignment(models.Model):
+    """The version one workflow, session or user is pinned to during one canary."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="assignments")
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    identifier = models.CharField(max_length=200)
+    assigned_version = models.CharField(max_length=2, choices=ServedVersion.choices)
+    version = models.ForeignKey(
+        RuleSetVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The rule-set version this context is served.",
+    )
+    # The request's ids when the decision was made, for look-ups by any of them.
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    session_id = models.CharField(max_length=200, blank=True, default="")
+    workflow_id = models.CharField(max_length=200, blank=True, default="")
+    assigned_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-assigned_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "tier", "identifier"], name="uniq_assignment_per_context"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["deployment", "user_id"], name="assignment_user_idx"),
+            models.Index(fields=["deployment", "session_id"], name="assignment_session_idx"),
+            models.Index(fields=["deployment", "workflow_id"], name="assignment_workflow_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tier}:{self.identifier} -> {self.assigned_version}"

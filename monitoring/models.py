@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.db import models
+
+from assignments.models import ServedVersion
+from deployments.models import Deployment, RuleSetVersion
+
+
+class ExecutionLog(models.Model):
+    """One evaluation during a canary: the raw material of metrics, breaker and compensation."""
+
+    id = models.BigAutoField(primary_key=True)
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="execution_logs"
+    )
+    served_version = models.CharField(max_length=2, choices=ServedVersion.choices)
+    version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="+")
+    success = models.BooleanField()
+    latency_ms = models.FloatField()
+    error_rule = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    session_id = models.CharField(max_length=200, blank=True, default="")
+    workflow_id = models.CharField(max_length=200, blank=True, default="")
+    input = models.JSONField()
+    output = models.JSONField(null=True, blank=True)
+    needs_reprocess = models.BooleanField(default=False)
+    reprocessed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["deployment", "served_version", "created_at"],
+                name="execlog_window_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.success else "error"
+        return f"{self.served_version} {outcome} {self.latency_ms:.2f} ms"
