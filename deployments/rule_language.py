@@ -14,8 +14,8 @@ Safety model: the library bounds parsing (nesting, length) and the number of loo
 iterations per evaluation, but not memory or the size of values built during
 evaluation. We therefore inspect each checked expression (see ``_check_bounded``) and
 refuse the constructs that let a short expression build huge values: string/list
-concatenation, macros over macro results, deep macro nesting and big literals inside
-macros. See docs/rules.md for the numbers behind each limit.
+concatenation, ``map``/``filter``, many or deeply nested macros, and big literals inside
+macros. See docs/rules.md for the measurements behind each limit.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import Any
 
+from cel.expr import checked_pb2, syntax_pb2
 from cel_expr_python import cel
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 # --- limits -------------------------------------------------------------------------------
 # Structure of a version.
@@ -42,7 +44,7 @@ MAX_OUTPUT_DEPTH = 32  # nesting of lists/objects in one output
 
 # Shape of a condition, checked on the compiled expression. These close the ways a
 # short expression could allocate gigabytes: the library has no memory limit.
-MAX_MACROS = 4  # all/exists/exists_one/map/filter calls in one condition
+MAX_MACROS = 4  # all/exists/exists_one calls in one condition (map/filter are refused)
 MAX_MACRO_NESTING = 2  # a macro inside a macro inside ... at most this deep
 MAX_LITERAL_ELEMENTS_IN_MACRO = 100  # list/map literal elements inside macro bodies
 
@@ -353,8 +355,8 @@ def _json_problem(value: Any) -> str | None:
 
 # --- bounding: static checks on the checked expression ------------------------------------
 # cel-expr-python exposes the checked AST only as a serialized cel.expr.CheckedExpr
-# protobuf (wrapped in google.protobuf.Any). The few fields we need are decoded by hand
-# rather than adding protobuf and the cel-spec descriptors as dependencies.
+# protobuf (wrapped in google.protobuf.Any); it is read with the generated cel.expr
+# classes that xds-protos ships.
 _NUMERIC_ADD = frozenset(
     {
         "add_int64",
@@ -365,112 +367,112 @@ _NUMERIC_ADD = frozenset(
         "add_duration_duration",
     }
 )
-_EXPR_KINDS = {3: "const", 4: "ident", 5: "select", 6: "call", 7: "list", 8: "map", 9: "loop"}
-
-
-@dataclass(slots=True)
-class _Node:
-    id: int
-    kind: str
-    name: str = ""  # identifier, called function, selected field or loop accumulator
-    children: list[_Node] = dataclass_field(default_factory=list)
-    # loops: children == [iter_range, accu_init, loop_condition, loop_step, result]
 
 
 class _Unbounded(Exception):
-    def __init__(self, message: str, node: _Node) -> None:
+    def __init__(self, message: str, expr: syntax_pb2.Expr) -> None:
         super().__init__(message)
-        self.node = node
+        self.expr = expr
 
 
 def _check_bounded(program: cel.Expression, source: str) -> tuple[str, str | None] | None:
-    """Return (why, "line:col") if the condition could build unbounded values, else None.
+    """Return (why, "line:col") if the condition could build huge values, else None.
 
-    Rules, each closing a measured blow-up (see docs/rules.md):
-    - ``+`` must add numbers/time: repeated concatenation doubles a string per macro step;
-    - a macro may not iterate over another macro's result (``.map(..).map(..)`` chains);
+    Each rule closes a blow-up measured on cel-expr-python 0.1.3 (see docs/rules.md):
+    - ``+`` must add numbers or time: string/list concatenation inside macros doubles a
+      value per step (``std::bad_alloc`` from a 400-character condition);
+    - no ``map``/``filter``: the library copies their result list on every iteration,
+      so memory grows with the square of the list (1 GB for 8,000 input items);
     - at most MAX_MACROS macros, nested at most MAX_MACRO_NESTING deep;
-    - at most MAX_LITERAL_ELEMENTS_IN_MACRO literal elements inside macro bodies, since
-      each iteration allocates the literal anew and nothing is freed before the end.
+    - at most MAX_LITERAL_ELEMENTS_IN_MACRO literal elements inside macro bodies: each
+      iteration builds them again and nothing is freed before the evaluation ends.
     """
+    checked = checked_pb2.CheckedExpr()
     try:
-        root, overloads, offsets = _decode_checked(program.serialize())
-    except (ValueError, IndexError, KeyError):
+        unpacked = any_pb2.Any.FromString(program.serialize()).Unpack(checked)
+    except DecodeError:
+        unpacked = False
+    if not unpacked or not checked.HasField("expr"):
         return "the compiled expression could not be inspected (library changed?)", None
-    checker = _BoundChecker(overloads)
+    checker = _BoundChecker(checked.reference_map)
     try:
-        checker.visit(root, nesting=0, in_macro=False)
+        checker.visit(checked.expr, nesting=0, in_macro=False)
     except _Unbounded as exc:
-        offset = offsets.get(exc.node.id)
+        offset = checked.source_info.positions.get(exc.expr.id)
         return str(exc), None if offset is None else _line_col(source, offset)
     return None
 
 
 class _BoundChecker:
-    def __init__(self, overloads: dict[int, tuple[str, ...]]) -> None:
-        self.overloads = overloads
+    def __init__(self, references: Mapping[int, checked_pb2.Reference]) -> None:
+        self.references = references
         self.macros = 0
         self.literal_elements = 0
-        self.accumulators: set[str] = set()
 
-    def visit(self, node: _Node, *, nesting: int, in_macro: bool) -> None:
-        if node.kind == "loop":
-            self._visit_loop(node, nesting=nesting, in_macro=in_macro)
+    def visit(self, expr: syntax_pb2.Expr, *, nesting: int, in_macro: bool) -> None:
+        kind = expr.WhichOneof("expr_kind")
+        if kind == "comprehension_expr":
+            self._visit_loop(expr, nesting=nesting)
             return
-        children = node.children
-        if node.kind == "call" and node.name == "_+_":
-            if self._is_accumulation(node):
-                # The macro's own "append this iteration's value" step, not user code.
-                appended = children[1]
-                children = appended.children if appended.kind == "list" else [appended]
-            elif not set(self.overloads.get(node.id, ("?",))) <= _NUMERIC_ADD:
+        if kind == "call_expr" and expr.call_expr.function == "_+_":
+            reference = self.references.get(expr.id)
+            overloads = ("?",) if reference is None else reference.overload_id
+            if not set(overloads) <= _NUMERIC_ADD:
                 raise _Unbounded(
                     "'+' may only add numbers, timestamps and durations (joining strings "
                     "or lists is disabled to keep evaluation bounded); for dynamic values "
                     "convert first, e.g. double(input.a) + double(input.b)",
-                    node,
+                    expr,
                 )
-        elif node.kind in ("list", "map") and in_macro:
-            self.literal_elements += len(children) // (2 if node.kind == "map" else 1)
+        elif kind in ("list_expr", "struct_expr") and in_macro:
+            literal = expr.list_expr.elements if kind == "list_expr" else expr.struct_expr.entries
+            self.literal_elements += len(literal)
             if self.literal_elements > MAX_LITERAL_ELEMENTS_IN_MACRO:
                 raise _Unbounded(
                     f"more than {MAX_LITERAL_ELEMENTS_IN_MACRO} list/map literal elements "
                     "inside macros (each iteration builds them again)",
-                    node,
+                    expr,
                 )
-        for child in children:
+        for child in _children(expr):
             self.visit(child, nesting=nesting, in_macro=in_macro)
 
-    def _visit_loop(self, node: _Node, *, nesting: int, in_macro: bool) -> None:
+    def _visit_loop(self, expr: syntax_pb2.Expr, *, nesting: int) -> None:
+        loop = expr.comprehension_expr
+        if loop.accu_init.WhichOneof("expr_kind") == "list_expr":  # map() and filter()
+            raise _Unbounded(
+                "map() and filter() are not available (this CEL library copies their "
+                "result on every iteration); use all(), exists() or exists_one()",
+                expr,
+            )
         self.macros += 1
         if self.macros > MAX_MACROS:
-            raise _Unbounded(f"more than {MAX_MACROS} macros (all, exists, map, ...)", node)
+            raise _Unbounded(f"more than {MAX_MACROS} macros (all, exists, exists_one)", expr)
         if nesting + 1 > MAX_MACRO_NESTING:
-            raise _Unbounded(f"macros nested more than {MAX_MACRO_NESTING} deep", node)
-        iter_range, *body = node.children
-        if _contains_loop(iter_range):
-            raise _Unbounded(
-                "a macro may not iterate over the result of another macro; "
-                "combine them into one (e.g. exists(x, ...) instead of map(...).exists(...))",
-                node,
-            )
-        self.visit(iter_range, nesting=nesting, in_macro=in_macro)
-        self.accumulators.add(node.name)
-        for part in body:
+            raise _Unbounded(f"macros nested more than {MAX_MACRO_NESTING} deep", expr)
+        self.visit(loop.iter_range, nesting=nesting, in_macro=nesting > 0)
+        # accu_init is the macro's own start value (true, false or 0): not user code.
+        for part in (loop.loop_condition, loop.loop_step, loop.result):
             self.visit(part, nesting=nesting + 1, in_macro=True)
 
-    def _is_accumulation(self, node: _Node) -> bool:
-        first = node.children[0] if node.children else None
-        return (
-            len(node.children) == 2
-            and first is not None
-            and first.kind == "ident"
-            and first.name in self.accumulators
-        )
 
-
-def _contains_loop(node: _Node) -> bool:
-    return node.kind == "loop" or any(_contains_loop(child) for child in node.children)
+def _children(expr: syntax_pb2.Expr) -> list[syntax_pb2.Expr]:
+    """Sub-expressions of a non-loop node, in source order."""
+    kind = expr.WhichOneof("expr_kind")
+    if kind == "select_expr":
+        return [expr.select_expr.operand]
+    if kind == "call_expr":
+        call = expr.call_expr
+        return [call.target, *call.args] if call.HasField("target") else list(call.args)
+    if kind == "list_expr":
+        return list(expr.list_expr.elements)
+    if kind == "struct_expr":
+        children = []
+        for entry in expr.struct_expr.entries:
+            if entry.HasField("map_key"):  # message fields are named, not computed
+                children.append(entry.map_key)
+            children.append(entry.value)
+        return children
+    return []  # constants and identifiers
 
 
 def _line_col(source: str, offset: int) -> str:
@@ -479,133 +481,18 @@ def _line_col(source: str, offset: int) -> str:
     return f"{source.count(chr(10), 0, offset) + 1}:{offset - line_start + 1}"
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """Protobuf wire format: yield (field number, varint or bytes) pairs."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = _varint(buf, pos)
-            yield number, value
-        elif wire_type == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise ValueError("truncated field")
-            yield number, buf[pos : pos + length]
-            pos += length
-        elif wire_type in (1, 5):
-            pos += 8 if wire_type == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _decode_checked(
-    serialized: bytes,
-) -> tuple[_Node, dict[int, tuple[str, ...]], dict[int, int]]:
-    """Decode Any{CheckedExpr}: the expression tree, overload ids and source offsets."""
-    wrapper = {number: value for number, value in _fields(serialized)}
-    checked = wrapper[2]
-    if not isinstance(checked, bytes) or b"CheckedExpr" not in wrapper.get(1, b""):
-        raise ValueError("not a CheckedExpr")
-    root: _Node | None = None
-    overloads: dict[int, tuple[str, ...]] = {}
-    offsets: dict[int, int] = {}
-    for number, value in _fields(checked):
-        if number == 2:  # reference_map entry: {1: expr id, 2: Reference{3: overload_id}}
-            entry = _submessages(value)
-            ids = tuple(
-                v.decode()
-                for n, v in _fields(_bytes(entry.get(2, b"")))
-                if n == 3 and isinstance(v, bytes)
-            )
-            overloads[_int(entry.get(1, 0))] = ids
-        elif number == 4:
-            root = _decode_expr(_bytes(value))
-        elif number == 5:  # source_info: positions entries {1: expr id, 2: offset}
-            for n, entry_bytes in _fields(_bytes(value)):
-                if n == 4:
-                    entry = _submessages(entry_bytes)
-                    offsets[_int(entry.get(1, 0))] = _int(entry.get(2, 0))
-    if root is None:
-        raise ValueError("no expression")
-    return root, overloads, offsets
-
-
-def _decode_expr(buf: bytes) -> _Node:
-    node_id, kind, payload = 0, "const", b""
-    for number, value in _fields(buf):
-        if number == 2:
-            node_id = _int(value)
-        elif number in _EXPR_KINDS:
-            kind, payload = _EXPR_KINDS[number], _bytes(value)
-    node = _Node(node_id, kind)
-    loop_parts: dict[int, _Node] = {}
-    for number, value in _fields(payload):
-        if isinstance(value, int):
-            continue
-        if kind == "ident" and number == 1:
-            node.name = value.decode()
-        elif kind == "select":  # operand = 1, field = 2
-            if number == 1:
-                node.children.append(_decode_expr(value))
-            elif number == 2:
-                node.name = value.decode()
-        elif kind == "call":  # target = 1, function = 2, args = 3
-            if number == 2:
-                node.name = value.decode()
-            elif number in (1, 3):
-                node.children.append(_decode_expr(value))
-        elif kind == "list" and number == 1:
-            node.children.append(_decode_expr(value))
-        elif kind == "map" and number == 2:  # entry: map_key = 3, value = 4
-            node.children.extend(_decode_expr(_bytes(v)) for n, v in _fields(value) if n in (3, 4))
-        elif kind == "loop":  # iter_range 2, accu_var 3, accu_init 4, cond 5, step 6, result 7
-            if number == 3:
-                node.name = value.decode()
-            elif number in (2, 4, 5, 6, 7):
-                loop_parts[number] = _decode_expr(value)
-    if kind == "loop":
-        node.children = [loop_parts.get(n) or _Node(0, "const") for n in (2, 4, 5, 6, 7)]
-    return node
-
-
-def _submessages(buf: Any) -> dict[int, int | bytes]:
-    return {number: value for number, value in _fields(_bytes(buf))}
-
-
-def _bytes(value: Any) -> bytes:
-    if not isinstance(value, bytes):
-        raise ValueError("expected a length-delimited field")
-    return value
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int):
-        raise ValueError("expected a varint field")
-    return value
-
-
 # --- messages -----------------------------------------------------------------------------
 _CEL_ERROR = re.compile(r"ERROR: <input>:(-?\d+):(-?\d+): ([^\n]*)")
+_RECURSION = re.compile(r"recursion limit exceeded|max recursion depth", re.IGNORECASE)
 _STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
 _STATUS_SUFFIX = re.compile(r"\s*\[[A-Z_]+\]\s*$")
 
 
 def _describe_compile_failure(text: str) -> tuple[str, str | None]:
     """Turn the library's multi-line error into one sentence and a ``line:col``."""
-    if "recursion" in text:
+    # Lines starting with "|" echo the user's source: never classify on them.
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("|"))
+    if _RECURSION.search(text):
         return f"expression is nested too deeply (limit {CEL_MAX_RECURSION_DEPTH} levels)", None
     match = _CEL_ERROR.search(text)
     if match is None:

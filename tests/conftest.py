@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from canary.roles import sync_roles
 from deployments import services
 from deployments.models import Deployment, RuleSet
+from tests.accounts import create_user
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 
 ROLES = ("viewer", "approver", "admin")
-
-
-def create_user(username: str, role: str) -> str:
-    """Create a user through the management command and return its token."""
-    out = io.StringIO()
-    call_command("canary_user", username, "--role", role, stdout=out)
-    return out.getvalue().strip().splitlines()[-1]
 
 
 @pytest.fixture
