@@ -33,14 +33,23 @@ class ExecutionRecord:
 
 @dataclass(frozen=True)
 class BreakerGate:
-    """What the breaker says about one request: may it reach v2?"""
+    """What the breaker says about one request: may it reach v2?
+
+    In HALF_OPEN ``allow_v2`` is True but ``trial_only`` too: a request routed to
+    v2 must first win the single trial slot (``breaker_claim_trial``).
+    """
 
     allow_v2: bool
     state: str = "CLOSED"
+    trial_only: bool = False
 
 
 def _always_closed(deployment_id: Any, canary_config: dict[str, Any]) -> BreakerGate:
     return BreakerGate(allow_v2=True)
+
+
+def _no_trial(deployment_id: Any, canary_config: dict[str, Any]) -> bool:
+    return True
 
 
 def _record_nothing(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
@@ -52,6 +61,7 @@ class DataPlaneHooks:
     # Asked before routing a canary request; OPEN (or a HALF_OPEN trial in use)
     # answers allow_v2=False and the request gets v1 with nothing stored.
     breaker_gate: Callable[[Any, dict[str, Any]], BreakerGate] = field(default=_always_closed)
+    breaker_claim_trial: Callable[[Any, dict[str, Any]], bool] = field(default=_no_trial)
     # Called for every execute during a canary, before the response is sent, so
     # an answered request is never missing from the log.
     record_execution: Callable[[ExecutionRecord, dict[str, Any]], None] = field(

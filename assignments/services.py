@@ -108,6 +108,14 @@ def _route_canary(state: RoutingState, context: router.RoutingContext, now: date
     served = decision.version
     if decision.store_at is not None:
         served = _store(state, decision, context, now)
+    trial_lost = (
+        served == router.V2
+        and gate.trial_only
+        and not hooks.breaker_claim_trial(state.canary.deployment_id, config)
+    )
+    if trial_lost:
+        # HALF_OPEN and another request holds the trial: v1 this time.
+        served = router.V1
     ref = state.canary if served == router.V2 else state.active
     return Resolution(
         ruleset_id=state.ruleset_id,

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from canary.health import healthz, readyz
+from monitoring.views import prometheus_metrics
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -10,7 +11,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("deployments.api.urls")),
     path("api/v1/", include("assignments.api.urls")),
+    path("api/v1/", include("monitoring.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", prometheus_metrics, name="prometheus-metrics"),
 ]

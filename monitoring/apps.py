@@ -7,7 +7,13 @@ class MonitoringConfig(AppConfig):
 
     def ready(self) -> None:
         from assignments.hooks import hooks
-        from monitoring import services
+        from deployments.signals import deployment_transitioned
+        from monitoring import receivers, services
 
-        # The data plane records every canary execution through this seam.
+        # The data plane records executions and asks the breaker through these seams.
         hooks.record_execution = services.execution_record
+        hooks.breaker_gate = services.breaker_gate
+        hooks.breaker_claim_trial = services.breaker_claim_trial
+        deployment_transitioned.connect(
+            receivers.open_breaker_on_rollback, dispatch_uid="monitoring.breaker_on_rollback"
+        )

@@ -4,6 +4,7 @@ from django.db import models
 
 from assignments.models import ServedVersion
 from deployments.models import Deployment, RuleSetVersion
+from monitoring.breaker import BreakerState
 
 
 class ExecutionLog(models.Model):
@@ -40,3 +41,30 @@ class ExecutionLog(models.Model):
     def __str__(self) -> str:
         outcome = "ok" if self.success else "error"
         return f"{self.served_version} {outcome} {self.latency_ms:.2f} ms"
+
+
+class BreakerRecord(models.Model):
+    """Breaker state when Redis is not configured (one row per deployment)."""
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="breaker"
+    )
+    state = models.CharField(max_length=16, default="CLOSED")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.FloatField(null=True, blank=True)
+    trial_started_at = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.state
+
+    def as_state(self) -> BreakerState:
+        return BreakerState(
+            self.state, self.consecutive_failures, self.opened_at, self.trial_started_at
+        )
+
+    def set_state(self, breaker: BreakerState) -> None:
+        self.state = breaker.state
+        self.consecutive_failures = breaker.consecutive_failures
+        self.opened_at = breaker.opened_at
+        self.trial_started_at = breaker.trial_started_at

@@ -80,3 +80,14 @@ def draft_v2(ruleset: RuleSet, active_v1: Deployment) -> Deployment:
 @pytest.fixture
 def canary_v2(draft_v2: Deployment) -> Deployment:
     return services.deployment_start_canary(deployment_id=draft_v2.pk, canary_pct=10, actor="tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_redis() -> None:
+    """Start every run from an empty Redis database (breaker state, routing cache)."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()

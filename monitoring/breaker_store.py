@@ -1,0 +1,87 @@
+"""Where breaker state lives: Redis (atomic WATCH/MULTI updates) or the database.
+
+Every web process, replica and worker reads and writes the same state. The
+transitions themselves are the pure functions of ``monitoring.breaker``; a store
+only applies one atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Protocol, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+
+from monitoring.breaker import BreakerState
+from monitoring.models import BreakerRecord
+
+T = TypeVar("T")
+Change = Callable[[BreakerState], tuple[T, BreakerState]]
+KEY_TTL_SECONDS = 30 * 24 * 60 * 60
+
+
+class BreakerStore(Protocol):
+    def read(self, deployment_id: Any) -> BreakerState: ...
+
+    def update(self, deployment_id: Any, change: Change[T]) -> tuple[T, BreakerState, BreakerState]:
+        """Apply ``change`` atomically; return its result and the states before and after."""
+        ...
+
+
+class RedisBreakerStore:
+    def _client(self) -> Any:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+
+    @staticmethod
+    def _key(deployment_id: Any) -> str:
+        return f"canary:breaker:{deployment_id}"
+
+    @staticmethod
+    def _decode(raw: bytes | None) -> BreakerState:
+        return BreakerState(**json.loads(raw)) if raw else BreakerState()
+
+    def read(self, deployment_id: Any) -> BreakerState:
+        return self._decode(self._client().get(self._key(deployment_id)))
+
+    def update(self, deployment_id: Any, change: Change[T]) -> tuple[T, BreakerState, BreakerState]:
+        key = self._key(deployment_id)
+        outcome: dict[str, Any] = {}
+
+        def apply(pipe: Any) -> None:
+            before = self._decode(pipe.get(key))
+            result, after = change(before)
+            outcome.update(result=result, before=before, after=after)
+            if after != before:
+                pipe.multi()
+                pipe.set(key, json.dumps(asdict(after)), ex=KEY_TTL_SECONDS)
+
+        # NOTE: redis-py retries ``apply`` when another client changed the key
+        # between WATCH and EXEC, so concurrent updates never overwrite each other.
+        self._client().transaction(apply, key)
+        return outcome["result"], outcome["before"], outcome["after"]
+
+
+class DatabaseBreakerStore:
+    def read(self, deployment_id: Any) -> BreakerState:
+        record = BreakerRecord.objects.filter(deployment_id=deployment_id).first()
+        return record.as_state() if record else BreakerState()
+
+    def update(self, deployment_id: Any, change: Change[T]) -> tuple[T, BreakerState, BreakerState]:
+        with transaction.atomic():
+            BreakerRecord.objects.get_or_create(deployment_id=deployment_id)
+            record = BreakerRecord.objects.select_for_update().get(deployment_id=deployment_id)
+            before = record.as_state()
+            result, after = change(before)
+            if after != before:
+                record.set_state(after)
+                record.save()
+        return result, before, after
+
+
+def breaker_store() -> BreakerStore:
+    return RedisBreakerStore() if settings.REDIS_URL else DatabaseBreakerStore()

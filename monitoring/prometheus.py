@@ -1,0 +1,106 @@
+"""Prometheus metrics with the names of the product contract.
+
+Counters and histograms are per process; under gunicorn, ``PROMETHEUS_MULTIPROC_DIR``
+makes prometheus_client share them through files so one scrape sums every worker.
+Deployment status and traffic are read from the database at scrape time, so
+every process and replica reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+# Evaluation latencies are sub-millisecond to a few hundred milliseconds.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+REQUESTS = {
+    version: Counter(
+        f"canary_{version}_requests",
+        f"Executions served by {version} during a canary (all outcomes).",
+        ["deployment_id"],
+    )
+    for version in ("v1", "v2")
+}
+ERRORS = {
+    version: Counter(
+        f"canary_{version}_errors",
+        f"Executions served by {version} that failed to evaluate.",
+        ["deployment_id"],
+    )
+    for version in ("v1", "v2")
+}
+LATENCY = {
+    version: Histogram(
+        f"canary_{version}_latency_seconds",
+        f"Rule evaluation latency of {version}.",
+        ["deployment_id"],
+        buckets=LATENCY_BUCKETS,
+    )
+    for version in ("v1", "v2")
+}
+
+
+def observe_execution(
+    deployment_id: str, version: str, *, success: bool, latency_ms: float
+) -> None:
+    REQUESTS[version].labels(deployment_id).inc()
+    if not success:
+        ERRORS[version].labels(deployment_id).inc()
+    LATENCY[version].labels(deployment_id).observe(latency_ms / 1000)
+
+
+class DeploymentStateCollector(Collector):
+    """``canary_deployment_status`` and ``canary_traffic_percentage`` from the database."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from deployments.choices import DeploymentStatus
+        from deployments.models import Deployment
+
+        status = GaugeMetricFamily(
+            "canary_deployment_status",
+            "1 for the deployment's current status (draft, canary or active deployments).",
+            labels=["deployment_id", "status"],
+        )
+        traffic = GaugeMetricFamily(
+            "canary_traffic_percentage",
+            "Share of new contexts sent to the deployment's version.",
+            labels=["deployment_id"],
+        )
+        live = Deployment.objects.filter(
+            status__in=[DeploymentStatus.DRAFT, DeploymentStatus.CANARY, DeploymentStatus.ACTIVE]
+        ).values_list("id", "status", "traffic_percentage")
+        for deployment_id, current, percentage in live:
+            for choice in DeploymentStatus.values:
+                status.add_metric([str(deployment_id), choice], 1.0 if choice == current else 0.0)
+            traffic.add_metric([str(deployment_id)], float(percentage))
+        yield status
+        yield traffic
+
+
+def render_metrics() -> bytes:
+    """Everything in one scrape: process metrics (summed across workers) and deployment state."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(DeploymentStateCollector())
+        return generate_latest(registry)
+    return generate_latest(REGISTRY) + generate_latest(_state_registry())
+
+
+_STATE_REGISTRY: CollectorRegistry | None = None
+
+
+def _state_registry() -> CollectorRegistry:
+    global _STATE_REGISTRY
+    if _STATE_REGISTRY is None:
+        _STATE_REGISTRY = CollectorRegistry()
+        _STATE_REGISTRY.register(DeploymentStateCollector())
+    return _STATE_REGISTRY

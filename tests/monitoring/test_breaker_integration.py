@@ -1,0 +1,148 @@
+"""The breaker fed by real executions: it opens, routes to v1 and rolls the canary back once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from assignments import router
+from assignments.models import Assignment
+from assignments.services import dataplane_execute, dataplane_resolve
+from deployments import services as lifecycle
+from deployments.models import Deployment, DeploymentEvent
+from monitoring import breaker, services
+from monitoring.breaker_store import breaker_store
+from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
+from tests.servers import ROOT, server_env
+
+FAILING_INPUT = {"zone": "A"}  # no temperature: v2's first rule fails to evaluate
+
+
+def make_canary(name: str, *, traffic: int = 100, auto_rollback: bool = True) -> Deployment:
+    ruleset = lifecycle.ruleset_create(name=name, actor="t")
+    for version, rules in (("v1.0.0", V1_RULES), ("v2.0.0", V2_RULES)):
+        lifecycle.ruleset_version_create(
+            ruleset=ruleset, version=version, rules=rules, default=DEFAULT_OUTPUT, actor="t"
+        )
+    first = lifecycle.deployment_create(ruleset_id=ruleset.pk, version="v1.0.0", actor="t")
+    lifecycle.deployment_promote(deployment_id=first.pk, actor="t")
+    draft = lifecycle.deployment_create(
+        ruleset_id=ruleset.pk,
+        version="v2.0.0",
+        canary_config={"auto_rollback": auto_rollback, "breaker_cooldown_seconds": 60},
+        actor="t",
+    )
+    return lifecycle.deployment_start_canary(deployment_id=draft.pk, canary_pct=traffic, actor="t")
+
+
+def run(deployment: Deployment, user: str, data: dict) -> str:
+    return dataplane_execute(
+        ruleset_id=deployment.ruleset_id, input=data, context=router.RoutingContext(user_id=user)
+    ).resolution.canary_version
+
+
+@pytest.mark.django_db
+def test_five_consecutive_failures_roll_the_canary_back(roles: None) -> None:
+    canary = make_canary("breaker-seq")
+    for n in range(4):
+        assert run(canary, f"u{n}", FAILING_INPUT) == "v2"
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"
+    run(canary, "u4", FAILING_INPUT)
+    rolled = Deployment.objects.get(pk=canary.pk)
+    assert rolled.status == "rolled_back"
+    assert "Circuit breaker opened after 5 consecutive v2 failures" in rolled.rollback_reason
+    event = DeploymentEvent.objects.get(deployment=canary, action="rollback")
+    assert event.actor == "system:breaker"
+    assert breaker_store().read(canary.pk).state == breaker.OPEN
+    # v1 serves everyone afterwards.
+    assert run(canary, "u0", {"temperature": 30}) == "v1"
+
+
+@pytest.mark.django_db
+def test_a_success_between_failures_keeps_it_closed(roles: None) -> None:
+    canary = make_canary("breaker-reset")
+    for n in range(8):
+        run(canary, f"u{n}", FAILING_INPUT if n != 4 else {"temperature": 30})
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"
+    assert breaker_store().read(canary.pk).consecutive_failures == 3
+
+
+@pytest.mark.django_db
+def test_open_breaker_without_auto_rollback_routes_to_v1_and_stores_nothing(roles: None) -> None:
+    canary = make_canary("breaker-open", auto_rollback=False)
+    for n in range(5):
+        run(canary, f"u{n}", FAILING_INPUT)
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"
+    before = Assignment.objects.count()
+    resolution = dataplane_resolve(
+        ruleset_id=canary.ruleset_id, context=router.RoutingContext(user_id="fresh")
+    )
+    assert (resolution.canary_version, resolution.assignment_priority) == ("v1", None)
+    assert resolution.breaker_state == "OPEN"
+    assert Assignment.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_manual_rollback_leaves_the_breaker_open(
+    roles: None, django_capture_on_commit_callbacks: object
+) -> None:
+    canary = make_canary("breaker-manual")
+    with django_capture_on_commit_callbacks(execute=True):  # type: ignore[operator]
+        lifecycle.deployment_rollback(deployment_id=canary.pk, reason="manual", actor="t")
+    state = breaker_store().read(canary.pk)
+    assert state.state == breaker.OPEN
+    assert breaker.current(state, now=time.time() + 59, cooldown=60).state == breaker.OPEN
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_failures_roll_back_exactly_once(roles: None) -> None:
+    canary = make_canary("breaker-race")
+    threads_count = 24
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def fail(n: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            run(canary, f"user-{n}", FAILING_INPUT)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=fail, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert Deployment.objects.get(pk=canary.pk).status == "rolled_back"
+    assert DeploymentEvent.objects.filter(deployment=canary, action="rollback").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_state_is_shared_across_processes(roles: None) -> None:
+    canary = make_canary("breaker-processes", auto_rollback=False)
+    script = (
+        "import json, sys, django; django.setup()\n"
+        "from monitoring import services\n"
+        "deployment_id, config = sys.argv[1], json.loads(sys.argv[2])\n"
+        "for _ in range(5):\n"
+        "    services.breaker_record(\n"
+        "        deployment_id=deployment_id, canary_config=config, success=False)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(canary.pk), json.dumps(canary.canary_config)],
+        cwd=ROOT,
+        env=server_env(),
+        check=True,
+        timeout=60,
+    )
+    gate = services.breaker_gate(canary.pk, canary.canary_config)
+    assert (gate.allow_v2, gate.state) == (False, "OPEN")
