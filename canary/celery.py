@@ -2,10 +2,18 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "canary.settings")
 
 app = Celery("canary")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.beat_init.connect
+def apply_monitor_schedule(**kwargs: object) -> None:
+    """Beat starts with the monitor's period taken from CANARY_MONITOR_INTERVAL_SECONDS."""
+    from monitoring.schedule import ensure_monitor_schedule
+
+    ensure_monitor_schedule()

@@ -198,9 +198,11 @@ if REDIS_URL:
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_RESULT_BACKEND = None
+    CELERY_BROKER_DIR.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR),
         "data_folder_out": str(CELERY_BROKER_DIR),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -213,6 +215,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Product settings.
 CANARY_SESSION_TTL = env_int("CANARY_SESSION_TTL", 24 * 60 * 60)
 CANARY_MONITOR_INTERVAL_SECONDS = env_int("CANARY_MONITOR_INTERVAL_SECONDS", 300)
+# Notifications: Slack incoming webhook and e-mail (Django's mail settings).
+SLACK_WEBHOOK_URL = os.environ.get("SLACK_WEBHOOK_URL", "")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "canary@localhost")
+# E-mail is sent only when a mail server is configured (or this is forced on).
+CANARY_NOTIFY_EMAIL = env_bool("CANARY_NOTIFY_EMAIL", bool(EMAIL_HOST))
+# Recipients; empty means the active members of the Approver group.
+CANARY_NOTIFY_EMAILS = env_list("CANARY_NOTIFY_EMAILS")
+# Used to link notifications to the deployment's admin page.
+CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
+
 # Largest execute request body; larger ones are refused with a 400 naming `input`.
 CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
 

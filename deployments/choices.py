@@ -25,3 +25,10 @@ class EventAction(models.TextChoices):
     DEPRECATE = "deprecate", "Deprecated"
     SUPERSEDE = "supersede", "Superseded by a promotion"
     RESTORE = "restore", "Restored by a rollback"
+    COMPENSATION_COMPLETE = "compensation_complete", "Compensation marked done"
+
+
+class CompensationStatus(models.TextChoices):
+    NONE = "none", "None"
+    PENDING = "pending", "Pending"
+    COMPLETED = "completed", "Completed"

@@ -6,9 +6,15 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from deployments.canary_config import default_canary_config
-from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
+from deployments.choices import (
+    CompensationStatus,
+    CompensationStrategy,
+    DeploymentStatus,
+    EventAction,
+)
 
 SEMVER_PATTERN = (
     r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -97,6 +103,12 @@ class Deployment(models.Model):
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     deprecated_at = models.DateTimeField(null=True, blank=True)
     rollback_reason = models.TextField(blank=True, default="")
+    compensation_status = models.CharField(
+        max_length=16,
+        choices=CompensationStatus.choices,
+        default=CompensationStatus.NONE,
+        help_text="Pending after a manual-compensation rollback until an operator marks it done.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -134,7 +146,8 @@ class DeploymentEvent(models.Model):
     from_status = models.CharField(max_length=16, choices=DeploymentStatus.choices, blank=True)
     to_status = models.CharField(max_length=16, choices=DeploymentStatus.choices, blank=True)
     payload = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by the service from its (injectable) clock, so scheduled jobs can be replayed in tests.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["created_at", "id"]

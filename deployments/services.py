@@ -25,7 +25,12 @@ from django.utils import timezone
 from canary.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from deployments import transitions
 from deployments.canary_config import CanaryConfigError, normalize_canary_config
-from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
+from deployments.choices import (
+    CompensationStatus,
+    CompensationStrategy,
+    DeploymentStatus,
+    EventAction,
+)
 from deployments.models import (
     SEMVER_PATTERN,
     Deployment,
@@ -375,6 +380,7 @@ def deployment_set_traffic(
     actor: Actor,
     reason: str = "",
     expected_status: str | None = None,
+    now: datetime | None = None,
 ) -> Deployment:
     """Change the share of *new* contexts sent to v2; existing assignments keep their version."""
     pct = _percentage_or_400("traffic_percentage", traffic_percentage, low=0)
@@ -393,11 +399,16 @@ def deployment_set_traffic(
         actor=actor,
         before=apply,
         expected_status=expected_status,
+        now=now,
     )
 
 
 def deployment_promote(
-    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+    *,
+    deployment_id: Any,
+    actor: Actor,
+    expected_status: str | None = None,
+    now: datetime | None = None,
 ) -> Deployment:
     """Canary → active (its baseline deprecated), or a draft's initial release."""
 
@@ -444,6 +455,7 @@ def deployment_promote(
         actor=actor,
         before=apply,
         expected_status=expected_status,
+        now=now,
     )
 
 
@@ -454,6 +466,7 @@ def deployment_rollback(
     actor: Actor,
     apply_compensation: bool = True,
     expected_status: str | None = None,
+    now: datetime | None = None,
 ) -> Deployment:
     """End a canary (v1 serves everyone) or undo a promotion (the baseline is active again)."""
     if not isinstance(reason, str) or not reason.strip():
@@ -474,7 +487,12 @@ def deployment_rollback(
         deployment.traffic_percentage = 0
         deployment.rolled_back_at = now
         deployment.rollback_reason = reason
-        return {"traffic_percentage", "rolled_back_at", "rollback_reason"}
+        fields = {"traffic_percentage", "rolled_back_at", "rollback_reason"}
+        if apply_compensation and deployment.compensation_strategy == CompensationStrategy.MANUAL:
+            # v2's decisions must be reviewed: monitoring flags them in this transaction.
+            deployment.compensation_status = CompensationStatus.PENDING
+            fields.add("compensation_status")
+        return fields
 
     def restore_baseline(deployment: Deployment, from_status: str, now: datetime) -> None:
         if from_status != DeploymentStatus.ACTIVE:
@@ -498,6 +516,7 @@ def deployment_rollback(
         before=apply,
         after=restore_baseline,
         expected_status=expected_status,
+        now=now,
     )
 
 
@@ -529,6 +548,29 @@ def deployment_delete(
         _check_unchanged(deployment, expected_status)
         _check(deployment.status, transitions.DELETE)
         deployment.delete()
+
+
+def deployment_compensation_complete(*, deployment_id: Any, actor: Actor) -> Deployment:
+    """An operator has dealt with v2's decisions after a manual-compensation rollback."""
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        if deployment.compensation_status != CompensationStatus.PENDING:
+            raise Conflict(
+                "No compensation is pending for this deployment "
+                f"(compensation status: {deployment.compensation_status}).",
+                compensation_status=deployment.compensation_status,
+            )
+        deployment.compensation_status = CompensationStatus.COMPLETED
+        deployment.save(update_fields=["compensation_status", "updated_at"])
+        _record_event(
+            deployment,
+            action=EventAction.COMPENSATION_COMPLETE,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload={},
+        )
+    return deployment
 
 
 # --- the one transition path ---------------------------------------------------
@@ -613,6 +655,7 @@ def _transition(
     before: Before | None = None,
     after: After | None = None,
     expected_status: str | None = None,
+    now: datetime | None = None,
 ) -> Deployment:
     with transaction.atomic(durable=True):
         deployment = _lock(deployment_id)
@@ -620,7 +663,7 @@ def _transition(
         _check_unchanged(deployment, expected_status)
         to_status = _check(from_status, action)
         assert to_status is not None
-        now = timezone.now()
+        now = now or timezone.now()
         payload: dict[str, Any] = {}
         fields = {"status", "updated_at"}
         if before is not None:
@@ -636,6 +679,7 @@ def _transition(
             from_status=from_status,
             to_status=to_status,
             payload=payload,
+            at=now,
         )
         _announce(_Change(deployment, action, from_status, to_status, actor_label(actor)))
     return deployment
@@ -670,6 +714,7 @@ def _system_transition(
         from_status=from_status,
         to_status=to_status,
         payload=payload,
+        at=now,
     )
     _announce(_Change(deployment, action, from_status, to_status, actor_label(actor)))
 
@@ -682,6 +727,7 @@ def _record_event(
     from_status: str,
     to_status: str,
     payload: dict[str, Any],
+    at: datetime | None = None,
 ) -> DeploymentEvent:
     return DeploymentEvent.objects.create(
         deployment=deployment,
@@ -690,6 +736,7 @@ def _record_event(
         from_status=from_status,
         to_status=to_status,
         payload=payload,
+        created_at=at or timezone.now(),
     )
 
 

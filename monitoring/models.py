@@ -27,6 +27,10 @@ class ExecutionLog(models.Model):
     output = models.JSONField(null=True, blank=True)
     needs_reprocess = models.BooleanField(default=False)
     reprocessed_at = models.DateTimeField(null=True, blank=True)
+    # Compensation replay: the stored input evaluated with v1's rules.
+    replay_success = models.BooleanField(null=True, blank=True)
+    replay_output = models.JSONField(null=True, blank=True)
+    replay_differs = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=False)
 
     class Meta:
@@ -68,3 +72,30 @@ class BreakerRecord(models.Model):
         self.consecutive_failures = breaker.consecutive_failures
         self.opened_at = breaker.opened_at
         self.trial_started_at = breaker.trial_started_at
+
+
+class JobRun(models.Model):
+    """A periodic job's lease (single flight) and heartbeat (did a worker run it lately?)."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True, default="")
+    held_until = models.DateTimeField(null=True, blank=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class HealthRecord(models.Model):
+    """The monitor's last verdict per deployment, so a change to unhealthy notifies once."""
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="health_record"
+    )
+    status = models.CharField(max_length=16)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.status

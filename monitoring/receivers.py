@@ -5,13 +5,47 @@ from __future__ import annotations
 from typing import Any
 
 from deployments import transitions
-from deployments.models import Deployment
+from deployments.choices import CompensationStatus, CompensationStrategy, EventAction
+from deployments.models import Deployment, DeploymentEvent
 from monitoring import services
+from monitoring.compensation import compensation_flag
+from monitoring.notifications import notify
 
 
-def open_breaker_on_rollback(
-    sender: Any, deployment: Deployment, action: str, from_status: str, **kwargs: Any
+def flag_executions_for_compensation(
+    sender: Any, deployment: Deployment, action: str, **kwargs: Any
 ) -> None:
-    # After commit: a rolled-back canary keeps v2 out for one cooldown.
-    if action == transitions.ROLLBACK and from_status == transitions.CANARY:
+    # Inside the rollback's transaction: the flags commit with the rollback or not at all.
+    if action == transitions.ROLLBACK and (
+        deployment.compensation_status == CompensationStatus.PENDING
+    ):
+        compensation_flag(deployment=deployment)
+
+
+def after_rollback(
+    sender: Any, deployment: Deployment, action: str, from_status: str, actor: str, **kwargs: Any
+) -> None:
+    """After commit: keep v2 out for one cooldown, and tell people who need to know."""
+    if action != transitions.ROLLBACK:
+        return
+    if from_status == transitions.CANARY:
         services.breaker_force_open(deployment_id=deployment.pk)
+    if actor.startswith("system:"):
+        notify(
+            deployment=deployment,
+            headline=f"Automatic rollback by {actor}",
+            reason=deployment.rollback_reason,
+        )
+        return
+    event = (
+        DeploymentEvent.objects.filter(deployment=deployment, action=EventAction.ROLLBACK)
+        .order_by("-id")
+        .first()
+    )
+    applied = bool(event and event.payload.get("apply_compensation", True))
+    if applied and deployment.compensation_strategy == CompensationStrategy.NOTIFY_AND_ROLLBACK:
+        notify(
+            deployment=deployment,
+            headline=f"Rolled back by {actor}",
+            reason=deployment.rollback_reason,
+        )

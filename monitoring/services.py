@@ -100,8 +100,27 @@ def breaker_record(
     if breaker.just_opened(before, after):
         logger.warning("circuit breaker opened for deployment %s", deployment_id)
         if canary_config.get("auto_rollback", True):
+            # The rollback's own notification says the breaker caused it.
             _rollback_for_breaker(deployment_id, after, error_message)
+        else:
+            _notify_breaker_open(deployment_id, after)
     return after
+
+
+def _notify_breaker_open(deployment_id: Any, state: breaker.BreakerState) -> None:
+    from deployments.models import Deployment
+    from monitoring.notifications import notify
+
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    if deployment is not None:
+        notify(
+            deployment=deployment,
+            headline="Circuit breaker opened",
+            reason=(
+                f"{state.consecutive_failures} consecutive v2 failures; v1 serves every request "
+                "until the cooldown ends. Automatic rollback is off for this deployment."
+            ),
+        )
 
 
 def _rollback_for_breaker(

@@ -1,9 +1,13 @@
 from django.urls import re_path
 
 from monitoring.api.views import (
+    CompensationCompleteView,
+    CompensationReplayView,
+    CompensationView,
     DeploymentComparisonView,
     DeploymentHealthView,
     DeploymentMetricsView,
+    SchedulerJobsView,
 )
 
 urlpatterns = [
@@ -12,4 +16,14 @@ urlpatterns = [
         r"^deployments/(?P<deployment_id>[^/]+)/comparison/?$", DeploymentComparisonView.as_view()
     ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/health/?$", DeploymentHealthView.as_view()),
+    re_path(r"^deployments/(?P<deployment_id>[^/]+)/compensation/?$", CompensationView.as_view()),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/compensation/complete/?$",
+        CompensationCompleteView.as_view(),
+    ),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/compensation/replay/?$",
+        CompensationReplayView.as_view(),
+    ),
+    re_path(r"^scheduler/jobs/?$", SchedulerJobsView.as_view()),
 ]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
-from deployments.api.serializers import validated
+from canary.errors import Conflict
+from deployments import services as lifecycle
+from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
-from monitoring import health
+from monitoring import compensation, health, tasks
+from monitoring.scheduler import scheduler_jobs
 
 WINDOW_PARAMETER = OpenApiParameter(
     "window_minutes", int, required=False, description="Default: the whole canary."
@@ -58,3 +62,86 @@ class DeploymentHealthView(_DeploymentReadView):
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         return Response(health.deployment_health(deployment=deployment))
+
+
+class CompensationView(_DeploymentReadView):
+    """The compensation state and the executions whose decision v1 would have made differently."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", int, required=False),
+            OpenApiParameter("page_size", int, required=False),
+        ],
+        responses=dict,
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(
+            compensation.compensation_differences(deployment=deployment), request, view=self
+        )
+        return Response(
+            {
+                **compensation.compensation_summary(deployment=deployment),
+                "differences": [
+                    {
+                        "execution_id": log.id,
+                        "executed_at": log.created_at,
+                        "user_id": log.user_id or None,
+                        "session_id": log.session_id or None,
+                        "workflow_id": log.workflow_id or None,
+                        "input": log.input,
+                        "v2_success": log.success,
+                        "v2_output": log.output,
+                        "v1_success": log.replay_success,
+                        "v1_output": log.replay_output,
+                    }
+                    for log in page
+                ],
+                "total_differences": paginator.page.paginator.count,
+            }
+        )
+
+
+class _CompensationActionView(APIView):
+    permission_classes = [RolePermission]
+    required_permissions = {"post": "deployments.change_deployment"}
+    action = "post"
+
+
+class CompensationCompleteView(_CompensationActionView):
+    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment_get(deployment_id=deployment_id)
+        deployment = lifecycle.deployment_compensation_complete(
+            deployment_id=deployment_id, actor=request.user
+        )
+        return Response(
+            DeploymentOutputSerializer(deployment_get(deployment_id=deployment.pk)).data
+        )
+
+
+class CompensationReplayView(_CompensationActionView):
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        summary = compensation.compensation_summary(deployment=deployment)
+        if not summary["flagged"]:
+            raise Conflict(
+                "No executions of this deployment are flagged for reprocessing; replay "
+                "applies after a rollback with the manual compensation strategy."
+            )
+        tasks.compensation_replay_task.delay(str(deployment.pk))
+        return Response({**summary, "replay": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class SchedulerJobsView(APIView):
+    """Every periodic job and whether a worker ran it recently ("is auto-rollback running?")."""
+
+    permission_classes = [RolePermission]
+    required_permissions = {"get": "django_celery_beat.view_periodictask"}
+    action = "get"
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        return Response({"jobs": scheduler_jobs()})

@@ -1,0 +1,81 @@
+"""Compensation after a rollback: flag v2's executions, replay them on v1, list what differs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from canary.errors import Conflict
+from deployments.choices import CompensationStatus
+from deployments.models import Deployment
+from deployments.selectors import compiled_rules_for_version_id
+from monitoring.models import ExecutionLog
+
+REPLAY_BATCH = 500
+
+
+def compensation_flag(*, deployment: Deployment) -> int:
+    """Mark every v2 execution of the deployment for reprocessing (manual strategy)."""
+    return ExecutionLog.objects.filter(deployment=deployment, served_version="v2").update(
+        needs_reprocess=True
+    )
+
+
+def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -> dict[str, int]:
+    """Evaluate each flagged v2 execution's input with v1's rules, once.
+
+    Resumable and idempotent: rows are claimed one by one with a compare-and-set
+    on ``reprocessed_at``, so a run killed half-way and started again (or two
+    runs at once) processes every execution exactly once.
+    """
+    deployment = Deployment.objects.select_related("baseline").get(pk=deployment_id)
+    if deployment.baseline_id is None:
+        raise Conflict("This deployment has no v1 to replay its executions on.")
+    v1_rules = compiled_rules_for_version_id(str(deployment.baseline.version_id))
+    processed = differing = 0
+    last_id = 0
+    while True:
+        batch = list(
+            ExecutionLog.objects.filter(
+                deployment_id=deployment_id,
+                needs_reprocess=True,
+                reprocessed_at__isnull=True,
+                id__gt=last_id,
+            )
+            .order_by("id")
+            .only("id", "input", "output", "success")[:batch_size]
+        )
+        if not batch:
+            break
+        for log in batch:
+            last_id = log.id
+            evaluation = v1_rules.evaluate(log.input)
+            differs = evaluation.success != log.success or evaluation.output != log.output
+            claimed = ExecutionLog.objects.filter(pk=log.pk, reprocessed_at__isnull=True).update(
+                replay_success=evaluation.success,
+                replay_output=evaluation.output,
+                replay_differs=differs,
+                reprocessed_at=timezone.now(),
+            )
+            processed += claimed
+            differing += claimed and differs
+    return {"processed": processed, "differing": differing}
+
+
+def compensation_differences(*, deployment: Deployment) -> QuerySet[ExecutionLog]:
+    return ExecutionLog.objects.filter(deployment=deployment, replay_differs=True).order_by("id")
+
+
+def compensation_summary(*, deployment: Deployment) -> dict[str, Any]:
+    flagged = ExecutionLog.objects.filter(deployment=deployment, needs_reprocess=True)
+    return {
+        "deployment_id": str(deployment.pk),
+        "compensation_strategy": deployment.compensation_strategy,
+        "compensation_status": deployment.compensation_status,
+        "pending": deployment.compensation_status == CompensationStatus.PENDING,
+        "flagged": flagged.count(),
+        "processed": flagged.filter(reprocessed_at__isnull=False).count(),
+        "differing": flagged.filter(replay_differs=True).count(),
+    }

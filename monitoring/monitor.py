@@ -1,0 +1,196 @@
+"""The scheduled monitor: roll back bad canaries, advance good ones, notify.
+
+Single flight twice over: a lease row (``JobRun``) taken with a compare-and-set
+update keeps a second run from starting while one is in progress, and every
+action goes through a lifecycle service with ``expected_status="canary"``, so
+even two runs that both decide to act change the deployment once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from canary.errors import DomainError
+from deployments import services as lifecycle
+from deployments.choices import DeploymentStatus, EventAction
+from deployments.models import Deployment, DeploymentEvent
+from monitoring import analysis
+from monitoring.models import HealthRecord, JobRun
+from monitoring.notifications import notify
+from monitoring.selectors import version_stats, window_stats
+from monitoring.services import breaker_state_for
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_MONITOR = "system:monitor"
+MONITOR_JOB = "canary-monitor"
+LEASE = timedelta(minutes=5)
+
+
+@dataclass
+class MonitorReport:
+    skipped: bool = False
+    checked: int = 0
+    rolled_back: list[str] = field(default_factory=list)
+    progressed: list[str] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)
+
+
+def lease_acquire(name: str, *, holder: str, now: datetime, lease: timedelta = LEASE) -> bool:
+    JobRun.objects.get_or_create(name=name)
+    taken = JobRun.objects.filter(
+        Q(held_until__isnull=True) | Q(held_until__lte=now), name=name
+    ).update(holder=holder, held_until=now + lease, last_started_at=now)
+    return taken == 1
+
+
+def lease_release(name: str, *, holder: str, outcome: str) -> None:
+    JobRun.objects.filter(name=name, holder=holder).update(
+        held_until=None, last_finished_at=timezone.now(), last_outcome=outcome[:2000]
+    )
+
+
+def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> MonitorReport:
+    """Evaluate every running canary once."""
+    now = now or timezone.now()
+    holder = holder or uuid.uuid4().hex
+    if not lease_acquire(MONITOR_JOB, holder=holder, now=now):
+        logger.info("monitor run skipped: another run holds the lease")
+        return MonitorReport(skipped=True)
+    report = MonitorReport()
+    outcome = "error"
+    try:
+        canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).order_by("pk")
+        for deployment in canaries:
+            report.checked += 1
+            try:
+                _evaluate(deployment, now, report)
+            except Exception:
+                logger.exception("monitor failed on deployment %s", deployment.pk)
+        outcome = (
+            f"checked {report.checked}, rolled back {len(report.rolled_back)}, "
+            f"progressed {len(report.progressed)}, promoted {len(report.promoted)}"
+        )
+    finally:
+        lease_release(MONITOR_JOB, holder=holder, outcome=outcome)
+    return report
+
+
+def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
+    config = deployment.canary_config
+    windows = window_stats(deployment_id=deployment.pk, now=now)
+    breaches = analysis.rollback_breaches(config=config, **windows)
+    breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
+    warnings = analysis.health_warnings(config=config, **windows)
+    status = analysis.health_status(
+        breaches=breaches, breaker_state=breaker_state, warnings=warnings
+    )
+    reasons = [breach.message for breach in breaches]
+    if breaker_state == "OPEN":
+        reasons.append("The circuit breaker is OPEN.")
+    _record_health(deployment, status, reasons, now)
+
+    if reasons and config.get("auto_rollback", True):
+        if _act(
+            lambda: lifecycle.deployment_rollback(
+                deployment_id=deployment.pk,
+                reason="Automatic rollback: " + " ".join(reasons),
+                actor=SYSTEM_MONITOR,
+                expected_status=DeploymentStatus.CANARY,
+                now=now,
+            )
+        ):
+            report.rolled_back.append(str(deployment.pk))
+        return
+    if config.get("auto_progress") and status != "unhealthy":
+        _progress(deployment, now, report)
+
+
+def _record_health(deployment: Deployment, status: str, reasons: list[str], now: datetime) -> None:
+    previous = HealthRecord.objects.filter(deployment=deployment).first()
+    HealthRecord.objects.update_or_create(
+        deployment=deployment, defaults={"status": status, "checked_at": now}
+    )
+    became_unhealthy = status == "unhealthy" and (previous is None or previous.status != status)
+    # An automatic rollback notifies on its own; only warn here when nobody acts.
+    if became_unhealthy and not deployment.canary_config.get("auto_rollback", True):
+        notify(
+            deployment=deployment,
+            headline="Canary is unhealthy",
+            reason=" ".join(reasons) or "A rollback condition holds.",
+        )
+
+
+def _act(change: Any) -> bool:
+    try:
+        change()
+    except DomainError as exc:
+        # Another run, the breaker or an approver acted first: nothing to do.
+        logger.info("monitor action skipped: %s", exc.detail)
+        return False
+    return True
+
+
+def step_started_at(deployment: Deployment) -> datetime | None:
+    """When the current traffic step began: the canary's start or its last traffic change."""
+    event = (
+        DeploymentEvent.objects.filter(
+            deployment=deployment,
+            action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return event.created_at if event else deployment.started_at
+
+
+def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
+    """Raise traffic by ``increment`` (or promote at 100) after a healthy step."""
+    config = deployment.canary_config
+    started = step_started_at(deployment)
+    if started is None or now - started < timedelta(minutes=config["duration_minutes"]):
+        return
+    step = version_stats(deployment_id=deployment.pk, since=started, until=now)
+    v2 = step["v2"]
+    step_healthy = (
+        v2 is not None
+        and v2.total_requests >= config["min_samples"]
+        and v2.error_rate <= config["error_threshold"]
+        and v2.success_rate >= config["success_threshold"]
+    )
+    if not step_healthy:
+        return
+    if deployment.traffic_percentage >= 100:
+        if _act(
+            lambda: lifecycle.deployment_promote(
+                deployment_id=deployment.pk,
+                actor=SYSTEM_MONITOR,
+                expected_status=DeploymentStatus.CANARY,
+                now=now,
+            )
+        ):
+            report.promoted.append(str(deployment.pk))
+        return
+    target = min(100, deployment.traffic_percentage + config["increment"])
+    if _act(
+        lambda: lifecycle.deployment_set_traffic(
+            deployment_id=deployment.pk,
+            traffic_percentage=target,
+            actor=SYSTEM_MONITOR,
+            reason=(
+                f"Automatic progression: healthy for {config['duration_minutes']} minutes "
+                f"at {deployment.traffic_percentage}% ({v2.total_requests} v2 requests, "
+                f"error rate {v2.error_rate:.2%})."
+            ),
+            expected_status=DeploymentStatus.CANARY,
+            now=now,
+        )
+    ):
+        report.progressed.append(str(deployment.pk))

@@ -1,0 +1,66 @@
+"""Celery tasks: the monitor, notifications and compensation replay.
+
+Tasks take ids, re-read what they need, have soft and hard time limits and are
+idempotent, so a retry or a duplicate delivery changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(soft_time_limit=240, time_limit=270, acks_late=True, ignore_result=True)
+def canary_monitor_task(now: str | None = None) -> dict[str, Any]:
+    from datetime import datetime
+
+    from monitoring.monitor import monitor_run
+
+    report = monitor_run(now=datetime.fromisoformat(now) if now else None)
+    return report.__dict__
+
+
+@shared_task(
+    autoretry_for=(requests.RequestException,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=False,
+    max_retries=4,
+    soft_time_limit=30,
+    time_limit=40,
+    acks_late=True,
+    ignore_result=True,
+)
+def send_slack_notification(text: str) -> None:
+    url = settings.SLACK_WEBHOOK_URL
+    if not url:
+        return
+    response = requests.post(url, json={"text": text}, timeout=10)
+    response.raise_for_status()
+
+
+@shared_task(
+    autoretry_for=(OSError,),
+    retry_backoff=2,
+    max_retries=4,
+    soft_time_limit=30,
+    time_limit=40,
+    acks_late=True,
+    ignore_result=True,
+)
+def send_email_notification(subject: str, text: str, recipients: list[str]) -> None:
+    send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, recipients)
+
+
+@shared_task(soft_time_limit=3_000, time_limit=3_300, acks_late=True, ignore_result=True)
+def compensation_replay_task(deployment_id: str) -> dict[str, int]:
+    from monitoring.compensation import compensation_replay
+
+    return compensation_replay(deployment_id=deployment_id)

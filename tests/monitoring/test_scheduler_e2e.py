@@ -1,0 +1,90 @@
+"""A real Celery worker and beat: the monitor rolls a failing canary back within one period."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from deployments.models import Deployment, DeploymentEvent
+from tests.monitoring.logs import add_logs
+from tests.monitoring.test_breaker_integration import make_canary
+from tests.monitoring.webhook import slack_stub
+from tests.servers import ROOT, server_env
+
+PERIOD_SECONDS = 2
+
+
+@contextmanager
+def celery_processes(tmp_path: Path, **env: str) -> Iterator[None]:
+    environment = server_env(
+        CANARY_MONITOR_INTERVAL_SECONDS=str(PERIOD_SECONDS), CANARY_VAR_DIR=str(tmp_path), **env
+    )
+    celery = [sys.executable, "-m", "celery", "-A", "canary"]
+    logs = [open(tmp_path / name, "w") for name in ("worker.log", "beat.log")]  # noqa: SIM115
+    processes = [
+        subprocess.Popen(
+            [*celery, "worker", "--pool=solo", "--loglevel=INFO"],
+            cwd=ROOT, env=environment, stdout=logs[0], stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [*celery, "beat", "--loglevel=INFO", "--max-interval=1", "--pidfile="],
+            cwd=ROOT, env=environment, stdout=logs[1], stderr=subprocess.STDOUT,
+        ),
+    ]  # fmt: skip
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_monitor_rolls_back_within_one_period(
+    roles: None, tmp_path: Path, viewer: APIClient
+) -> None:
+    canary = make_canary("scheduled", traffic=10)
+    add_logs(canary, "v2", [1.0] * 50, errors=10, at=timezone.now() - timedelta(seconds=30))
+    with slack_stub() as webhook, celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if Deployment.objects.get(pk=canary.pk).status == "rolled_back":
+                break
+            time.sleep(0.25)
+        rolled_at = time.monotonic()
+        # Let a few more periods pass: no second rollback, no second notification.
+        while time.monotonic() < rolled_at + 3 * PERIOD_SECONDS and not webhook.received:
+            time.sleep(0.25)
+        time.sleep(2 * PERIOD_SECONDS)
+        jobs = viewer.get("/api/v1/scheduler/jobs").json()["jobs"]
+
+    logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
+    rolled = Deployment.objects.get(pk=canary.pk)
+    assert rolled.status == "rolled_back", logs
+    assert DeploymentEvent.objects.filter(deployment=canary, action="rollback").count() == 1
+    event = DeploymentEvent.objects.get(deployment=canary, action="rollback")
+    assert event.actor == "system:monitor"
+    assert len(webhook.received) == 1, logs
+    assert "Automatic rollback by system:monitor" in webhook.received[0]["text"]
+    [monitor] = [job for job in jobs if job["name"] == "canary-monitor"]
+    assert monitor["task"] == "monitoring.tasks.canary_monitor_task"
+    assert monitor["enabled"] is True
+    assert monitor["interval_seconds"] == PERIOD_SECONDS
+    # NOTE: beat persists total_run_count lazily; the monitor's own heartbeat is immediate.
+    assert monitor["last_finished_at"] is not None
+    assert monitor["ran_recently"] is True
