@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "django_guid",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_guid.middleware.guid_middleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -117,11 +119,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
 if REDIS_URL:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # NOTE: redis-py retries with backoff by default; a request must not wait
+    # on a Redis that is down, it falls back to the database at once.
+    REDIS_FAIL_FAST = {"retry": Retry(NoBackoff(), 0)}
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            # Rate-limit counters fail open while Redis is down.
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+                "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
+            },
             "KEY_PREFIX": "canary",
         },
         "routing": {
@@ -133,6 +148,7 @@ if REDIS_URL:
                 "IGNORE_EXCEPTIONS": True,
                 "SOCKET_CONNECT_TIMEOUT": 0.5,
                 "SOCKET_TIMEOUT": 0.5,
+                "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
             },
             "KEY_PREFIX": "canary",
         },
@@ -156,6 +172,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -170,6 +190,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "canary.api.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_THROTTLE_CLASSES": ["canary.api.throttling.ScopedClientThrottle"],
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
@@ -186,6 +207,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"DeploymentStatusEnum": "deployments.choices.DeploymentStatus"},
 }
 
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport,
@@ -230,13 +252,47 @@ CANARY_NOTIFY_EMAILS = env_list("CANARY_NOTIFY_EMAILS")
 # Used to link notifications to the deployment's admin page.
 CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
 
+# Rate limits per client (user, or address when anonymous); "" turns one off.
+CANARY_THROTTLE_RATES = {
+    "dataplane": os.environ.get("CANARY_DATAPLANE_RATE", "100000/minute"),
+    "api": os.environ.get("CANARY_API_RATE", "1200/minute"),
+}
+# Wrong tokens allowed per client address per minute before 429s; 0 turns it off.
+CANARY_AUTH_FAILURES_PER_MINUTE = env_int("CANARY_AUTH_FAILURES_PER_MINUTE", 20)
+
 # Largest execute request body; larger ones are refused with a 400 naming `input`.
 CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
 
+# Every request gets an id (taken from X-Request-ID when a proxy sent one) that
+# is returned in the response and stamped on every log line of the request.
+DJANGO_GUID = {
+    "GUID_HEADER_NAME": "X-Request-ID",
+    "VALIDATE_GUID": False,
+    "RETURN_HEADER": True,
+    "EXPOSE_HEADER": True,
+}
+
+# Structured JSON logs by default; LOG_FORMAT=plain for a human at a terminal.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "django_guid.log_filters.CorrelationId"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
+            "rename_fields": {"correlation_id": "request_id", "levelname": "level"},
+        },
+        "plain": {"format": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django_guid": {"level": "WARNING"}},
 }

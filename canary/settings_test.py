@@ -12,5 +12,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # NOTE: the default in-memory test database uses SQLite's shared cache, which
     # answers concurrent writers with "table is locked" instead of waiting; a
     # file gives the same locking as development and production on SQLite.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
+    # One file per test run, so two runs on one machine never share a database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+# Limits are exercised by their own tests (which set rates); elsewhere they would
+# only make the suite depend on how fast it runs.
+CANARY_THROTTLE_RATES = {"dataplane": "", "api": ""}
+CANARY_AUTH_FAILURES_PER_MINUTE = 0

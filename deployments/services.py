@@ -380,12 +380,24 @@ def deployment_set_traffic(
     actor: Actor,
     reason: str = "",
     expected_status: str | None = None,
+    expected_traffic_percentage: int | None = None,
     now: datetime | None = None,
 ) -> Deployment:
-    """Change the share of *new* contexts sent to v2; existing assignments keep their version."""
+    """Change the share of *new* contexts sent to v2; existing assignments keep their version.
+
+    ``expected_traffic_percentage`` is the traffic the caller saw: checked under the
+    lock, it makes a double submit or a stale page change nothing.
+    """
     pct = _percentage_or_400("traffic_percentage", traffic_percentage, low=0)
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        seen = expected_traffic_percentage
+        if seen is not None and deployment.traffic_percentage != seen:
+            raise Conflict(
+                f"Traffic changed from {seen}% to {deployment.traffic_percentage}% while this "
+                "request was in flight; nothing was done. Review it and try again.",
+                traffic_percentage=deployment.traffic_percentage,
+            )
         payload.update(from_traffic=deployment.traffic_percentage, to_traffic=pct)
         if reason:
             payload["reason"] = reason

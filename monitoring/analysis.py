@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy import stats as scipy_stats
-
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 NEAR_THRESHOLD = 0.2  # "degraded" when a value is within 20% of its threshold
@@ -156,6 +154,7 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
     Computed as the chi-square test of the 2x2 table without continuity
     correction, which is the same test (chi2 = z^2).
     """
+    from scipy import stats as scipy_stats  # NOTE: imported on use; it costs ~1 s at start-up
     table = [
         [v1.error_count, v1.success_count],
         [v2.error_count, v2.success_count],
@@ -187,6 +186,7 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
 
 def latency_test(v1_sample: Sequence[float], v2_sample: Sequence[float]) -> dict[str, Any]:
     """Mann-Whitney U on per-request latencies: no normality assumption."""
+    from scipy import stats as scipy_stats
     if not v1_sample or not v2_sample or len(set(v1_sample) | set(v2_sample)) < 2:
         p_value = 1.0
         statistic = None

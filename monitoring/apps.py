@@ -21,3 +21,4 @@ class MonitoringConfig(AppConfig):
         deployment_transitioned.connect(
             receivers.after_rollback, dispatch_uid="monitoring.after_rollback"
         )
+        from monitoring import admin  # noqa: F401 (registers the admin's measurement panels)

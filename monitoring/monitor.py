@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,7 +32,14 @@ logger = logging.getLogger(__name__)
 
 SYSTEM_MONITOR = "system:monitor"
 MONITOR_JOB = "canary-monitor"
-LEASE = timedelta(minutes=5)
+# A run cannot outlive the task's hard time limit, so a lease never needs to be
+# longer; and it must end before the next period so a killed run delays nothing.
+MAX_LEASE = timedelta(seconds=270)
+
+
+def monitor_lease() -> timedelta:
+    period = timedelta(seconds=settings.CANARY_MONITOR_INTERVAL_SECONDS)
+    return max(timedelta(seconds=1), min(MAX_LEASE, period - timedelta(seconds=1)))
 
 
 @dataclass
@@ -43,7 +51,7 @@ class MonitorReport:
     promoted: list[str] = field(default_factory=list)
 
 
-def lease_acquire(name: str, *, holder: str, now: datetime, lease: timedelta = LEASE) -> bool:
+def lease_acquire(name: str, *, holder: str, now: datetime, lease: timedelta) -> bool:
     JobRun.objects.get_or_create(name=name)
     taken = JobRun.objects.filter(
         Q(held_until__isnull=True) | Q(held_until__lte=now), name=name
@@ -61,7 +69,7 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
     """Evaluate every running canary once."""
     now = now or timezone.now()
     holder = holder or uuid.uuid4().hex
-    if not lease_acquire(MONITOR_JOB, holder=holder, now=now):
+    if not lease_acquire(MONITOR_JOB, holder=holder, now=now, lease=monitor_lease()):
         logger.info("monitor run skipped: another run holds the lease")
         return MonitorReport(skipped=True)
     report = MonitorReport()

@@ -51,19 +51,23 @@ def _email_recipients() -> list[str]:
 
 
 def notify(*, deployment: Deployment, headline: str, reason: str) -> dict[str, Any]:
-    """Queue the notification on every configured channel once the transaction commits."""
+    """Queue the notification on every configured channel once the transaction commits.
+
+    ``robust``: a broker that is down is logged, never turned into a failed request.
+    """
     from monitoring import tasks
 
     subject, text = compose(deployment=deployment, headline=headline, reason=reason)
     queued: dict[str, Any] = {"slack": False, "email": []}
     if settings.SLACK_WEBHOOK_URL:
-        transaction.on_commit(lambda: tasks.send_slack_notification.delay(text))
+        transaction.on_commit(lambda: tasks.send_slack_notification.delay(text), robust=True)
         queued["slack"] = True
     if settings.CANARY_NOTIFY_EMAIL:
         recipients = _email_recipients()
         if recipients:
             transaction.on_commit(
-                lambda: tasks.send_email_notification.delay(subject, text, recipients)
+                lambda: tasks.send_email_notification.delay(subject, text, recipients),
+                robust=True,
             )
             queued["email"] = recipients
     logger.info("notification %r queued: %s", subject, queued)

@@ -62,8 +62,11 @@ def breaker_gate(deployment_id: Any, canary_config: dict[str, Any]) -> BreakerGa
     try:
         state = breaker_store().read(deployment_id)
     except Exception:
-        logger.exception("breaker state unreadable for %s; serving v1", deployment_id)
-        return BreakerGate(allow_v2=False, state="UNKNOWN")
+        # An unreachable store must not fail the request: routing continues from
+        # the database (sticky assignments honoured) and the monitor still judges
+        # the canary from its execution logs.
+        logger.exception("breaker state unreadable for %s; routing without it", deployment_id)
+        return BreakerGate(allow_v2=True, state="UNKNOWN")
     state = breaker.current(state, now=time.time(), cooldown=_cooldown(canary_config))
     if state.state == breaker.OPEN:
         return BreakerGate(allow_v2=False, state=breaker.OPEN)
@@ -96,7 +99,12 @@ def breaker_record(
             state, success=success, now=now, cooldown=cooldown, failure_threshold=threshold
         )
 
-    _, before, after = breaker_store().update(deployment_id, change)
+    try:
+        _, before, after = breaker_store().update(deployment_id, change)
+    except Exception:
+        # The request was served; one lost count is better than a failed answer.
+        logger.exception("breaker update failed for %s", deployment_id)
+        return breaker.BreakerState(state="UNKNOWN")
     if breaker.just_opened(before, after):
         logger.warning("circuit breaker opened for deployment %s", deployment_id)
         if canary_config.get("auto_rollback", True):

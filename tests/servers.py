@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,8 +50,12 @@ def server_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def gunicorn(workers: int = 1, **extra_env: str) -> Iterator[str]:
-    """Start gunicorn on a free port; yield its base URL; stop it afterwards."""
+def gunicorn(workers: int = 1, crash: bool = False, **extra_env: str) -> Iterator[str]:
+    """Start gunicorn on a free port; yield its base URL; stop it afterwards.
+
+    ``crash`` stops it with SIGKILL (every process of the group), as a machine
+    failure would, instead of a graceful shutdown.
+    """
     port = free_port()
     process = subprocess.Popen(
         [
@@ -67,17 +72,21 @@ def gunicorn(workers: int = 1, **extra_env: str) -> Iterator[str]:
         ],
         cwd=ROOT,
         env=server_env(**extra_env),
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, process)
         yield base
     finally:
-        process.terminate()
+        if crash:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 30) -> None:
@@ -86,7 +95,7 @@ def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 30) -> 
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            urllib.request.urlopen(f"{base}/api/schema/", timeout=2)  # noqa: S310 - local test server
+            urllib.request.urlopen(f"{base}/healthz", timeout=2)  # noqa: S310 - local test server
             return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)

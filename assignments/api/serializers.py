@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from assignments.models import Assignment
 from canary.api.serializers import StrictInputSerializer
+from deployments.api.serializers import RuleErrorSerializer
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
 IDENTIFIER_HELP = "1-200 characters: letters, digits and . _ : @ / + = -"
@@ -49,11 +50,6 @@ class ExecuteInputSerializer(StrictInputSerializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
         return value
-
-
-class RuleErrorSerializer(serializers.Serializer):
-    rule = serializers.CharField(allow_null=True)
-    message = serializers.CharField()
 
 
 class ResolveOutputSerializer(serializers.Serializer):

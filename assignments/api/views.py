@@ -69,6 +69,7 @@ def _refuse_oversized(request: Request) -> None:
 
 class ExecuteView(APIView):
     permission_classes = [IsAuthenticated]
+    throttle_scope = "dataplane"
 
     @extend_schema(request=ExecuteInputSerializer, responses=ExecuteOutputSerializer)
     def post(self, request: Request, ruleset_id: str) -> Response:
@@ -97,6 +98,7 @@ class ExecuteView(APIView):
 
 class ResolveView(APIView):
     permission_classes = [IsAuthenticated]
+    throttle_scope = "dataplane"
 
     @extend_schema(parameters=CONTEXT_PARAMETERS, responses=ResolveOutputSerializer)
     def get(self, request: Request, ruleset_id: str) -> Response:

@@ -144,4 +144,5 @@ class SchedulerJobsView(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request: Request) -> Response:
-        return Response({"jobs": scheduler_jobs()})
+        jobs = scheduler_jobs()
+        return Response({"jobs": jobs, "total": len(jobs)})

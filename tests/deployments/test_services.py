@@ -197,6 +197,25 @@ class TestTraffic:
             == 100
         )
 
+    def test_stale_traffic_expectation_changes_nothing(self, canary_v2: Deployment) -> None:
+        services.deployment_set_traffic(
+            deployment_id=canary_v2.pk,
+            traffic_percentage=50,
+            actor="a",
+            expected_traffic_percentage=10,
+        )
+        with pytest.raises(Conflict) as error:
+            services.deployment_set_traffic(
+                deployment_id=canary_v2.pk,
+                traffic_percentage=50,
+                actor="a",
+                expected_traffic_percentage=10,
+            )
+        assert "changed from 10% to 50%" in error.value.detail
+        assert (
+            DeploymentEvent.objects.filter(deployment=canary_v2, action="set_traffic").count() == 1
+        )
+
     def test_only_during_canary(self, active_v1: Deployment) -> None:
         with pytest.raises(InvalidTransition) as error:
             services.deployment_set_traffic(

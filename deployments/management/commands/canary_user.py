@@ -21,9 +21,21 @@ class Command(BaseCommand):
         parser.add_argument("--role", required=True, choices=sorted(ROLE_BY_NAME))
         parser.add_argument("--password", help="Set this password (admin console login).")
         parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--rotate-token",
+            action="store_true",
+            help="Revoke the user's current token and issue a new one.",
+        )
 
     def handle(
-        self, *args: Any, username: str, role: str, password: str | None, email: str, **options: Any
+        self,
+        *args: Any,
+        username: str,
+        role: str,
+        password: str | None,
+        email: str,
+        rotate_token: bool = False,
+        **options: Any,
     ) -> None:
         sync_roles()
         user_model = get_user_model()
@@ -38,6 +50,8 @@ class Command(BaseCommand):
                 user.set_unusable_password()
             user.save()
             user.groups.set([Group.objects.get(name=ROLE_BY_NAME[role])])
+            if rotate_token:
+                Token.objects.filter(user=user).delete()
             token, _ = Token.objects.get_or_create(user=user)
         verb = "Created" if created else "Updated"
         self.stdout.write(f"{verb} user '{username}' with role {ROLE_BY_NAME[role]}.")

@@ -1,0 +1,15 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DJANGO_SETTINGS_MODULE=canary.settings_production
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN useradd --create-home canary && mkdir -p /app/var /app/staticfiles && chown -R canary /app
+USER canary
+
+EXPOSE 8000
+CMD ["gunicorn", "canary.wsgi:application", "--config", "canary/gunicorn_conf.py"]

@@ -1,0 +1,62 @@
+"""Seams through which higher apps add measurement panels to the deployment admin.
+
+Dependencies run one way (deployments <- assignments <- monitoring), so the
+deployment admin cannot ask ``monitoring`` for metrics itself. ``monitoring``
+registers its providers here from ``MonitoringConfig.ready()`` (by importing
+``monitoring.admin``); until then, and whenever a provider fails, the admin
+simply shows no measurements.
+
+- ``measurement_provider(deployment)`` feeds the deployment page: a dict
+  ``{"comparison": ..., "health": ...}`` holding the same dicts as the REST
+  ``/comparison`` and ``/health`` endpoints, or ``None`` when there is nothing
+  to measure.
+- ``health_provider(deployment)`` feeds the list's "v2 (5 min)" column: the
+  REST ``/health`` dict, or ``None``. The list calls it for canary rows only,
+  so its cost does not grow with ended deployments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from deployments.models import Deployment
+
+logger = logging.getLogger(__name__)
+
+Provider = Callable[[Deployment], dict[str, Any] | None]
+
+
+def _nothing(deployment: Deployment) -> None:
+    return None
+
+
+measurement_provider: Provider = _nothing
+health_provider: Provider = _nothing
+
+
+def register(*, measurements: Provider, health: Provider) -> None:
+    """Install the providers; called once by the app that owns the measurements."""
+    global measurement_provider, health_provider
+    measurement_provider = measurements
+    health_provider = health
+
+
+def measurements_for(deployment: Deployment) -> dict[str, Any] | None:
+    """The page panel's data; a failing provider must not take the page down."""
+    return _safely(measurement_provider, deployment)
+
+
+def health_for(deployment: Deployment) -> dict[str, Any] | None:
+    """The list column's data; a failing provider shows as "no measurement"."""
+    return _safely(health_provider, deployment)
+
+
+def _safely(provider: Provider, deployment: Deployment) -> dict[str, Any] | None:
+    try:
+        return provider(deployment)
+    except Exception:
+        # NOTE: the console must stay usable (to roll back!) when metrics are down.
+        logger.exception("measurement provider failed for deployment %s", deployment.pk)
+        return None

@@ -1,0 +1,140 @@
+"""Execution logs in the admin, and the measurement panels of the deployment admin.
+
+``deployments`` cannot import ``monitoring`` (dependencies run one way), so the
+deployment page gets its v1-vs-v2 panel and the list its health column through
+``deployments.admin_panels``; this module registers the providers when it is
+imported (by the admin's autodiscovery, and explicitly by
+``MonitoringConfig.ready()``). Both return the same dicts as the REST
+``/comparison`` and ``/health`` endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from assignments.admin import DeploymentFilter
+from deployments import admin_panels
+from deployments.admin import ReadOnlyAdmin
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment, RuleSetVersion
+from monitoring import health
+from monitoring.models import ExecutionLog
+
+
+def deployment_measurements(deployment: Deployment) -> dict[str, Any] | None:
+    """Comparison over the whole canary, plus live health while it is still a canary."""
+    if deployment.baseline_id is None or deployment.started_at is None:
+        return None  # never ran as a canary: there is no v1-vs-v2 to show
+    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    live = deployment_health_summary(deployment)
+    return {"comparison": comparison, "health": live}
+
+
+def deployment_health_summary(deployment: Deployment) -> dict[str, Any] | None:
+    """Health only means something while v2 serves traffic."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    return health.deployment_health(deployment=deployment)
+
+
+admin_panels.register(measurements=deployment_measurements, health=deployment_health_summary)
+
+
+class RuleSetVersionFilter(admin.SimpleListFilter):
+    """Filter by rule-set version; one query, unlike the stock related-field filter."""
+
+    title = "rule-set version"
+    parameter_name = "version"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        versions = RuleSetVersion.objects.select_related("ruleset").order_by(
+            "ruleset__name", "-created_at"
+        )[:100]
+        return [(str(v.pk), f"{v.ruleset.name} {v.version}") for v in versions]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        if self.value() not in {value for value, _ in self.lookup_choices}:
+            return queryset.none()
+        return queryset.filter(version_id=self.value())
+
+
+@admin.register(ExecutionLog)
+class ExecutionLogAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "deployment",
+        "served_version",
+        "version",
+        "outcome",
+        "latency",
+        "error_rule",
+        "workflow_id",
+        "user_id",
+        "needs_reprocess",
+    ]
+    list_filter = [
+        "served_version",
+        RuleSetVersionFilter,
+        "success",
+        "needs_reprocess",
+        DeploymentFilter,
+    ]
+    search_fields = ["=user_id", "=session_id", "=workflow_id", "error_message"]
+    search_help_text = "An exact user, session or workflow id, or words of the error message."
+    list_select_related = ["deployment__ruleset", "deployment__version", "version__ruleset"]
+    ordering = ["-created_at", "-id"]
+    # NOTE: the table grows with every canary request; skip the unfiltered count(*).
+    show_full_result_count = False
+    readonly_fields = [
+        "deployment",
+        "served_version",
+        "version",
+        "success",
+        "latency_ms",
+        "error_rule",
+        "error_message",
+        "user_id",
+        "session_id",
+        "workflow_id",
+        "input_display",
+        "output_display",
+        "needs_reprocess",
+        "reprocessed_at",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="outcome", ordering="success")
+    def outcome(self, obj: ExecutionLog) -> SafeString:
+        css = "healthy" if obj.success else "unhealthy"
+        label = "success" if obj.success else "error"
+        return format_html('<span class="canary-badge canary-health-{}">{}</span>', css, label)
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: ExecutionLog) -> str:
+        return f"{obj.latency_ms:.2f} ms"
+
+    @admin.display(description="input")
+    def input_display(self, obj: ExecutionLog) -> SafeString:
+        return _json_block(obj.input)
+
+    @admin.display(description="output")
+    def output_display(self, obj: ExecutionLog) -> SafeString:
+        return _json_block(obj.output)
+
+    class Media:
+        css = {"all": ["deployments/admin.css"]}
+
+
+def _json_block(value: Any) -> SafeString:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return format_html('<pre class="canary-json">{}</pre>', text)

@@ -1,0 +1,196 @@
+"""The admin console in a real browser: Playwright driving Debian's Chromium.
+
+Chromium comes from the system (``apt-get install -y chromium``); no browser is
+ever downloaded at test time. Without it the tests skip locally and fail in CI.
+Screenshots land in ``test-artifacts/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from deployments.models import Deployment, DeploymentEvent
+from tests.admin.conftest import PASSWORD, make_staff
+from tests.monitoring.logs import add_logs
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TIMEOUT_MS = 20_000
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it (apt-get install -y chromium)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh Chromium page; closed after the test, screenshot kept if the test failed."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing")
+    # NOTE: Playwright's sync API keeps an event loop on this thread, and Django then
+    # refuses ORM calls as "async unsafe". The test thread only sets up and checks data;
+    # the live server answers the browser from its own thread.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+            # NOTE: ORM calls made while Playwright's loop ran used connections bound to
+            # that context; close them here, or they outlive the test database.
+            connections.close_all()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / name
+    page.screenshot(path=str(target), full_page=True)
+    return target
+
+
+def log_in(page: Any, base: str, username: str) -> None:
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+
+def deployment_page(base: str, deployment: Deployment) -> str:
+    return f"{base}/admin/deployments/deployment/{deployment.pk}/change/"
+
+
+def confirm(page: Any, action: str, expect_consequence: str | None = None) -> None:
+    """Press an action button, check what the confirmation says, and leave the form open."""
+    page.click(f"a.canary-button[data-action='{action}']")
+    page.wait_for_selector("#canary-consequence")
+    if expect_consequence:
+        assert expect_consequence in page.inner_text("#canary-consequence")
+
+
+def submit(page: Any) -> None:
+    with page.expect_navigation():
+        page.click("input[name=confirm]")
+
+
+def success_message(page: Any) -> str:
+    return page.inner_text("ul.messagelist li.success")
+
+
+def test_approver_starts_raises_and_promotes_a_canary(
+    live_server: Any, page: Any, roles: None, draft_v2: Deployment
+):
+    make_staff("alice", "approver")
+    base = live_server.url
+    log_in(page, base, "alice")
+    page.goto(deployment_page(base, draft_v2))
+    assert "Draft" in page.inner_text(".canary-actions")
+
+    confirm(page, "start-canary", "keeps serving everyone else")
+    page.fill("#id_canary_pct", "10")
+    submit(page)
+    assert "Canary started: v2.0.0 serves 10%" in success_message(page)
+    assert page.inner_text(".canary-actions .canary-status-canary") == "Canary"
+
+    confirm(page, "traffic", "now serves 10% of new contexts")
+    page.fill("#id_traffic_percentage", "50")
+    submit(page)
+    assert "serves 50% of new contexts" in success_message(page)
+    assert "at 50% traffic" in page.inner_text(".canary-actions")
+
+    canary = Deployment.objects.select_related("baseline").get(pk=draft_v2.pk)
+    add_logs(canary, "v1", [8.0 + (i % 5) for i in range(60)], errors=1)
+    add_logs(canary, "v2", [7.0 + (i % 4) for i in range(60)])
+    page.reload()
+    assert "60" in page.inner_text("#canary-comparison")
+    assert "Health" in page.inner_text("#canary-measurements")
+
+    confirm(page, "promote", "v2.0.0 will serve 100% of traffic; v1.0.0 will be deprecated.")
+    submit(page)
+    assert "Promoted: v2.0.0 serves 100% of traffic." in success_message(page)
+    assert page.inner_text(".canary-actions .canary-status-active") == "Active"
+
+    history = page.inner_text("#canary-events")
+    for line in ("Canary started", "Traffic changed", "traffic 10% → 50%", "Promoted"):
+        assert line in history
+    rows = page.locator("#canary-events tr.canary-event")
+    assert rows.count() == 4  # created, canary started, traffic, promoted
+    last = rows.nth(3).inner_text()
+    assert "alice" in last and "Canary" in last and "Active" in last
+    screenshot(page, "admin-deployment-page.png")
+
+    promoted = Deployment.objects.get(pk=draft_v2.pk)
+    assert (promoted.status, promoted.traffic_percentage) == ("active", 100)
+    assert Deployment.objects.get(pk=promoted.baseline_id).status == "deprecated"
+    actors = set(
+        DeploymentEvent.objects.filter(deployment=promoted).values_list("actor", flat=True)
+    )
+    assert "alice" in actors
+
+
+def test_viewer_sees_no_buttons_and_a_forged_post_is_refused(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    make_staff("victor", "viewer")
+    base = live_server.url
+    log_in(page, base, "victor")
+    page.goto(deployment_page(base, canary_v2))
+    assert page.locator("a.canary-button").count() == 0
+    assert "can look but not act" in page.inner_text("#canary-no-actions")
+    screenshot(page, "admin-deployment-page-viewer.png")
+
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    url = f"{base}/admin/deployments/deployment/{canary_v2.pk}/actions/promote/"
+    response = page.request.post(
+        url,
+        form={"csrfmiddlewaretoken": token, "expected_status": "canary"},
+        headers={"Referer": deployment_page(base, canary_v2)},
+        max_redirects=0,
+    )
+    assert response.status == 403
+    assert Deployment.objects.get(pk=canary_v2.pk).status == "canary"
+
+
+def test_rollback_without_a_reason_is_refused_with_a_message(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    make_staff("rita", "approver")
+    base = live_server.url
+    log_in(page, base, "rita")
+    page.goto(deployment_page(base, canary_v2))
+
+    confirm(page, "rollback", "v1.0.0 serves everyone")
+    assert page.is_checked("#id_apply_compensation")
+    assert "Roll back only" in page.inner_text(".field-apply_compensation")
+    submit(page)
+    assert "A reason is required to roll back." in page.inner_text("ul.messagelist li.error")
+    screenshot(page, "admin-rollback-refused.png")
+    assert Deployment.objects.get(pk=canary_v2.pk).status == "canary"
+
+    page.fill("#id_reason", "v2 error rate 8% (threshold 5%)")
+    page.uncheck("#id_apply_compensation")
+    submit(page)
+    assert re.search(r"Rolled back v2\.0\.0 \(without compensation\)", success_message(page))
+    assert page.inner_text(".canary-actions .canary-status-rolled_back") == "Rolled back"
+    assert "reason: v2 error rate 8%" in page.inner_text("#canary-events")

@@ -1,0 +1,184 @@
+"""Faults with real processes: Redis stops, a worker dies mid-run, the web server restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+import redis
+import requests
+from django.utils import timezone
+
+from deployments.models import Deployment, DeploymentEvent
+from monitoring.models import ExecutionLog
+from monitoring.monitor import monitor_lease, monitor_run
+from tests.accounts import create_user
+from tests.monitoring.logs import add_logs
+from tests.monitoring.test_breaker_integration import make_canary
+from tests.servers import ROOT, free_port, gunicorn, server_env
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    """A Redis of this test's own, so stopping it disturbs nothing else."""
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def execute(base: str, ruleset_id: object, user: str, token: str) -> requests.Response:
+    return requests.post(
+        f"{base}/api/v1/rulesets/{ruleset_id}/execute",
+        json={"input": {"temperature": 30}, "user_id": user},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_outage_keeps_the_data_plane_answering(roles: None) -> None:
+    canary = make_canary("redis-outage", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    users = [f"user-{n}" for n in range(20)]
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    with private_redis(port) as first_redis, gunicorn(workers=2, REDIS_URL=redis_url) as base:
+        before = {
+            u: execute(base, canary.ruleset_id, u, token).json()["canary_version"] for u in users
+        }
+        assert set(before.values()) == {"v1", "v2"}
+
+        first_redis.terminate()
+        first_redis.wait(timeout=10)
+        during = {}
+        for user in users:
+            response = execute(base, canary.ruleset_id, user, token)
+            assert response.status_code == 200, response.text
+            during[user] = response.json()["canary_version"]
+        resolved = requests.get(
+            f"{base}/api/v1/rulesets/{canary.ruleset_id}/resolve",
+            params={"user_id": "brand-new"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert resolved.status_code == 200
+        not_ready = requests.get(f"{base}/readyz", timeout=10)
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["redis"].startswith("error")
+        # Sticky assignments come from the database while Redis is away.
+        assert during == before
+
+        with private_redis(port):
+            after = {
+                u: execute(base, canary.ruleset_id, u, token).json()["canary_version"]
+                for u in users
+            }
+            assert after == before
+            assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+    served = ExecutionLog.objects.filter(deployment=canary).count()
+    assert served == 3 * len(users)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_run_loses_no_verdict(roles: None) -> None:
+    canary = make_canary("killed-worker", traffic=10)
+    # A monitor run that takes the lease and is then killed with SIGKILL.
+    script = (
+        "import django, time; django.setup()\n"
+        "from django.utils import timezone\n"
+        "from monitoring.monitor import MONITOR_JOB, lease_acquire, monitor_lease\n"
+        "now, lease = timezone.now(), monitor_lease()\n"
+        "assert lease_acquire(MONITOR_JOB, holder='doomed', now=now, lease=lease)\n"
+        "print('leased', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=server_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "leased"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    assert monitor_run().skipped is True  # the dead run's lease still holds
+    later = timezone.now() + monitor_lease() + timedelta(seconds=1)
+    add_logs(canary, "v2", [1.0] * 50, errors=10, at=later - timedelta(minutes=1))
+    report = monitor_run(now=later)  # the next period
+    assert report.rolled_back == [str(canary.pk)]
+    assert DeploymentEvent.objects.filter(deployment=canary, action="rollback").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_server_restart_loses_no_assignment_or_log(roles: None) -> None:
+    canary = make_canary("restart", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    answered: dict[str, str] = {}
+    stop = threading.Event()
+
+    def traffic(base: str) -> None:
+        n = 0
+        while not stop.is_set():
+            user = f"user-{n % 40}"
+            try:
+                response = execute(base, canary.ruleset_id, user, token)
+            except requests.RequestException:
+                n += 1
+                continue
+            if response.status_code == 200:
+                version = response.json()["canary_version"]
+                assert answered.setdefault(user, version) == version
+                answered[f"#{n}"] = version
+            n += 1
+
+    with gunicorn(workers=2, crash=True) as base:
+        sender = threading.Thread(target=traffic, args=(base,))
+        sender.start()
+        time.sleep(3)
+    # The server is gone mid-traffic; stop the sender once it has seen the refusals.
+    stop.set()
+    sender.join(timeout=30)
+    answered_requests = sum(1 for key in answered if key.startswith("#"))
+    assert answered_requests > 0
+    assert ExecutionLog.objects.filter(deployment=canary).count() == answered_requests
+
+    with gunicorn(workers=2) as base:
+        for user, version in answered.items():
+            if user.startswith("user-"):
+                again = execute(base, canary.ruleset_id, user, token).json()["canary_version"]
+                assert again == version, user
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"

@@ -1,0 +1,68 @@
+"""Rate limits on the data plane, the API and token guessing; request ids; secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from deployments.models import Deployment, RuleSet
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> None:
+    cache.clear()
+
+
+def test_data_plane_rate_limit(
+    settings: Any, viewer: APIClient, ruleset: RuleSet, active_v1: Deployment
+) -> None:
+    settings.CANARY_THROTTLE_RATES = {"dataplane": "3/minute", "api": ""}
+    url = f"/api/v1/rulesets/{ruleset.pk}/resolve"
+    assert [viewer.get(url, {"user_id": "u"}).status_code for _ in range(4)] == [200, 200, 200, 429]
+    limited = viewer.get(url)
+    assert limited.json()["code"] == "throttled"
+    assert int(limited["Retry-After"]) > 0
+    # The management API has its own budget.
+    assert viewer.get("/api/v1/deployments").status_code == 200
+
+
+def test_api_rate_limit_is_per_client(settings: Any, client_for: Any) -> None:
+    settings.CANARY_THROTTLE_RATES = {"dataplane": "", "api": "2/minute"}
+    viewer, approver = client_for("viewer"), client_for("approver")
+    assert [viewer.get("/api/v1/rulesets").status_code for _ in range(3)] == [200, 200, 429]
+    assert approver.get("/api/v1/rulesets").status_code == 200
+
+
+def test_token_guessing_is_cut_off(settings: Any, viewer: APIClient) -> None:
+    settings.CANARY_AUTH_FAILURES_PER_MINUTE = 3
+    guesser = APIClient()
+    codes = []
+    for n in range(5):
+        guesser.credentials(HTTP_AUTHORIZATION=f"Bearer wrong-{n}")
+        codes.append(guesser.get("/api/v1/deployments").status_code)
+    assert codes == [401, 401, 401, 429, 429]
+    # Even the right token is refused from that address until the minute is over.
+    assert viewer.get("/api/v1/deployments").status_code == 429
+
+
+def test_every_response_carries_a_request_id(client: Any) -> None:
+    response = client.get("/healthz")
+    assert len(response["X-Request-ID"]) >= 32
+    echoed = client.get("/healthz", HTTP_X_REQUEST_ID="proxy-assigned-id-123")
+    assert echoed["X-Request-ID"] == "proxy-assigned-id-123"
+
+
+def test_tokens_are_revocable(client_for: Any) -> None:
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    viewer = client_for("viewer")
+    assert viewer.get("/api/v1/deployments").status_code == 200
+    call_command("canary_user", "viewer-user", "--role", "viewer", "--rotate-token", stdout=None)
+    assert viewer.get("/api/v1/deployments").status_code == 401
+    assert Token.objects.filter(user__username="viewer-user").count() == 1
