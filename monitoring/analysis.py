@@ -155,6 +155,7 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
     correction, which is the same test (chi2 = z^2).
     """
     from scipy import stats as scipy_stats  # NOTE: imported on use; it costs ~1 s at start-up
+
     table = [
         [v1.error_count, v1.success_count],
         [v2.error_count, v2.success_count],
@@ -187,6 +188,7 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
 def latency_test(v1_sample: Sequence[float], v2_sample: Sequence[float]) -> dict[str, Any]:
     """Mann-Whitney U on per-request latencies: no normality assumption."""
     from scipy import stats as scipy_stats
+
     if not v1_sample or not v2_sample or len(set(v1_sample) | set(v2_sample)) < 2:
         p_value = 1.0
         statistic = None

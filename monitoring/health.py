@@ -38,8 +38,18 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
     answer = analysis.compare(
         v1=stats["v1"],
         v2=stats["v2"],
-        v1_latencies=latency_sample(deployment_id=deployment.pk, version="v1", since=since),
-        v2_latencies=latency_sample(deployment_id=deployment.pk, version="v2", since=since),
+        v1_latencies=latency_sample(
+            deployment_id=deployment.pk,
+            version="v1",
+            since=since,
+            total=stats["v1"].total_requests if stats["v1"] else 0,
+        ),
+        v2_latencies=latency_sample(
+            deployment_id=deployment.pk,
+            version="v2",
+            since=since,
+            total=stats["v2"].total_requests if stats["v2"] else 0,
+        ),
         breaches=breaches,
         config=deployment.canary_config,
     )

@@ -99,3 +99,41 @@ class HealthRecord(models.Model):
 
     def __str__(self) -> str:
         return self.status
+
+
+class ExecutionRollup(models.Model):
+    """One minute of one version's executions, pre-aggregated for long windows.
+
+    ``latency_buckets[i]`` counts executions whose latency falls in
+    ``[LOW * RATIO**i, LOW * RATIO**(i+1))`` (see ``monitoring.rollups``).
+    """
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="rollups")
+    served_version = models.CharField(max_length=2, choices=ServedVersion.choices)
+    minute = models.DateTimeField()
+    total = models.PositiveIntegerField()
+    errors = models.PositiveIntegerField()
+    latency_sum = models.FloatField()
+    latency_buckets = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "served_version", "minute"], name="uniq_rollup_minute"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.served_version} {self.minute:%H:%M} x{self.total}"
+
+
+class RollupWatermark(models.Model):
+    """Executions of a deployment before ``until`` are all in ``ExecutionRollup``."""
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="rollup_watermark"
+    )
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.until:%Y-%m-%d %H:%M}"

@@ -13,14 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Avg, Count, FloatField, Q, QuerySet
+from django.db.models import Aggregate, Avg, Count, FloatField, Q, QuerySet, Sum
 from django.utils import timezone
 
+from monitoring import rollups
 from monitoring.analysis import VersionStats
 from monitoring.models import ExecutionLog
 
 VERSIONS = ("v1", "v2")
 LATENCY_SAMPLE_SIZE = 5_000
+SAMPLE_SORT_LIMIT = 50_000  # above this many rows, sample pages instead of sorting
 
 
 class PercentileCont(Aggregate):
@@ -44,7 +46,80 @@ def _window(deployment_id: Any, since: datetime | None, until: datetime | None) 
 def version_stats(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, VersionStats | None]:
-    """``{"v1": ..., "v2": ...}``; a version with no requests in the window is None."""
+    """``{"v1": ..., "v2": ...}``; a version with no requests in the window is None.
+
+    Windows longer than ``rollups.LONG_WINDOW`` that rollups already cover are
+    answered from them (percentiles within 1%); others exactly from the rows.
+    """
+    watermark = rollups.watermark_for(deployment_id)
+    if watermark is not None and (since is None or watermark - since >= rollups.LONG_WINDOW):
+        return _rolled_up_stats(deployment_id, since, until or timezone.now(), watermark)
+    return _exact_stats(deployment_id, since, until)
+
+
+def _rolled_up_stats(
+    deployment_id: Any, since: datetime | None, until: datetime, watermark: datetime
+) -> dict[str, VersionStats | None]:
+    """Whole minutes from rollups; the partial minute at the start and the tail after
+    the watermark from raw rows."""
+    first_minute = None
+    if since is not None:
+        first_minute = rollups.floor_minute(since)
+        if first_minute < since:
+            first_minute += timedelta(minutes=1)
+    rolled_until = min(watermark, until)
+    totals = rollups.rolled_up_totals(
+        deployment_id=deployment_id, since=first_minute, until=rolled_until
+    )
+    edges = ExecutionLog.objects.filter(deployment_id=deployment_id).filter(
+        Q(created_at__gte=rolled_until, created_at__lt=until)
+        | (
+            Q(created_at__gte=since, created_at__lt=first_minute)
+            if since is not None and first_minute is not None
+            else Q(pk__in=[])
+        )
+    )
+    raw = {
+        row["served_version"]: row
+        for row in edges.values("served_version")
+        .annotate(
+            total=Count("id"),
+            errors=Count("id", filter=Q(success=False)),
+            latency_sum=Sum("latency_ms"),
+        )
+        .order_by()
+    }
+    raw_buckets = rollups.raw_histogram(logs=edges) if raw else {}
+    result: dict[str, VersionStats | None] = dict.fromkeys(VERSIONS)
+    for version in VERSIONS:
+        rolled = totals.get(version)
+        extra = raw.get(version)
+        total = (rolled["total"] if rolled else 0) + (extra["total"] if extra else 0)
+        if total == 0:
+            continue
+        errors = (rolled["errors"] if rolled else 0) + (extra["errors"] if extra else 0)
+        latency_sum = (rolled["latency_sum"] if rolled else 0.0) + (
+            (extra["latency_sum"] or 0.0) if extra else 0.0
+        )
+        buckets: dict[int, int] = dict(rolled["buckets"]) if rolled else {}
+        for index, count in raw_buckets.get(version, {}).items():
+            buckets[index] = buckets.get(index, 0) + count
+        result[version] = VersionStats(
+            total_requests=total,
+            success_count=total - errors,
+            error_count=errors,
+            success_rate=(total - errors) / total,
+            error_rate=errors / total,
+            avg_latency_ms=latency_sum / total,
+            p95_latency_ms=rollups.histogram_percentile(buckets, total, 0.95),
+            p99_latency_ms=rollups.histogram_percentile(buckets, total, 0.99),
+        )
+    return result
+
+
+def _exact_stats(
+    deployment_id: Any, since: datetime | None, until: datetime | None
+) -> dict[str, VersionStats | None]:
     logs = _window(deployment_id, since, until)
     aggregates: dict[str, Any] = {
         "total": Count("id"),
@@ -92,11 +167,32 @@ def latency_sample(
     deployment_id: Any,
     version: str,
     since: datetime | None = None,
+    total: int | None = None,
     limit: int = LATENCY_SAMPLE_SIZE,
 ) -> list[float]:
-    """Up to ``limit`` latencies drawn at random from the window."""
+    """Up to ``limit`` latencies drawn at random from the window.
+
+    With many rows on PostgreSQL, ``TABLESAMPLE SYSTEM`` reads only a random
+    fraction of the table's pages (sized to yield about three times ``limit`` of
+    this version's rows) instead of sorting every row by ``random()``.
+    """
     logs = _window(deployment_id, since, None).filter(served_version=version)
-    return list(logs.order_by("?").values_list("latency_ms", flat=True)[:limit])
+    if connection.vendor != "postgresql" or not total or total <= SAMPLE_SORT_LIMIT:
+        return list(logs.order_by("?").values_list("latency_ms", flat=True)[:limit])
+    percent = min(100.0, 100.0 * 3 * limit / total)
+    table = ExecutionLog._meta.db_table
+    conditions = ["deployment_id = %s", "served_version = %s"]
+    params: list[Any] = [percent, str(deployment_id), version]
+    if since is not None:
+        conditions.append("created_at >= %s")
+        params.append(since)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT latency_ms FROM {table} TABLESAMPLE SYSTEM (%s) "  # noqa: S608 - fixed names
+            f"WHERE {' AND '.join(conditions)} LIMIT {int(limit)}",
+            params,
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def window_stats(

@@ -64,3 +64,11 @@ def compensation_replay_task(deployment_id: str) -> dict[str, int]:
     from monitoring.compensation import compensation_replay
 
     return compensation_replay(deployment_id=deployment_id)
+
+
+@shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)
+def rollup_task() -> int:
+    """Fold closed minutes of execution logs into rollups (idempotent; see monitoring.rollups)."""
+    from monitoring.rollups import rollup_run
+
+    return rollup_run()
