@@ -27,6 +27,8 @@ from assignments.selectors import (
     routing_state_for,
 )
 from canary.errors import Conflict, NotFound
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
 from deployments.selectors import compiled_rules_for_version_id
 
 
@@ -62,9 +64,18 @@ def _session_ttl() -> timedelta:
 
 
 def dataplane_resolve(
-    *, ruleset_id: Any, context: router.RoutingContext, now: datetime | None = None
+    *,
+    ruleset_id: Any,
+    context: router.RoutingContext,
+    now: datetime | None = None,
+    will_execute: bool = False,
 ) -> Resolution:
-    """Route one request; persists a new sticky decision exactly as execute would."""
+    """Route one request; persists a new sticky decision exactly as execute would.
+
+    Only an execution may take the breaker's single HALF_OPEN trial
+    (``will_execute``); a plain resolve then answers v1, which is what an
+    execute without the trial would serve.
+    """
     now = now or timezone.now()
     state = routing_state_for(ruleset_id=ruleset_id)
     if state is None:
@@ -84,10 +95,12 @@ def dataplane_resolve(
             assignment_priority=None,
             canary_running=False,
         )
-    return _route_canary(state, context, now)
+    return _route_canary(state, context, now, will_execute=will_execute)
 
 
-def _route_canary(state: RoutingState, context: router.RoutingContext, now: datetime) -> Resolution:
+def _route_canary(
+    state: RoutingState, context: router.RoutingContext, now: datetime, *, will_execute: bool
+) -> Resolution:
     assert state.canary is not None and state.active is not None
     config = state.canary_config or {}
     gate = hooks.breaker_gate(state.canary.deployment_id, config)
@@ -111,7 +124,7 @@ def _route_canary(state: RoutingState, context: router.RoutingContext, now: date
     trial_lost = (
         served == router.V2
         and gate.trial_only
-        and not hooks.breaker_claim_trial(state.canary.deployment_id, config)
+        and not (will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config))
     )
     if trial_lost:
         # HALF_OPEN and another request holds the trial: v1 this time.
@@ -199,6 +212,14 @@ def _store(
         [Assignment(deployment_id=deployment_id, tier=tier, identifier=identifier, **fields)],
         ignore_conflicts=True,
     )
+    # NOTE: a rollback that committed while this request was routing has already
+    # cleared the canary's assignments; this one must not survive it. The insert
+    # waits on the rollback's row lock, so checking afterwards closes the race.
+    if not Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.CANARY).exists():
+        Assignment.objects.filter(
+            deployment_id=deployment_id, tier=tier, identifier=identifier
+        ).delete()
+        return decision.version
     for _ in range(3):
         row = (
             Assignment.objects.filter(deployment_id=deployment_id, tier=tier, identifier=identifier)
@@ -226,7 +247,9 @@ def dataplane_execute(
     now: datetime | None = None,
 ) -> ExecutionResult:
     now = now or timezone.now()
-    resolution = dataplane_resolve(ruleset_id=ruleset_id, context=context, now=now)
+    resolution = dataplane_resolve(
+        ruleset_id=ruleset_id, context=context, now=now, will_execute=True
+    )
     compiled = compiled_rules_for_version_id(resolution.version_id)
     started = time.perf_counter()
     evaluation = compiled.evaluate(input)

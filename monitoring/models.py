@@ -40,6 +40,8 @@ class ExecutionLog(models.Model):
                 fields=["deployment", "served_version", "created_at"],
                 name="execlog_window_idx",
             ),
+            # Time windows across both versions (the monitor's, health's, rollups' tail).
+            models.Index(fields=["deployment", "created_at"], name="execlog_deployment_time_idx"),
         ]
 
     def __str__(self) -> str:
@@ -102,7 +104,7 @@ class HealthRecord(models.Model):
 
 
 class ExecutionRollup(models.Model):
-    """One minute of one version's executions, pre-aggregated for long windows.
+    """One hour of one version's executions, pre-aggregated for long windows.
 
     ``latency_buckets[i]`` counts executions whose latency falls in
     ``[LOW * RATIO**i, LOW * RATIO**(i+1))`` (see ``monitoring.rollups``).
@@ -110,7 +112,7 @@ class ExecutionRollup(models.Model):
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="rollups")
     served_version = models.CharField(max_length=2, choices=ServedVersion.choices)
-    minute = models.DateTimeField()
+    hour = models.DateTimeField()
     total = models.PositiveIntegerField()
     errors = models.PositiveIntegerField()
     latency_sum = models.FloatField()
@@ -119,12 +121,12 @@ class ExecutionRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["deployment", "served_version", "minute"], name="uniq_rollup_minute"
+                fields=["deployment", "served_version", "hour"], name="uniq_rollup_hour"
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.served_version} {self.minute:%H:%M} x{self.total}"
+        return f"{self.served_version} {self.hour:%Y-%m-%d %H:00} x{self.total}"
 
 
 class RollupWatermark(models.Model):

@@ -1,9 +1,10 @@
-"""Per-minute rollups so long windows never scan millions of execution logs.
+"""Hourly rollups so long windows never scan millions of execution logs.
 
-A periodic task folds every closed minute of execution logs into one
+A periodic task folds every closed hour of execution logs into one
 ``ExecutionRollup`` row per version: counts, latency sum and a latency histogram
 with log-spaced buckets (each 2% wider than the last). Windows longer than
-``LONG_WINDOW`` are answered from rollups plus the raw rows at their edges;
+``LONG_WINDOW`` are answered from rollups plus the raw rows at their edges
+(at most about an hour at each end);
 percentiles then come from the histogram, within 1% of the exact value (the
 bucket's geometric midpoint). Shorter windows, which the monitor and health use,
 are always computed exactly from the raw rows.
@@ -18,7 +19,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count, F, FloatField, Q, Sum, Value
-from django.db.models.functions import Floor, Greatest, Ln, TruncMinute
+from django.db.models.functions import Floor, Greatest, Ln, TruncHour
 from django.utils import timezone
 
 from deployments.choices import DeploymentStatus
@@ -27,8 +28,8 @@ from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
 
 LOW_MS = 0.001
 RATIO = 1.02
-LONG_WINDOW = timedelta(hours=1)
-# A request that began before a minute ended may commit its log a little later.
+LONG_WINDOW = timedelta(hours=3)
+# A request that began before an hour ended may commit its log a little later.
 GRACE = timedelta(seconds=60)
 
 
@@ -42,14 +43,14 @@ def bucket_value(index: int) -> float:
     return LOW_MS * RATIO ** (index + 0.5)
 
 
-def floor_minute(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) -> int:
-    """Fold the deployment's closed minutes into rollups; returns the rows written."""
+    """Fold the deployment's closed hours into rollups; returns the rows written."""
     now = now or timezone.now()
-    until = floor_minute(now - GRACE)
+    until = floor_hour(now - GRACE)
     with transaction.atomic():
         watermark = (
             RollupWatermark.objects.select_for_update().filter(deployment=deployment).first()
@@ -61,8 +62,8 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
         if start is not None:
             logs = logs.filter(created_at__gte=start)
         grouped = (
-            logs.annotate(minute=TruncMinute("created_at"), bucket=bucket_expression())
-            .values("served_version", "minute", "bucket")
+            logs.annotate(hour=TruncHour("created_at"), bucket=bucket_expression())
+            .values("served_version", "hour", "bucket")
             .annotate(
                 n=Count("id"),
                 errors=Count("id", filter=Q(success=False)),
@@ -74,7 +75,7 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
             lambda: {"total": 0, "errors": 0, "latency_sum": 0.0, "buckets": {}}
         )
         for item in grouped.iterator(chunk_size=5_000):
-            row = rows[(item["served_version"], item["minute"])]
+            row = rows[(item["served_version"], item["hour"])]
             row["total"] += item["n"]
             row["errors"] += item["errors"]
             row["latency_sum"] += item["latency"] or 0.0
@@ -84,13 +85,13 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
                 ExecutionRollup(
                     deployment=deployment,
                     served_version=version,
-                    minute=minute,
+                    hour=hour,
                     total=row["total"],
                     errors=row["errors"],
                     latency_sum=row["latency_sum"],
                     latency_buckets=row["buckets"],
                 )
-                for (version, minute), row in rows.items()
+                for (version, hour), row in rows.items()
             ],
             ignore_conflicts=True,
             batch_size=1_000,
@@ -120,10 +121,10 @@ def watermark_for(deployment_id: Any) -> datetime | None:
 def rolled_up_totals(
     *, deployment_id: Any, since: datetime | None, until: datetime
 ) -> dict[str, dict[str, Any]]:
-    """Counts, latency sums and merged histograms per version over whole minutes."""
-    rollups = ExecutionRollup.objects.filter(deployment_id=deployment_id, minute__lt=until)
+    """Counts, latency sums and merged histograms per version over whole hours."""
+    rollups = ExecutionRollup.objects.filter(deployment_id=deployment_id, hour__lt=until)
     if since is not None:
-        rollups = rollups.filter(minute__gte=since)
+        rollups = rollups.filter(hour__gte=since)
     totals = {
         row["served_version"]: {
             "total": row["total"],

@@ -60,22 +60,22 @@ def version_stats(
 def _rolled_up_stats(
     deployment_id: Any, since: datetime | None, until: datetime, watermark: datetime
 ) -> dict[str, VersionStats | None]:
-    """Whole minutes from rollups; the partial minute at the start and the tail after
+    """Whole hours from rollups; the partial hour at the start and the tail after
     the watermark from raw rows."""
-    first_minute = None
+    first_hour = None
     if since is not None:
-        first_minute = rollups.floor_minute(since)
-        if first_minute < since:
-            first_minute += timedelta(minutes=1)
+        first_hour = rollups.floor_hour(since)
+        if first_hour < since:
+            first_hour += timedelta(hours=1)
     rolled_until = min(watermark, until)
     totals = rollups.rolled_up_totals(
-        deployment_id=deployment_id, since=first_minute, until=rolled_until
+        deployment_id=deployment_id, since=first_hour, until=rolled_until
     )
     edges = ExecutionLog.objects.filter(deployment_id=deployment_id).filter(
         Q(created_at__gte=rolled_until, created_at__lt=until)
         | (
-            Q(created_at__gte=since, created_at__lt=first_minute)
-            if since is not None and first_minute is not None
+            Q(created_at__gte=since, created_at__lt=first_hour)
+            if since is not None and first_hour is not None
             else Q(pk__in=[])
         )
     )

@@ -146,3 +146,31 @@ def test_state_is_shared_across_processes(roles: None) -> None:
     )
     gate = services.breaker_gate(canary.pk, canary.canary_config)
     assert (gate.allow_v2, gate.state) == (False, "OPEN")
+
+
+@pytest.mark.django_db
+def test_half_open_admits_one_trial_execution_and_resolve_never_takes_it(roles: None) -> None:
+    canary = make_canary("breaker-half-open", traffic=100, auto_rollback=False)
+    opened_long_ago = breaker.BreakerState(breaker.OPEN, 5, opened_at=time.time() - 3_600)
+    breaker_store().update(canary.pk, lambda state: (None, opened_long_ago))
+
+    resolved = dataplane_resolve(
+        ruleset_id=canary.ruleset_id, context=router.RoutingContext(user_id="a")
+    )
+    assert (resolved.canary_version, resolved.breaker_state) == ("v1", "HALF_OPEN")
+    assert breaker_store().read(canary.pk).trial_started_at is None
+
+    assert run(canary, "a", {"temperature": 30}) == "v2"  # the trial, and it succeeds
+    assert breaker_store().read(canary.pk).state == breaker.CLOSED
+    assert run(canary, "b", {"temperature": 30}) == "v2"
+
+
+@pytest.mark.django_db
+def test_only_one_trial_while_it_is_in_flight(roles: None) -> None:
+    canary = make_canary("breaker-one-trial", traffic=100, auto_rollback=False)
+    opened_long_ago = breaker.BreakerState(breaker.OPEN, 5, opened_at=time.time() - 3_600)
+    breaker_store().update(canary.pk, lambda state: (None, opened_long_ago))
+    claimed = services.breaker_claim_trial(canary.pk, canary.canary_config)
+    assert claimed is True
+    # Another request while the trial is running: v1.
+    assert run(canary, "b", {"temperature": 30}) == "v1"

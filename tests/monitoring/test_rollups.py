@@ -31,42 +31,40 @@ def test_histogram_percentile_is_within_one_percent() -> None:
         assert approx == pytest.approx(exact, rel=0.01)
 
 
-def test_rollups_cover_closed_minutes_once(canary_v2: Deployment) -> None:
-    now = timezone.now().replace(second=30, microsecond=0)
-    for minutes_ago in (5, 4, 3):
-        add_logs(
-            canary_v2, "v2", [1.0, 2.0, 3.0], errors=1, at=now - timedelta(minutes=minutes_ago)
-        )
-    add_logs(canary_v2, "v1", [4.0] * 4, at=now - timedelta(minutes=3))
-    add_logs(canary_v2, "v2", [9.0], at=now - timedelta(seconds=20))  # not closed yet
+def test_rollups_cover_closed_hours_once(canary_v2: Deployment) -> None:
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    for hours_ago in (5, 4, 3):
+        add_logs(canary_v2, "v2", [1.0, 2.0, 3.0], errors=1, at=now - timedelta(hours=hours_ago))
+    add_logs(canary_v2, "v1", [4.0] * 4, at=now - timedelta(hours=3))
+    add_logs(canary_v2, "v2", [9.0], at=now - timedelta(minutes=20))  # this hour: not closed
     assert rollups.rollup_deployment(deployment=canary_v2, now=now) == 4
     assert rollups.rollup_deployment(deployment=canary_v2, now=now) == 0
-    rows = ExecutionRollup.objects.filter(deployment=canary_v2, served_version="v2").order_by(
-        "minute"
-    )
-    assert [(r.total, r.errors, r.latency_sum) for r in rows] == [(3, 1, 6.0)] * 3
-    assert RollupWatermark.objects.get(deployment=canary_v2).until == rollups.floor_minute(
-        now - rollups.GRACE
-    )
+    rows = ExecutionRollup.objects.filter(deployment=canary_v2, served_version="v2")
+    assert [(r.total, r.errors, r.latency_sum) for r in rows.order_by("hour")] == [(3, 1, 6.0)] * 3
+    watermark = RollupWatermark.objects.get(deployment=canary_v2).until
+    assert watermark == rollups.floor_hour(now - rollups.GRACE)
     # A later run picks up only what is new.
-    later = now + timedelta(minutes=2)
+    later = now + timedelta(hours=1)
     assert rollups.rollup_deployment(deployment=canary_v2, now=later) == 1
     assert ExecutionRollup.objects.filter(deployment=canary_v2).count() == 5
 
 
 def test_long_windows_use_rollups_and_raw_edges(canary_v2: Deployment) -> None:
-    now = timezone.now().replace(second=30, microsecond=0)
+    now = timezone.now().replace(minute=30, second=30, microsecond=0)
     rng = np.random.default_rng(3)
     v2_latencies: list[float] = []
     for minutes_ago in range(180, 0, -10):
         batch = list(rng.lognormal(mean=1.5, sigma=0.8, size=40))
         add_logs(canary_v2, "v2", batch, errors=2, at=now - timedelta(minutes=minutes_ago))
         v2_latencies.extend(batch)
-    rollups.rollup_deployment(deployment=canary_v2, now=now - timedelta(minutes=30))
+    rollups.rollup_deployment(deployment=canary_v2, now=now)
     tail = [5.0, 6.0]
     add_logs(canary_v2, "v2", tail, at=now - timedelta(seconds=5))  # after the watermark
     v2_latencies.extend(tail)
-    since = now - timedelta(hours=4)
+    since = now - timedelta(hours=4, minutes=10)
+    # The window is long and mostly rolled up, so the rollup path answers it.
+    assert rollups.watermark_for(canary_v2.pk) - since >= rollups.LONG_WINDOW
+    assert ExecutionRollup.objects.filter(deployment=canary_v2).exists()
 
     combined = version_stats(
         deployment_id=canary_v2.pk, since=since, until=now + timedelta(seconds=1)
@@ -84,6 +82,6 @@ def test_long_windows_use_rollups_and_raw_edges(canary_v2: Deployment) -> None:
 def test_short_windows_stay_exact(canary_v2: Deployment) -> None:
     now = timezone.now()
     add_logs(canary_v2, "v2", [1.0, 2.0, 3.0, 4.0], at=now - timedelta(minutes=3))
-    rollups.rollup_deployment(deployment=canary_v2, now=now)
+    rollups.rollup_deployment(deployment=canary_v2, now=now + timedelta(hours=2))
     stats = version_stats(deployment_id=canary_v2.pk, since=now - timedelta(minutes=10))
     assert stats["v2"].p95_latency_ms == pytest.approx(np.percentile([1, 2, 3, 4], 95))
