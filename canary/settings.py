@@ -125,34 +125,21 @@ if REDIS_URL:
     # NOTE: redis-py retries with backoff by default; a request must not wait
     # on a Redis that is down, it falls back to the database at once.
     REDIS_FAIL_FAST = {"retry": Retry(NoBackoff(), 0)}
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            # Rate-limit counters fail open while Redis is down.
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "IGNORE_EXCEPTIONS": True,
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
-                "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
-            },
-            "KEY_PREFIX": "canary",
+    # Redis down means cache misses: routing falls back to the database and
+    # rate-limit counters fail open.
+    REDIS_CACHE = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_TIMEOUT": 0.5,
+            "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
         },
-        "routing": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            # Redis down means cache misses: routing falls back to the database.
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "IGNORE_EXCEPTIONS": True,
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
-                "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
-            },
-            "KEY_PREFIX": "canary",
-        },
+        "KEY_PREFIX": "canary",
     }
+    CACHES = {"default": REDIS_CACHE, "routing": REDIS_CACHE}
 else:
     # NOTE: without Redis the web server, worker and beat share no memory, so the
     # routing cache is off: every request reads routing state from the database.

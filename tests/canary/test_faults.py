@@ -174,7 +174,10 @@ def test_web_server_restart_loses_no_assignment_or_log(roles: None) -> None:
     sender.join(timeout=30)
     answered_requests = sum(1 for key in answered if key.startswith("#"))
     assert answered_requests > 0
-    assert ExecutionLog.objects.filter(deployment=canary).count() == answered_requests
+    # Every answered request is logged. A request the crash cut off after its log
+    # was written (at most one per worker) is logged without an answer.
+    logged = ExecutionLog.objects.filter(deployment=canary).count()
+    assert answered_requests <= logged <= answered_requests + 2
 
     with gunicorn(workers=2) as base:
         for user, version in answered.items():

@@ -24,7 +24,14 @@ from tests.servers import ROOT, server_env
 FAILING_INPUT = {"zone": "A"}  # no temperature: v2's first rule fails to evaluate
 
 
-def make_canary(name: str, *, traffic: int = 100, auto_rollback: bool = True) -> Deployment:
+def make_canary(
+    name: str,
+    *,
+    traffic: int = 100,
+    auto_rollback: bool = True,
+    compensation_strategy: str = "rollback_only",
+    failure_threshold: int = 5,
+) -> Deployment:
     ruleset = lifecycle.ruleset_create(name=name, actor="t")
     for version, rules in (("v1.0.0", V1_RULES), ("v2.0.0", V2_RULES)):
         lifecycle.ruleset_version_create(
@@ -35,7 +42,12 @@ def make_canary(name: str, *, traffic: int = 100, auto_rollback: bool = True) ->
     draft = lifecycle.deployment_create(
         ruleset_id=ruleset.pk,
         version="v2.0.0",
-        canary_config={"auto_rollback": auto_rollback, "breaker_cooldown_seconds": 60},
+        canary_config={
+            "auto_rollback": auto_rollback,
+            "breaker_cooldown_seconds": 60,
+            "failure_threshold": failure_threshold,
+        },
+        compensation_strategy=compensation_strategy,
         actor="t",
     )
     return lifecycle.deployment_start_canary(deployment_id=draft.pk, canary_pct=traffic, actor="t")

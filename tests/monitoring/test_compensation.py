@@ -16,25 +16,12 @@ from deployments import services as lifecycle
 from deployments.models import Deployment
 from monitoring.compensation import compensation_replay
 from monitoring.models import ExecutionLog
-from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
+from tests.monitoring.test_breaker_integration import make_canary
+from tests.samples import DEFAULT_OUTPUT
 
 
 def manual_canary(name: str) -> Deployment:
-    ruleset = lifecycle.ruleset_create(name=name, actor="t")
-    for version, rules in (("v1.0.0", V1_RULES), ("v2.0.0", V2_RULES)):
-        lifecycle.ruleset_version_create(
-            ruleset=ruleset, version=version, rules=rules, default=DEFAULT_OUTPUT, actor="t"
-        )
-    first = lifecycle.deployment_create(ruleset_id=ruleset.pk, version="v1.0.0", actor="t")
-    lifecycle.deployment_promote(deployment_id=first.pk, actor="t")
-    draft = lifecycle.deployment_create(
-        ruleset_id=ruleset.pk,
-        version="v2.0.0",
-        compensation_strategy="manual",
-        canary_config={"failure_threshold": 1000},
-        actor="t",
-    )
-    return lifecycle.deployment_start_canary(deployment_id=draft.pk, canary_pct=100, actor="t")
+    return make_canary(name, compensation_strategy="manual", failure_threshold=1000)
 
 
 # v1: temperature > 25 raises; v2: > 27 raises, zone A/B watches. They disagree on
