@@ -176,6 +176,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "canary.api.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only: the API takes no forms (the admin is not DRF).
+    "DEFAULT_PARSER_CLASSES": ["canary.api.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": ["canary.api.throttling.ScopedClientThrottle"],
 }
@@ -185,6 +187,10 @@ if DEBUG:
     )
 
 SPECTACULAR_SETTINGS = {
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "canary.api.schema.add_error_responses",
+    ],
     "TITLE": "Canary API",
     "DESCRIPTION": "Safe releases of business rule sets: canary, measure, promote or roll back.",
     "VERSION": "1.0.0",

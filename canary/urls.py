@@ -16,3 +16,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
 ]
+
+handler400 = "canary.api.error_views.bad_request"
+handler404 = "canary.api.error_views.not_found"
+handler500 = "canary.api.error_views.server_error"

@@ -57,7 +57,7 @@ class Field:
 FIELDS: dict[str, Field] = {
     "initial_traffic_percentage": Field(10, _int_between(1, 100)),
     "increment": Field(10, _int_between(1, 100)),
-    "duration_minutes": Field(60, _int_between(1, None)),
+    "duration_minutes": Field(60, _int_between(1, 525_600)),  # a year
     "success_threshold": Field(0.95, _fraction, float),
     "error_threshold": Field(0.05, _fraction, float),
     "latency_multiplier": Field(2.0, _greater_than_one, float),

@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from assignments.models import Assignment
-from canary.api.serializers import StrictInputSerializer
+from canary.api.serializers import JSONObjectField, StrictInputSerializer
 from deployments.api.serializers import RuleErrorSerializer
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
@@ -30,7 +30,7 @@ class ContextQuerySerializer(StrictInputSerializer):
 
 
 class ExecuteInputSerializer(StrictInputSerializer):
-    input = serializers.JSONField(help_text="The input document, bound to `input` in CEL.")
+    input = JSONObjectField(help_text="The input document, bound to `input` in CEL.")
     user_id = identifier_field()
     session_id = identifier_field()
     workflow_id = identifier_field()

@@ -8,10 +8,39 @@ from rest_framework import serializers
 from canary.api.serializers import JSONObjectField, StrictCharField, StrictInputSerializer
 from deployments import transitions
 from deployments.choices import CompensationStrategy
-from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
+from deployments.models import (
+    SEMVER_PATTERN,
+    Deployment,
+    DeploymentEvent,
+    RuleSet,
+    RuleSetVersion,
+)
 from deployments.services import MAX_CHANGELOG, MAX_REASON
 
 # --- rule sets -----------------------------------------------------------------
+
+
+@extend_schema_field({"type": "string", "pattern": SEMVER_PATTERN, "maxLength": 64})
+class VersionField(StrictCharField):
+    """A semantic version; the service checks the pattern and names the field when it fails."""
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "condition": {"type": "string", "description": "A CEL expression over `input`."},
+                "output": {},
+            },
+            "required": ["name", "condition", "output"],
+        },
+    }
+)
+class RulesField(serializers.ListField):
+    """Any JSON list reaches the compiler, which reports each bad rule by index."""
 
 
 class RuleSetCreateInputSerializer(StrictInputSerializer):
@@ -34,8 +63,8 @@ class RuleSchemaSerializer(serializers.Serializer):
 
 
 class RuleSetVersionCreateInputSerializer(StrictInputSerializer):
-    version = StrictCharField(max_length=64, help_text='Semantic version, "v2.1.0".')
-    rules = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+    version = VersionField(max_length=64, help_text='Semantic version, "v2.1.0".')
+    rules = RulesField(child=serializers.JSONField(), allow_empty=True)
     default = serializers.JSONField(required=False, allow_null=True)
     changelog = StrictCharField(max_length=MAX_CHANGELOG, required=False, allow_blank=True)
 

@@ -199,7 +199,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         )
         return self._respond(deployment)
 
-    @extend_schema(responses=DeploymentEventOutputSerializer(many=True))
+    @extend_schema(filters=False, responses=DeploymentEventOutputSerializer(many=True))
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str) -> Response:
         deployment = self.get_object()

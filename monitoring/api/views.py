@@ -16,6 +16,14 @@ from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
 from monitoring import compensation, health, tasks
+from monitoring.api.serializers import (
+    ComparisonOutputSerializer,
+    CompensationOutputSerializer,
+    CompensationReplayOutputSerializer,
+    HealthOutputSerializer,
+    MetricsOutputSerializer,
+    SchedulerJobsOutputSerializer,
+)
 from monitoring.scheduler import scheduler_jobs
 
 WINDOW_PARAMETER = OpenApiParameter(
@@ -34,7 +42,7 @@ class _DeploymentReadView(APIView):
 
 
 class DeploymentMetricsView(_DeploymentReadView):
-    @extend_schema(parameters=[WINDOW_PARAMETER], responses=dict)
+    @extend_schema(parameters=[WINDOW_PARAMETER], responses=MetricsOutputSerializer)
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         query = validated(WindowQuerySerializer, request.query_params.dict())
@@ -46,7 +54,7 @@ class DeploymentMetricsView(_DeploymentReadView):
 
 
 class DeploymentComparisonView(_DeploymentReadView):
-    @extend_schema(parameters=[WINDOW_PARAMETER], responses=dict)
+    @extend_schema(parameters=[WINDOW_PARAMETER], responses=ComparisonOutputSerializer)
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         query = validated(WindowQuerySerializer, request.query_params.dict())
@@ -58,7 +66,7 @@ class DeploymentComparisonView(_DeploymentReadView):
 
 
 class DeploymentHealthView(_DeploymentReadView):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=HealthOutputSerializer)
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         return Response(health.deployment_health(deployment=deployment))
@@ -72,7 +80,7 @@ class CompensationView(_DeploymentReadView):
             OpenApiParameter("page", int, required=False),
             OpenApiParameter("page_size", int, required=False),
         ],
-        responses=dict,
+        responses=CompensationOutputSerializer,
     )
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
@@ -122,7 +130,7 @@ class CompensationCompleteView(_CompensationActionView):
 
 
 class CompensationReplayView(_CompensationActionView):
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses={202: CompensationReplayOutputSerializer})
     def post(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         summary = compensation.compensation_summary(deployment=deployment)
@@ -142,7 +150,7 @@ class SchedulerJobsView(APIView):
     required_permissions = {"get": "django_celery_beat.view_periodictask"}
     action = "get"
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=SchedulerJobsOutputSerializer)
     def get(self, request: Request) -> Response:
         jobs = scheduler_jobs()
         return Response({"jobs": jobs, "total": len(jobs)})
