@@ -13,27 +13,32 @@ class BearerTokenAuthentication(TokenAuthentication):
     """``Authorization: Bearer <token>``; its ``WWW-Authenticate`` makes a missing token a 401.
 
     Wrong tokens are counted per client address; past
-    ``CANARY_AUTH_FAILURES_PER_MINUTE`` the address gets 429s for the rest of the
-    minute, which makes guessing tokens impractical.
+    ``CANARY_AUTH_FAILURES_PER_MINUTE`` in a minute, further wrong tokens from that
+    address get 429s instead of 401s, which makes guessing tokens impractical
+    without slowing down clients that hold a valid one.
     """
 
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> Any:
-        key = self._failure_key(request)
-        limit = settings.CANARY_AUTH_FAILURES_PER_MINUTE
-        if limit and cache.get(key, 0) >= limit:
-            raise Throttled(wait=60, detail="Too many failed authentication attempts.")
         try:
             return super().authenticate(request)
         except AuthenticationFailed:
-            if limit:
-                cache.add(key, 0, 60)
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    cache.set(key, 1, 60)
+            limit = settings.CANARY_AUTH_FAILURES_PER_MINUTE
+            if limit and self._count_failure(request) > limit:
+                raise Throttled(
+                    wait=60, detail="Too many failed authentication attempts."
+                ) from None
             raise
+
+    def _count_failure(self, request: Request) -> int:
+        # Counted only on failure, so valid tokens cost nothing extra.
+        key = self._failure_key(request)
+        cache.add(key, 0, 60)
+        try:
+            return cache.incr(key) or 0
+        except ValueError:  # expired between add and incr, or the cache is unavailable
+            return 0
 
     @staticmethod
     def _failure_key(request: Request) -> str:

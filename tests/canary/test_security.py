@@ -21,7 +21,7 @@ def empty_cache() -> None:
 def test_data_plane_rate_limit(
     settings: Any, viewer: APIClient, ruleset: RuleSet, active_v1: Deployment
 ) -> None:
-    settings.CANARY_THROTTLE_RATES = {"dataplane": "3/minute", "api": ""}
+    settings.CANARY_THROTTLE_RATES = {"dataplane": "3/day", "api": ""}
     url = f"/api/v1/rulesets/{ruleset.pk}/resolve"
     assert [viewer.get(url, {"user_id": "u"}).status_code for _ in range(4)] == [200, 200, 200, 429]
     limited = viewer.get(url)
@@ -32,7 +32,7 @@ def test_data_plane_rate_limit(
 
 
 def test_api_rate_limit_is_per_client(settings: Any, client_for: Any) -> None:
-    settings.CANARY_THROTTLE_RATES = {"dataplane": "", "api": "2/minute"}
+    settings.CANARY_THROTTLE_RATES = {"dataplane": "", "api": "2/day"}
     viewer, approver = client_for("viewer"), client_for("approver")
     assert [viewer.get("/api/v1/rulesets").status_code for _ in range(3)] == [200, 200, 429]
     assert approver.get("/api/v1/rulesets").status_code == 200
@@ -46,8 +46,8 @@ def test_token_guessing_is_cut_off(settings: Any, viewer: APIClient) -> None:
         guesser.credentials(HTTP_AUTHORIZATION=f"Bearer wrong-{n}")
         codes.append(guesser.get("/api/v1/deployments").status_code)
     assert codes == [401, 401, 401, 429, 429]
-    # Even the right token is refused from that address until the minute is over.
-    assert viewer.get("/api/v1/deployments").status_code == 429
+    # A client holding a valid token is not slowed down by the guesser.
+    assert viewer.get("/api/v1/deployments").status_code == 200
 
 
 def test_every_response_carries_a_request_id(client: Any) -> None:
