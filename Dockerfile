@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=canary.settings_production
 
 WORKDIR /app
+# The runtime only: test and lint tools are in requirements-dev.txt.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
@@ -12,4 +13,5 @@ RUN useradd --create-home canary && mkdir -p /app/var /app/staticfiles && chown 
 USER canary
 
 EXPOSE 8000
-CMD ["gunicorn", "canary.wsgi:application", "--config", "canary/gunicorn_conf.py"]
+ENV CANARY_BIND=0.0.0.0:8000
+CMD ["./scripts/serve.sh"]

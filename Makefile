@@ -1,4 +1,5 @@
-# Two commands do everything: `make run` and `make test`.
+# Two commands do everything: `make run` and `make test`. `make serve` runs the
+# production web server alone (granian, as compose's backend).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,14 +7,15 @@ STAMP := $(VENV)/.installed
 
 export DEBUG ?= 1
 
-.PHONY: run test lint format migrate venv clean
+.PHONY: run serve test lint format migrate venv clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The runtime (requirements.txt) and the tools tests and linting need.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 migrate: venv
@@ -23,6 +25,10 @@ run: migrate
 	@echo "Demo login: demo / demo-password  (admin role); its API token is the line below."
 	@$(BIN)/python manage.py canary_user demo --role admin --password demo-password | tail -n 1
 	./scripts/run.sh
+
+# DATABASE_URL, REDIS_URL, SECRET_KEY from the environment; migrates first.
+serve: venv
+	DEBUG=0 ./scripts/serve.sh
 
 # pytest's exit code 5 (no tests collected) counts as a failure.
 test: venv

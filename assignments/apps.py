@@ -6,12 +6,23 @@ class AssignmentsConfig(AppConfig):
     verbose_name = "Assignments"
 
     def ready(self) -> None:
-        from assignments import receivers
+        from assignments import buffer, receivers, services, sticky
         from deployments.signals import deployment_transitioned, deployment_transitioning
 
         deployment_transitioning.connect(
             receivers.follow_transition, dispatch_uid="assignments.follow_transition"
         )
         deployment_transitioned.connect(
-            receivers.refresh_routing_state, dispatch_uid="assignments.refresh_routing"
+            receivers.announce_generation, dispatch_uid="assignments.announce_generation"
         )
+        buffer.register_sink(sticky.ASSIGNMENT_STREAM, services.assignments_write_batch)
+
+        # The fast path accepts tokens vouched for by Redis; revocation removes them.
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, post_save
+        from rest_framework.authtoken.models import Token
+
+        from canary.api import signals
+
+        post_delete.connect(signals.token_deleted, sender=Token, dispatch_uid="canary.token_gone")
+        post_save.connect(signals.user_saved, sender=get_user_model(), dispatch_uid="canary.user")

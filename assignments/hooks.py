@@ -29,6 +29,9 @@ class ExecutionRecord:
     input: Any
     output: Any
     executed_at: datetime
+    # The breaker counted no failures when the request was routed: a v2 success
+    # changes nothing, so it need not be written.
+    breaker_clean: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ def _record_nothing(record: ExecutionRecord, canary_config: dict[str, Any]) -> N
     return None
 
 
+def _observe_nothing(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass
 class DataPlaneHooks:
     # Asked before routing a canary request; OPEN (or a HALF_OPEN trial in use)
@@ -66,6 +73,11 @@ class DataPlaneHooks:
     # an answered request is never missing from the log.
     record_execution: Callable[[ExecutionRecord, dict[str, Any]], None] = field(
         default=_record_nothing
+    )
+    # Called instead when the record was already stored (appended to the execution
+    # stream by the routing round-trip): count it and feed the breaker.
+    observe_execution: Callable[[ExecutionRecord, dict[str, Any]], None] = field(
+        default=_observe_nothing
     )
 
 

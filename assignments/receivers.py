@@ -2,26 +2,55 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from assignments import services
-from assignments.selectors import routing_state_forget, routing_state_refresh
+from assignments import services, sticky
+from assignments.routing import routing_state_forget
+from canary.redis import redis_client, redis_enabled
 from deployments import transitions
-from deployments.models import Deployment
+from deployments.models import Deployment, RuleSet
+
+logger = logging.getLogger(__name__)
+
+# Raise the rule set's generation in Redis, never lower it (commits may announce
+# out of order).
+_RAISE_GENERATION = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 def follow_transition(
     sender: Any, deployment: Deployment, action: str, from_status: str, **kwargs: Any
 ) -> None:
-    # Inside the transition's transaction. Dropping the cached routing state here
-    # (and rewriting it after commit) means no reader keeps serving the old state
-    # even if the after-commit refresh never runs.
+    # Inside the transition's transaction: this process forgets the old state now.
     routing_state_forget(ruleset_id=deployment.ruleset_id)
     # The canary ends and its decisions go with it.
     if action == transitions.ROLLBACK and from_status == transitions.CANARY:
         services.assignments_clear(deployment_id=deployment.pk)
 
 
-def refresh_routing_state(sender: Any, deployment: Deployment, **kwargs: Any) -> None:
-    # After commit: the next request anywhere routes by the new state.
-    routing_state_refresh(ruleset_id=deployment.ruleset_id)
+def announce_generation(sender: Any, deployment: Deployment, **kwargs: Any) -> None:
+    """After commit: every process's next request sees the change (one Redis read).
+
+    If Redis is unreachable now, processes still see it within
+    ``CANARY_ROUTING_RECHECK_SECONDS`` from PostgreSQL.
+    """
+    routing_state_forget(ruleset_id=deployment.ruleset_id)
+    if not redis_enabled():
+        return
+    generation = (
+        RuleSet.objects.filter(pk=deployment.ruleset_id)
+        .values_list("routing_generation", flat=True)
+        .first()
+    )
+    if generation is None:
+        return
+    try:
+        redis_client().eval(
+            _RAISE_GENERATION, 1, sticky.generation_key(str(deployment.ruleset_id)), generation
+        )
+    except Exception as exc:
+        logger.warning("routing generation not announced in Redis (%s); PostgreSQL will", exc)

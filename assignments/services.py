@@ -2,38 +2,68 @@
 
 ``dataplane_resolve`` and ``dataplane_execute`` share one routing path, so what
 the front end's resolve says is exactly what execute serves.
+
+With Redis (production), a request costs one round-trip (``assignments.sticky``):
+routing state comes from process memory (``assignments.routing``), sticky
+decisions live in Redis and reach PostgreSQL through the assignment stream
+(``assignments.buffer``). Without Redis, or while it is unreachable, the same
+decisions are made from PostgreSQL alone.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.core.cache import caches
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from assignments import router
+from assignments import router, sticky
 from assignments.hooks import ExecutionRecord, hooks
 from assignments.models import Assignment
-from assignments.selectors import (
-    ASSIGNMENT_CACHE_TIMEOUT,
-    RoutingState,
-    assignment_cache_key,
-    routing_state_for,
-)
-from canary.errors import Conflict, NotFound
+from assignments.routing import RoutingState, canonical_ruleset_id, routing_state_for
+from canary.errors import Conflict, DomainError, NotFound
+from canary.redis import redis_client, redis_enabled
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from deployments.selectors import compiled_rules_for_version_id
+from deployments.rule_language import CompiledRuleSet
+
+logger = logging.getLogger(__name__)
 
 
 class NothingDeployed(Conflict):
     code = "nothing_deployed"
+
+
+class TokenNotCached(Exception):
+    """The fast path cannot vouch for this token; authenticate it the full way."""
+
+
+class RedisUnavailable(Exception):
+    """The fast path needs Redis; the full path can do without."""
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ClientCheck:
+    """Authentication and rate limit folded into the routing round-trip (the fast path)."""
+
+    token_digest: str
+    throttle: tuple[int, int, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +77,9 @@ class Resolution:
     canary_running: bool
     canary_config: dict[str, Any] | None = None
     breaker_state: str | None = None
+    # No failures counted by the breaker: a v2 success need not update it.
+    breaker_clean: bool = False
+    rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -63,56 +96,234 @@ def _session_ttl() -> timedelta:
     return timedelta(seconds=settings.CANARY_SESSION_TTL)
 
 
+def _canonical(ruleset_id: Any) -> str:
+    if isinstance(ruleset_id, uuid.UUID):
+        return str(ruleset_id)
+    canonical = canonical_ruleset_id(ruleset_id)
+    if canonical is None:
+        raise NotFound(f"No rule set with id '{ruleset_id}'.")
+    return canonical
+
+
 def dataplane_resolve(
     *,
     ruleset_id: Any,
     context: router.RoutingContext,
     now: datetime | None = None,
     will_execute: bool = False,
+    client_check: ClientCheck | None = None,
 ) -> Resolution:
     """Route one request; persists a new sticky decision exactly as execute would.
 
     Only an execution may take the breaker's single HALF_OPEN trial
     (``will_execute``); a plain resolve then answers v1, which is what an
     execute without the trial would serve.
+
+    ``client_check`` (the fast path): the token and the rate are checked in the
+    same round-trip, before anything is stored; raises ``TokenNotCached``,
+    ``RateLimited`` or ``RedisUnavailable`` for the caller to fall back on.
     """
     now = now or timezone.now()
-    state = routing_state_for(ruleset_id=ruleset_id)
+    rid = _canonical(ruleset_id)
+    state = routing_state_for(ruleset_id=rid)
     if state is None:
         raise NotFound(f"No rule set with id '{ruleset_id}'.")
-    if state.canary is None:
-        if state.active is None:
-            raise NothingDeployed(
-                "Nothing is deployed for this rule set: create a deployment and promote "
-                "it (the first release) before executing."
-            )
-        return Resolution(
-            ruleset_id=state.ruleset_id,
-            deployment_id=state.active.deployment_id,
-            version_id=state.active.version_id,
-            version=state.active.version,
-            canary_version=router.V1,
-            assignment_priority=None,
-            canary_running=False,
+    if not redis_enabled():
+        return _route_from_database(state, context, now, will_execute=will_execute)
+    for _ in range(3):
+        try:
+            answer = _ask_redis(state, context, now, client_check)
+            if answer is None:  # no canary and nothing to check: Redis was not asked
+                return _route_active(state)
+            if answer.outcome != "stale":
+                return _resolution_from(state, context, now, answer, will_execute=will_execute)
+        except (TokenNotCached, RateLimited, DomainError):
+            raise
+        except Exception as exc:
+            if client_check is not None:
+                raise RedisUnavailable(str(exc)) from exc
+            logger.warning("Redis unavailable (%s); routing from the database", exc)
+            return _route_from_database(state, context, now, will_execute=will_execute)
+        refreshed = routing_state_for(ruleset_id=rid, at_least=answer.generation)
+        if refreshed is None:
+            raise NotFound(f"No rule set with id '{ruleset_id}'.")
+        state = refreshed
+    logger.warning("routing generation of %s keeps moving; routing from the database", rid)
+    return _route_from_database(state, context, now, will_execute=will_execute)
+
+
+def _route_active(state: RoutingState) -> Resolution:
+    if state.active is None:
+        raise NothingDeployed(
+            "Nothing is deployed for this rule set: create a deployment and promote "
+            "it (the first release) before executing."
         )
-    return _route_canary(state, context, now, will_execute=will_execute)
+    return Resolution(
+        ruleset_id=state.ruleset_id,
+        deployment_id=state.active.deployment_id,
+        version_id=state.active.version_id,
+        version=state.active.version,
+        canary_version=router.V1,
+        assignment_priority=None,
+        canary_running=False,
+        rules=state.active.rules,
+    )
 
 
-def _route_canary(
-    state: RoutingState, context: router.RoutingContext, now: datetime, *, will_execute: bool
+def _candidate(state: RoutingState, context: router.RoutingContext) -> str:
+    """The decision for a context seen for the first time (its strongest tier).
+
+    With no ids at all, a random draw that is not stored.
+    """
+    assert state.policy is not None
+    present = context.present_tiers()
+    if not present:
+        bucket = int(random.random() * router.BUCKETS)
+        return router.version_for_bucket(bucket, state.policy.traffic_percentage)
+    if not state.policy.is_eligible(context):
+        return router.V1
+    tier, identifier = present[0]
+    bucket = router.bucket_for(state.policy.deployment_id, tier, identifier)
+    return router.version_for_bucket(bucket, state.policy.traffic_percentage)
+
+
+def _assignment_record(state: RoutingState, context: router.RoutingContext, now: datetime) -> bytes:
+    assert state.canary is not None and state.active is not None
+    tier, identifier = context.present_tiers()[0]
+    expires = (
+        (now + timedelta(seconds=settings.CANARY_SESSION_TTL)).timestamp()
+        if tier == router.SESSION
+        else None
+    )
+    return orjson.dumps(
+        {
+            "d": state.canary.deployment_id,
+            "t": tier,
+            "i": identifier,
+            "u": context.user_id or "",
+            "s": context.session_id or "",
+            "w": context.workflow_id or "",
+            "at": now.timestamp(),
+            "exp": expires,
+            "v1": state.active.version_id,
+            "v2": state.canary.version_id,
+        }
+    )
+
+
+def _ask_redis(
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    client_check: ClientCheck | None,
+    *,
+    ignore_breaker: bool = False,
+    execution: sticky.ExecutionEntry | None = None,
+) -> sticky.RouteAnswer | None:
+    canary = state.canary is not None and state.active is not None
+    if not canary and client_check is None:
+        return None
+    present = context.present_tiers() if canary else []
+    answer = sticky.route(
+        redis_client(),
+        ruleset_id=state.ruleset_id,
+        generation=state.generation,
+        token_digest=client_check.token_digest if client_check else None,
+        throttle=client_check.throttle if client_check else None,
+        deployment_id=state.canary.deployment_id if canary and state.canary else None,
+        present=present,
+        candidate=_candidate(state, context) if canary else "",
+        session_ttl=settings.CANARY_SESSION_TTL,
+        ignore_breaker=ignore_breaker,
+        assignment_record=_assignment_record(state, context, now) if present else b"",
+        stream_maxlen=settings.CANARY_STREAM_MAXLEN,
+        now=now.timestamp(),
+        execution=execution if canary else None,
+    )
+    if answer.outcome == "token":
+        raise TokenNotCached()
+    if answer.outcome == "throttled":
+        raise RateLimited(answer.retry_after)
+    return answer
+
+
+def _breaker_clean(raw: bytes | None) -> bool:
+    if raw is None:
+        return True
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return decoded.get("state") == "CLOSED" and not decoded.get("consecutive_failures")
+
+
+def _resolution_from(
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    answer: sticky.RouteAnswer,
+    *,
+    will_execute: bool,
+) -> Resolution:
+    if state.canary is None or state.active is None:
+        return _route_active(state)
+    config = state.canary_config or {}
+    present = context.present_tiers()
+    gate_state, trial_only, clean = "CLOSED", False, _breaker_clean(answer.breaker)
+    if answer.outcome == "breaker":
+        gate = hooks.breaker_gate(state.canary.deployment_id, config)
+        if not gate.allow_v2:
+            return _resolution(state, router.V1, None, gate.state, clean=False)
+        gate_state, trial_only, clean = gate.state, gate.trial_only, False
+        retried = _ask_redis(state, context, now, None, ignore_breaker=True)
+        assert retried is not None
+        answer = retried
+    served = answer.version or router.V1
+    if not present:
+        priority = router.RANDOM
+    else:
+        priority = present[answer.found - 1][0] if answer.found else present[0][0]
+    if served == router.V2 and trial_only:
+        claimed = will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config)
+        if not claimed:
+            served = router.V1  # HALF_OPEN and another request holds the trial
+    return _resolution(state, served, priority, gate_state, clean=clean)
+
+
+def _resolution(
+    state: RoutingState, served: str, priority: str | None, breaker_state: str, *, clean: bool
 ) -> Resolution:
     assert state.canary is not None and state.active is not None
+    ref = state.canary if served == router.V2 else state.active
+    return Resolution(
+        ruleset_id=state.ruleset_id,
+        deployment_id=state.canary.deployment_id,
+        version_id=ref.version_id,
+        version=ref.version,
+        canary_version=served,
+        assignment_priority=priority,
+        canary_running=True,
+        canary_config=state.canary_config or {},
+        breaker_state=breaker_state,
+        breaker_clean=clean,
+        rules=ref.rules,
+    )
+
+
+# --- without Redis: PostgreSQL (or SQLite) alone ---------------------------------
+
+
+def _route_from_database(
+    state: RoutingState, context: router.RoutingContext, now: datetime, *, will_execute: bool
+) -> Resolution:
+    if state.canary is None or state.active is None:
+        return _route_active(state)
     config = state.canary_config or {}
     gate = hooks.breaker_gate(state.canary.deployment_id, config)
-    policy = router.CanaryPolicy(
-        deployment_id=state.canary.deployment_id,
-        traffic_percentage=state.traffic_percentage,
-        target_user_ids=state.target_user_ids,
-        target_workflow_ids=state.target_workflow_ids,
-    )
+    assert state.policy is not None
     known = _known_assignments(state.canary.deployment_id, context)
     decision = router.decide(
-        policy,
+        state.policy,
         context,
         lambda tier, identifier: known.get((tier, identifier)),
         now=now.timestamp(),
@@ -127,59 +338,29 @@ def _route_canary(
         and not (will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config))
     )
     if trial_lost:
-        # HALF_OPEN and another request holds the trial: v1 this time.
         served = router.V1
-    ref = state.canary if served == router.V2 else state.active
-    return Resolution(
-        ruleset_id=state.ruleset_id,
-        deployment_id=state.canary.deployment_id,
-        version_id=ref.version_id,
-        version=ref.version,
-        canary_version=served,
-        assignment_priority=decision.priority,
-        canary_running=True,
-        canary_config=config,
-        breaker_state=gate.state,
-    )
+    return _resolution(state, served, decision.priority, gate.state, clean=False)
 
 
 def _known_assignments(
     deployment_id: str, context: router.RoutingContext
 ) -> dict[tuple[str, str], router.StoredAssignment]:
-    """Every stored assignment for the request's ids: Redis first, one query for the rest."""
+    """Every stored assignment for the request's ids, in one query."""
     present = context.present_tiers()
     if not present:
         return {}
-    cache = caches["routing"]
-    keys = {assignment_cache_key(deployment_id, t, i): (t, i) for t, i in present}
-    cached = cache.get_many(list(keys))
-    known = {keys[key]: router.StoredAssignment(*value) for key, value in cached.items()}
-    missing = [pair for pair in present if pair not in known]
-    if missing:
-        query = Q()
-        for tier, identifier in missing:
-            query |= Q(tier=tier, identifier=identifier)
-        rows = Assignment.objects.filter(query, deployment_id=deployment_id).values_list(
-            "tier", "identifier", "assigned_version", "expires_at"
-        )
-        for tier, identifier, version, expires_at in rows:
-            stored = router.StoredAssignment(
-                tier, identifier, version, expires_at.timestamp() if expires_at else None
-            )
-            known[(tier, identifier)] = stored
-            _cache_assignment(deployment_id, stored)
-    return known
-
-
-def _cache_assignment(deployment_id: str, stored: router.StoredAssignment) -> None:
-    timeout = ASSIGNMENT_CACHE_TIMEOUT
-    if stored.expires_at is not None:
-        timeout = max(1, int(stored.expires_at - time.time()))
-    caches["routing"].set(
-        assignment_cache_key(deployment_id, stored.tier, stored.identifier),
-        (stored.tier, stored.identifier, stored.version, stored.expires_at),
-        timeout,
+    query = Q()
+    for tier, identifier in present:
+        query |= Q(tier=tier, identifier=identifier)
+    rows = Assignment.objects.filter(query, deployment_id=deployment_id).values_list(
+        "tier", "identifier", "assigned_version", "expires_at"
     )
+    return {
+        (tier, identifier): router.StoredAssignment(
+            tier, identifier, version, expires_at.timestamp() if expires_at else None
+        )
+        for tier, identifier, version, expires_at in rows
+    }
 
 
 def _store(
@@ -197,7 +378,9 @@ def _store(
     assert state.canary is not None and state.active is not None and decision.store_at
     tier, identifier = decision.store_at
     deployment_id = state.canary.deployment_id
-    expires_at = now + _session_ttl() if tier == router.SESSION else None
+    expires_at = (
+        now + timedelta(seconds=settings.CANARY_SESSION_TTL) if tier == router.SESSION else None
+    )
     version_ref = state.canary if decision.version == router.V2 else state.active
     fields = {
         "assigned_version": decision.version,
@@ -230,11 +413,7 @@ def _store(
             return decision.version
         expiry = row["expires_at"]
         if expiry is None or expiry > now:
-            stored = router.StoredAssignment(
-                tier, identifier, row["assigned_version"], expiry.timestamp() if expiry else None
-            )
-            _cache_assignment(deployment_id, stored)
-            return stored.version
+            return row["assigned_version"]
         Assignment.objects.filter(pk=row["pk"], expires_at=expiry).update(**fields)
     return decision.version
 
@@ -245,47 +424,271 @@ def dataplane_execute(
     input: Mapping[str, Any],
     context: router.RoutingContext,
     now: datetime | None = None,
+    client_check: ClientCheck | None = None,
 ) -> ExecutionResult:
+    """Route, evaluate and record one execution.
+
+    During a canary with Redis, both versions are evaluated first and the one
+    round-trip that routes the request also appends the served version's record
+    (``assignments.sticky``). Otherwise: route, evaluate, record.
+    """
     now = now or timezone.now()
+    if redis_enabled():
+        done = _execute_in_one_trip(ruleset_id, input, context, now, client_check)
+        if done is not None:
+            return done
     resolution = dataplane_resolve(
-        ruleset_id=ruleset_id, context=context, now=now, will_execute=True
+        ruleset_id=ruleset_id,
+        context=context,
+        now=now,
+        will_execute=True,
+        client_check=client_check,
     )
-    compiled = compiled_rules_for_version_id(resolution.version_id)
+    assert resolution.rules is not None
+    outcome = _evaluate(resolution.rules, input)
+    if resolution.canary_running:
+        hooks.record_execution(
+            _execution_record(resolution, outcome, input, context, now),
+            resolution.canary_config or {},
+        )
+    return _result(resolution, outcome)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    success: bool
+    output: Any
+    matched_rule: str | None
+    error: dict[str, Any] | None
+    latency_ms: float
+
+    def as_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "success": self.success,
+                "output": self.output,
+                "matched_rule": self.matched_rule,
+                "error_rule": self.error["rule"] if self.error else None,
+                "error_message": self.error["message"] if self.error else "",
+                "latency_ms": self.latency_ms,
+            }
+        )
+
+
+def _evaluate(rules: CompiledRuleSet, input: Mapping[str, Any]) -> _Outcome:
     started = time.perf_counter()
-    evaluation = compiled.evaluate(input)
+    evaluation = rules.evaluate(input)
     latency_ms = (time.perf_counter() - started) * 1000
     error = (
         {"rule": evaluation.error.rule, "message": evaluation.error.message}
         if evaluation.error
         else None
     )
-    if resolution.canary_running:
-        hooks.record_execution(
-            ExecutionRecord(
-                deployment_id=resolution.deployment_id,
-                version_id=resolution.version_id,
-                served_version=resolution.canary_version,
-                success=evaluation.success,
-                latency_ms=latency_ms,
-                error_rule=error["rule"] if error else None,
-                error_message=error["message"] if error else "",
-                user_id=context.user_id,
-                session_id=context.session_id,
-                workflow_id=context.workflow_id,
-                input=dict(input),
-                output=evaluation.output,
-                executed_at=now,
+    return _Outcome(
+        evaluation.success, evaluation.output, evaluation.matched_rule, error, latency_ms
+    )
+
+
+def _execute_in_one_trip(
+    ruleset_id: Any,
+    input: Mapping[str, Any],
+    context: router.RoutingContext,
+    now: datetime,
+    client_check: ClientCheck | None,
+) -> ExecutionResult | None:
+    """The canary execute in one Redis round-trip; None: take the general path."""
+    rid = _canonical(ruleset_id)
+    for _ in range(3):
+        state = routing_state_for(ruleset_id=rid)
+        if state is None:
+            raise NotFound(f"No rule set with id '{ruleset_id}'.")
+        if state.canary is None or state.active is None:
+            return None
+        outcomes = {
+            router.V1: _evaluate(state.active.rules, input),
+            router.V2: _evaluate(state.canary.rules, input),
+        }
+        entry = sticky.ExecutionEntry(
+            common=orjson.dumps(
+                {
+                    "deployment_id": state.canary.deployment_id,
+                    "v1_version_id": state.active.version_id,
+                    "v2_version_id": state.canary.version_id,
+                    "user_id": context.user_id or "",
+                    "session_id": context.session_id or "",
+                    "workflow_id": context.workflow_id or "",
+                    "input": input,
+                    "created_at": now.timestamp(),
+                }
             ),
+            v1_outcome=outcomes[router.V1].as_json(),
+            v2_outcome=outcomes[router.V2].as_json(),
+        )
+        try:
+            answer = _ask_redis(state, context, now, client_check, execution=entry)
+        except (TokenNotCached, RateLimited):
+            raise
+        except Exception as exc:
+            if client_check is not None:
+                raise RedisUnavailable(str(exc)) from exc
+            logger.warning("Redis unavailable (%s); executing from the database", exc)
+            return None
+        assert answer is not None
+        if answer.outcome == "stale":
+            routing_state_for(ruleset_id=rid, at_least=answer.generation)
+            continue
+        if answer.outcome == "breaker":
+            return None  # the breaker's full logic, and a separate record
+        resolution = _resolution_from(state, context, now, answer, will_execute=True)
+        outcome = outcomes[resolution.canary_version]
+        # Stored by the script already: count it and feed the breaker.
+        hooks.observe_execution(
+            _execution_record(resolution, outcome, input, context, now),
             resolution.canary_config or {},
         )
+        return _result(resolution, outcome)
+    return None
+
+
+def _execution_record(
+    resolution: Resolution,
+    outcome: _Outcome,
+    input: Mapping[str, Any],
+    context: router.RoutingContext,
+    now: datetime,
+) -> ExecutionRecord:
+    return ExecutionRecord(
+        deployment_id=resolution.deployment_id,
+        version_id=resolution.version_id,
+        served_version=resolution.canary_version,
+        success=outcome.success,
+        latency_ms=outcome.latency_ms,
+        error_rule=outcome.error["rule"] if outcome.error else None,
+        error_message=outcome.error["message"] if outcome.error else "",
+        user_id=context.user_id,
+        session_id=context.session_id,
+        workflow_id=context.workflow_id,
+        input=input,
+        output=outcome.output,
+        executed_at=now,
+        breaker_clean=resolution.breaker_clean,
+    )
+
+
+def _result(resolution: Resolution, outcome: _Outcome) -> ExecutionResult:
     return ExecutionResult(
         resolution=resolution,
-        success=evaluation.success,
-        output=evaluation.output,
-        matched_rule=evaluation.matched_rule,
-        error=error,
-        latency_ms=round(latency_ms, 3),
+        success=outcome.success,
+        output=outcome.output,
+        matched_rule=outcome.matched_rule,
+        error=outcome.error,
+        latency_ms=round(outcome.latency_ms, 3),
     )
+
+
+def assignments_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    """The assignment stream's sink: store decisions made in Redis, idempotently.
+
+    Rows of a canary that has ended are not kept: its rollback cleared them, and
+    a decision drained afterwards must not outlive it.
+    """
+    if connection.vendor == "postgresql":
+        _assignments_write_batch_sql(entries)
+        return
+    records = []
+    for _, fields in entries:
+        record = orjson.loads(fields[b"r"])
+        record["v"] = fields[b"v"].decode()
+        records.append(record)
+    deployment_ids = {record["d"] for record in records}
+    live = {
+        str(pk)
+        for pk in Deployment.objects.filter(
+            pk__in=deployment_ids, status=DeploymentStatus.CANARY
+        ).values_list("pk", flat=True)
+    }
+    rows = []
+    for record in records:
+        if record["d"] not in live:
+            continue
+        expires = record.get("exp")
+        rows.append(
+            Assignment(
+                deployment_id=record["d"],
+                tier=record["t"],
+                identifier=record["i"],
+                assigned_version=record["v"],
+                version_id=record["v2"] if record["v"] == router.V2 else record["v1"],
+                user_id=record["u"],
+                session_id=record["s"],
+                workflow_id=record["w"],
+                assigned_at=datetime.fromtimestamp(record["at"], tz=UTC),
+                expires_at=datetime.fromtimestamp(expires, tz=UTC) if expires else None,
+            )
+        )
+    if not rows:
+        return
+    Assignment.objects.bulk_create(rows, ignore_conflicts=True)
+    for row in rows:
+        if row.tier == router.SESSION:
+            # A session that expired and was decided again replaces its old row.
+            Assignment.objects.filter(
+                deployment_id=row.deployment_id,
+                tier=row.tier,
+                identifier=row.identifier,
+                expires_at__lte=row.assigned_at,
+            ).update(
+                assigned_version=row.assigned_version,
+                version_id=row.version_id,
+                user_id=row.user_id,
+                session_id=row.session_id,
+                workflow_id=row.workflow_id,
+                assigned_at=row.assigned_at,
+                expires_at=row.expires_at,
+            )
+    # NOTE: a rollback committing while this batch waited on its row lock has
+    # already cleared the canary's assignments; check again after the insert.
+    ended = Deployment.objects.filter(pk__in=live).exclude(status=DeploymentStatus.CANARY)
+    Assignment.objects.filter(deployment__in=ended).delete()
+
+
+_UPSERT_ASSIGNMENTS = """
+INSERT INTO assignments_assignment (
+    id, deployment_id, tier, identifier, assigned_version, version_id, user_id, session_id,
+    workflow_id, assigned_at, expires_at
+)
+SELECT DISTINCT ON (d.id, e.t, e.i) gen_random_uuid(), d.id, e.t, e.i, e.v,
+    CASE WHEN e.v = 'v2' THEN e.v2 ELSE e.v1 END, e.u, e.s, e.w, to_timestamp(e.at),
+    to_timestamp(e.exp)
+FROM jsonb_to_recordset(%s::jsonb) AS e(
+    d uuid, t text, i text, v text, v1 uuid, v2 uuid, u text, s text, w text, at float8,
+    exp float8
+)
+JOIN deployments_deployment d ON d.id = e.d AND d.status = 'canary'
+ORDER BY d.id, e.t, e.i, e.at DESC
+ON CONFLICT (deployment_id, tier, identifier) DO UPDATE SET
+    assigned_version = EXCLUDED.assigned_version, version_id = EXCLUDED.version_id,
+    user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
+    workflow_id = EXCLUDED.workflow_id, assigned_at = EXCLUDED.assigned_at,
+    expires_at = EXCLUDED.expires_at
+WHERE assignments_assignment.expires_at IS NOT NULL
+    AND assignments_assignment.expires_at <= EXCLUDED.assigned_at
+"""
+# NOTE: a rollback committing while the batch waited on its row lock has already
+# cleared the canary's assignments; what the batch wrote for it goes too.
+_DELETE_ENDED = """
+DELETE FROM assignments_assignment a USING deployments_deployment d
+WHERE a.deployment_id = d.id AND d.id = ANY(%s::uuid[]) AND d.status <> 'canary'
+"""
+
+
+def _assignments_write_batch_sql(entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    """One upsert per batch (an expired session's row is replaced), parsed by PostgreSQL."""
+    documents = [b'{"v":"%s",%s' % (fields[b"v"], fields[b"r"][1:]) for _, fields in entries]
+    deployment_ids = {orjson.loads(fields[b"r"])["d"] for _, fields in entries}
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_ASSIGNMENTS, [(b"[" + b",".join(documents) + b"]").decode()])
+        cursor.execute(_DELETE_ENDED, [sorted(deployment_ids)])
 
 
 def assignments_clear(*, deployment_id: Any) -> int:

@@ -1,4 +1,4 @@
-"""gunicorn settings for production: several workers sharing Prometheus counters.
+"""gunicorn settings, for deployments that prefer it to granian (scripts/serve.sh is the default).
 
 Each worker writes its counters to ``PROMETHEUS_MULTIPROC_DIR``; the directory
 is emptied when the server starts and a dead worker's files are marked, as

@@ -289,3 +289,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django_guid": {"level": "WARNING"}},
 }
+
+# The data plane's routing state lives in each process; it is re-validated
+# against PostgreSQL's routing generation at least this often (seconds).
+CANARY_ROUTING_RECHECK_SECONDS = float(os.environ.get("CANARY_ROUTING_RECHECK_SECONDS", "0.5"))
+# Write buffers (Redis streams, see docs/durability.md): web processes drain them
+# in a background thread; readers that must be exact drain first and wait up to
+# CANARY_DRAIN_WAIT_SECONDS for batches other drainers hold; entries a drainer
+# has held for CANARY_DRAIN_CLAIM_SECONDS are taken over (it may have died;
+# writes are idempotent, so taking over a slow one's batch duplicates nothing).
+CANARY_DRAIN_IN_WEB = env_bool("CANARY_DRAIN_IN_WEB", True)
+CANARY_DRAIN_BLOCK_MS = env_int("CANARY_DRAIN_BLOCK_MS", 200)
+CANARY_DRAIN_WAIT_SECONDS = float(os.environ.get("CANARY_DRAIN_WAIT_SECONDS", "3"))
+CANARY_DRAIN_CLAIM_SECONDS = float(os.environ.get("CANARY_DRAIN_CLAIM_SECONDS", "1"))
+# Most entries a stream keeps undrained (approximate); older ones are trimmed.
+CANARY_STREAM_MAXLEN = env_int("CANARY_STREAM_MAXLEN", 5_000_000)
+# Serve the common execute/resolve request in front of Django (assignments.fastpath);
+# needs Redis. Off: every request goes through Django and DRF.
+CANARY_FAST_PATH = env_bool("CANARY_FAST_PATH", True)

@@ -2,7 +2,7 @@
 
 Run with ``DJANGO_SETTINGS_MODULE=canary.settings_production`` and at least
 ``SECRET_KEY``, ``DATABASE_URL``, ``REDIS_URL`` and ``ALLOWED_HOSTS`` set (see
-``.env.example``). TLS is expected to end at a proxy in front of gunicorn.
+``.env.example``). TLS is expected to end at a proxy in front of the web server.
 """
 
 import os

@@ -1,7 +1,13 @@
+"""The WSGI application: Django, with the data plane's fast path in front of it."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "canary.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from assignments.fastpath import DataPlaneFastPath  # noqa: E402 (needs Django set up)
+
+application = DataPlaneFastPath(django_application)

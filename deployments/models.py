@@ -30,6 +30,10 @@ class RuleSet(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped by every lifecycle change of the rule set's deployments, in the same
+    # transaction: the data plane's in-process routing state is valid only while
+    # it carries the current value (see ``assignments.routing``).
+    routing_generation = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

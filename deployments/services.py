@@ -20,6 +20,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from canary.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
@@ -671,6 +672,11 @@ def _transition(
 ) -> Deployment:
     with transaction.atomic(durable=True):
         deployment = _lock(deployment_id)
+        # The rule set's row is locked: the data plane sees a new generation
+        # exactly when this change commits.
+        RuleSet.objects.filter(pk=deployment.ruleset_id).update(
+            routing_generation=F("routing_generation") + 1
+        )
         from_status = deployment.status
         _check_unchanged(deployment, expected_status)
         to_status = _check(from_status, action)

@@ -6,14 +6,18 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self) -> None:
+        from assignments import buffer
         from assignments.hooks import hooks
+        from assignments.sticky import EXECUTION_STREAM
         from deployments.signals import deployment_transitioned, deployment_transitioning
         from monitoring import receivers, services
 
         # The data plane records executions and asks the breaker through these seams.
         hooks.record_execution = services.execution_record
+        hooks.observe_execution = services.execution_observe
         hooks.breaker_gate = services.breaker_gate
         hooks.breaker_claim_trial = services.breaker_claim_trial
+        buffer.register_sink(EXECUTION_STREAM, services.execution_write_batch)
         deployment_transitioning.connect(
             receivers.flag_executions_for_compensation,
             dispatch_uid="monitoring.flag_for_compensation",

@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from assignments.buffer import drain_now
 from canary.errors import Conflict
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
@@ -30,6 +31,7 @@ def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -
     on ``reprocessed_at``, so a run killed half-way and started again (or two
     runs at once) processes every execution exactly once.
     """
+    drain_now()
     deployment = Deployment.objects.select_related("baseline").get(pk=deployment_id)
     if deployment.baseline_id is None:
         raise Conflict("This deployment has no v1 to replay its executions on.")
@@ -69,6 +71,7 @@ def compensation_differences(*, deployment: Deployment) -> QuerySet[ExecutionLog
 
 
 def compensation_summary(*, deployment: Deployment) -> dict[str, Any]:
+    drain_now()
     flagged = ExecutionLog.objects.filter(deployment=deployment, needs_reprocess=True)
     return {
         "deployment_id": str(deployment.pk),

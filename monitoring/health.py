@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring import analysis
 from monitoring.selectors import latency_sample, version_stats, window_stats
@@ -14,6 +15,7 @@ from monitoring.services import breaker_state_for
 
 
 def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
+    drain_now()
     now = timezone.now()
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     stats = version_stats(deployment_id=deployment.pk, since=since)
@@ -30,6 +32,7 @@ def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) ->
 
 
 def deployment_comparison(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
+    drain_now()
     now = timezone.now()
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     stats = version_stats(deployment_id=deployment.pk, since=since)
@@ -63,6 +66,7 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
 
 
 def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
+    drain_now()
     now = timezone.now()
     config = deployment.canary_config
     windows = window_stats(deployment_id=deployment.pk, now=now)

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from assignments.buffer import drain_now
 from canary.errors import DomainError
 from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus, EventAction
@@ -75,6 +76,8 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
     report = MonitorReport()
     outcome = "error"
     try:
+        # Judge on every execution answered so far, not on what the drainers wrote.
+        drain_now()
         canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).order_by("pk")
         for deployment in canaries:
             report.checked += 1

@@ -22,6 +22,7 @@ from django.db.models import Count, F, FloatField, Q, Sum, Value
 from django.db.models.functions import Floor, Greatest, Ln, TruncHour
 from django.utils import timezone
 
+from assignments.buffer import drain_now
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
@@ -102,6 +103,7 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
 
 def rollup_run(*, now: datetime | None = None) -> int:
     """Roll up every deployment that may still receive executions or be asked about."""
+    drain_now()
     now = now or timezone.now()
     recent = now - timedelta(days=7)
     deployments = Deployment.objects.filter(

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from django.conf import settings
+from django.db import connection
+
+from assignments.buffer import stream_entry_id
 from assignments.hooks import BreakerGate, ExecutionRecord
+from assignments.sticky import EXECUTION_STREAM
 from canary.errors import DomainError
+from canary.redis import redis_client, redis_enabled
+from deployments.choices import CompensationStatus
+from deployments.models import Deployment
 from monitoring import breaker, prometheus
 from monitoring.breaker_store import breaker_store
 from monitoring.models import ExecutionLog
@@ -21,41 +31,169 @@ def _cooldown(config: dict[str, Any]) -> float:
     return float(config.get("breaker_cooldown_seconds", 60))
 
 
-def execution_record(record: ExecutionRecord, canary_config: dict[str, Any]) -> ExecutionLog:
-    """Store one canary execution synchronously, before its response is sent.
+def execution_record(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
+    """Record one canary execution before its response is sent.
 
-    A 200 is only returned after this insert commits, so no answered request is
-    missing from the metrics. v2 outcomes also feed the breaker.
+    With Redis, the record is appended to the execution stream (one round-trip)
+    and written to PostgreSQL by a drainer (``assignments.buffer``); if Redis
+    cannot take it, it is inserted directly. Either way an answered request is
+    never missing from the log once drained.
     """
-    log = ExecutionLog.objects.create(
-        deployment_id=record.deployment_id,
-        served_version=record.served_version,
-        version_id=record.version_id,
-        success=record.success,
-        latency_ms=record.latency_ms,
-        error_rule=(record.error_rule or "")[:100],
-        error_message=record.error_message,
-        user_id=record.user_id or "",
-        session_id=record.session_id or "",
-        workflow_id=record.workflow_id or "",
-        input=record.input,
-        output=record.output,
-        created_at=record.executed_at,
-    )
+    if not (redis_enabled() and _append_to_stream(record)):
+        ExecutionLog.objects.create(**_row_fields(record))
+    execution_observe(record, canary_config)
+
+
+def execution_observe(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
+    """Count a stored execution in Prometheus; v2 outcomes feed the breaker.
+
+    A v2 success when the breaker had counted no failures changes nothing, so it
+    costs no round-trip.
+    """
     prometheus.observe_execution(
         str(record.deployment_id),
         record.served_version,
         success=record.success,
         latency_ms=record.latency_ms,
     )
-    if record.served_version == "v2":
+    if record.served_version == "v2" and not (record.success and record.breaker_clean):
         breaker_record(
             deployment_id=record.deployment_id,
             canary_config=canary_config,
             success=record.success,
             error_message=record.error_message,
         )
-    return log
+
+
+def _row_fields(record: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "deployment_id": record.deployment_id,
+        "served_version": record.served_version,
+        "version_id": record.version_id,
+        "success": record.success,
+        "latency_ms": record.latency_ms,
+        "error_rule": (record.error_rule or "")[:100],
+        "error_message": record.error_message,
+        "user_id": record.user_id or "",
+        "session_id": record.session_id or "",
+        "workflow_id": record.workflow_id or "",
+        "input": record.input,
+        "output": record.output,
+        "created_at": record.executed_at,
+    }
+
+
+def _append_to_stream(record: ExecutionRecord) -> bool:
+    """The same entry the routing script appends, with only the served outcome."""
+    version = record.served_version
+    common = {
+        "deployment_id": str(record.deployment_id),
+        f"{version}_version_id": str(record.version_id),
+        "user_id": record.user_id or "",
+        "session_id": record.session_id or "",
+        "workflow_id": record.workflow_id or "",
+        "input": record.input,
+        "created_at": record.executed_at.timestamp(),
+    }
+    outcome = {
+        "success": record.success,
+        "output": record.output,
+        "error_rule": record.error_rule,
+        "error_message": record.error_message,
+        "latency_ms": record.latency_ms,
+    }
+    try:
+        redis_client().xadd(
+            EXECUTION_STREAM,
+            {"v": version, "c": orjson.dumps(common), f"o{version[1]}": orjson.dumps(outcome)},
+            maxlen=settings.CANARY_STREAM_MAXLEN,
+            approximate=True,
+        )
+    except Exception as exc:
+        logger.warning("execution stream unavailable (%s); writing the log row directly", exc)
+        return False
+    return True
+
+
+def execution_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    """The execution stream's sink: one row per entry, keyed by the entry's id.
+
+    Idempotent (a redelivered entry hits the same primary key). Executions of a
+    rolled-back deployment whose manual compensation is pending arrive flagged,
+    as the rollback flagged those already stored.
+    """
+    if connection.vendor == "postgresql":
+        _execution_write_batch_sql(entries)
+        return
+    parsed = []
+    for entry_id, fields in entries:
+        version = fields[b"v"].decode()
+        common = orjson.loads(fields[b"c"])
+        outcome = orjson.loads(fields[f"o{version[1]}".encode()])
+        parsed.append((stream_entry_id(entry_id), version, common, outcome))
+    deployment_ids = {common["deployment_id"] for _, _, common, _ in parsed}
+    known = dict(
+        Deployment.objects.filter(pk__in=deployment_ids).values_list("pk", "compensation_status")
+    )
+    pending = {str(pk) for pk, status in known.items() if status == CompensationStatus.PENDING}
+    existing = {str(pk) for pk in known}
+    rows = []
+    for row_id, version, common, outcome in parsed:
+        deployment_id = common["deployment_id"]
+        if deployment_id not in existing:
+            continue  # its deployment is gone (deleted with everything it had)
+        rows.append(
+            ExecutionLog(
+                id=row_id,
+                deployment_id=deployment_id,
+                served_version=version,
+                version_id=common[f"{version}_version_id"],
+                success=outcome["success"],
+                latency_ms=outcome["latency_ms"],
+                error_rule=(outcome["error_rule"] or "")[:100],
+                error_message=outcome["error_message"],
+                user_id=common["user_id"],
+                session_id=common["session_id"],
+                workflow_id=common["workflow_id"],
+                input=common["input"],
+                output=outcome["output"],
+                needs_reprocess=version == "v2" and deployment_id in pending,
+                created_at=datetime.fromtimestamp(common["created_at"], tz=UTC),
+            )
+        )
+    ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+_INSERT_EXECUTIONS = """
+INSERT INTO monitoring_executionlog (
+    id, deployment_id, served_version, version_id, success, latency_ms, error_rule,
+    error_message, user_id, session_id, workflow_id, input, output, needs_reprocess,
+    created_at
+)
+SELECT e.id, d.id, e.v, (e.c ->> (e.v || '_version_id'))::uuid, (e.o ->> 'success')::boolean,
+    (e.o ->> 'latency_ms')::float8, left(coalesce(e.o ->> 'error_rule', ''), 100),
+    coalesce(e.o ->> 'error_message', ''), e.c ->> 'user_id', e.c ->> 'session_id',
+    e.c ->> 'workflow_id', e.c -> 'input', e.o -> 'output',
+    e.v = 'v2' AND d.compensation_status = 'pending',
+    to_timestamp((e.c ->> 'created_at')::float8)
+FROM jsonb_to_recordset(%s::jsonb) AS e(id bigint, v text, c jsonb, o jsonb)
+JOIN deployments_deployment d ON d.id = (e.c ->> 'deployment_id')::uuid
+ON CONFLICT (id) DO NOTHING
+"""
+
+
+def _execution_write_batch_sql(entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    """One statement per batch: PostgreSQL parses the entries' JSON itself."""
+    documents = []
+    for entry_id, fields in entries:
+        version = fields[b"v"]
+        outcome = fields[b"o" + version[1:]]
+        documents.append(
+            b'{"id":%d,"v":"%s","c":%s,"o":%s}'
+            % (stream_entry_id(entry_id), version, fields[b"c"], outcome)
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_EXECUTIONS, [(b"[" + b",".join(documents) + b"]").decode()])
 
 
 def breaker_gate(deployment_id: Any, canary_config: dict[str, Any]) -> BreakerGate:
@@ -65,7 +203,7 @@ def breaker_gate(deployment_id: Any, canary_config: dict[str, Any]) -> BreakerGa
         # An unreachable store must not fail the request: routing continues from
         # the database (sticky assignments honoured) and the monitor still judges
         # the canary from its execution logs.
-        logger.exception("breaker state unreadable for %s; routing without it", deployment_id)
+        logger.warning("breaker state unreadable for %s; routing without it", deployment_id)
         return BreakerGate(allow_v2=True, state="UNKNOWN")
     state = breaker.current(state, now=time.time(), cooldown=_cooldown(canary_config))
     if state.state == breaker.OPEN:
@@ -82,7 +220,7 @@ def breaker_claim_trial(deployment_id: Any, canary_config: dict[str, Any]) -> bo
             deployment_id, lambda state: breaker.claim_trial(state, now=now, cooldown=cooldown)
         )
     except Exception:
-        logger.exception("breaker trial claim failed for %s; serving v1", deployment_id)
+        logger.warning("breaker trial claim failed for %s; serving v1", deployment_id)
         return False
     return allowed
 
@@ -103,7 +241,7 @@ def breaker_record(
         _, before, after = breaker_store().update(deployment_id, change)
     except Exception:
         # The request was served; one lost count is better than a failed answer.
-        logger.exception("breaker update failed for %s", deployment_id)
+        logger.warning("breaker update failed for %s", deployment_id, exc_info=True)
         return breaker.BreakerState(state="UNKNOWN")
     if breaker.just_opened(before, after):
         logger.warning("circuit breaker opened for deployment %s", deployment_id)
@@ -154,10 +292,21 @@ def _rollback_for_breaker(
 
 
 def breaker_force_open(*, deployment_id: Any) -> None:
+    """After a committed rollback: best effort, as routing already sends everyone to v1."""
     now = time.time()
-    breaker_store().update(deployment_id, lambda state: (None, breaker.force_open(state, now=now)))
+    try:
+        breaker_store().update(
+            deployment_id, lambda state: (None, breaker.force_open(state, now=now))
+        )
+    except Exception:
+        logger.warning("breaker of %s not forced open (store unreachable)", deployment_id)
 
 
 def breaker_state_for(*, deployment_id: Any, canary_config: dict[str, Any]) -> str:
-    state = breaker_store().read(deployment_id)
+    """The breaker's state, or UNKNOWN while its store is unreachable."""
+    try:
+        state = breaker_store().read(deployment_id)
+    except Exception:
+        logger.warning("breaker state of %s unreadable", deployment_id, exc_info=True)
+        return "UNKNOWN"
     return breaker.current(state, now=time.time(), cooldown=_cooldown(canary_config)).state

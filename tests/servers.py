@@ -12,8 +12,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,80 @@ def gunicorn(workers: int = 1, crash: bool = False, **extra_env: str) -> Iterato
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    pid: int  # the master's; it leads the process group of every worker
+
+    def workers(self) -> list[int]:
+        output = subprocess.run(
+            ["pgrep", "-g", str(self.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in output.split() if int(pid) != self.pid]
+
+
+@contextmanager
+def granian(workers: int = 2, crash: bool = False, **extra_env: str) -> Iterator[Server]:
+    """The production web server (``scripts/serve.sh``: granian) on a free port."""
+    port = free_port()
+    env = server_env(
+        CANARY_BIND=f"127.0.0.1:{port}",
+        CANARY_SERVE_MIGRATE="0",
+        WEB_WORKERS=str(workers),
+        WEB_LOG_LEVEL="error",
+        PROMETHEUS_MULTIPROC_DIR=str(ROOT / "var" / f"prometheus-test-{port}"),
+        **extra_env,
+    )
+    process = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "serve.sh")], cwd=ROOT, env=env, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, process)
+        yield Server(base, process.pid)
+    finally:
+        if crash:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    """A Redis of this test's own, so stopping it disturbs nothing else."""
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 30) -> None:

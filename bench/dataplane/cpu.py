@@ -1,11 +1,11 @@
 """Measure the CPU the processes of one benchmark run use, while it runs.
 
-    python cpu.py <gunicorn master pid> <database name> <seconds>
+    python cpu.py <web server master pid> <database name> <seconds>
 
 Samples /proc every second for ``seconds`` (or until SIGTERM), then prints one
-line of cores used on average: ``gunicorn=<c> postgres=<c> redis=<c> machine=<c>``.
+line of cores used on average: ``web=<c> postgres=<c> redis=<c> machine=<c>``.
 
-- gunicorn: the master and its workers;
+- web: the server's master and its workers (gunicorn or granian);
 - postgres: the backends connected to ``database name`` plus the server's own
   processes (postmaster, WAL writer, checkpointer, ...), not the backends of other
   databases, so another user's test run on the same server is not counted;
@@ -43,7 +43,7 @@ def _group(pid: str, master: int, database: str) -> tuple[str, float] | None:
     fields = raw[raw.rindex(")") + 2 :].split()
     ppid, seconds = int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
     if int(pid) == master or ppid == master:
-        return "gunicorn", seconds
+        return "web", seconds
     if name == "redis-server":
         return "redis", seconds
     if name == "postgres":
@@ -85,7 +85,7 @@ def main() -> None:
             break
         time.sleep(INTERVAL)
     elapsed = time.monotonic() - started
-    totals = {"gunicorn": 0.0, "postgres": 0.0, "redis": 0.0}
+    totals = {"web": 0.0, "postgres": 0.0, "redis": 0.0}
     for pid, (group, at_start) in first.items():
         totals[group] += last[pid] - at_start
     totals["machine"] = _machine_busy() - machine_start

@@ -15,6 +15,7 @@ from assignments.models import Assignment
 from deployments.models import Deployment, RuleSet, RuleSetVersion
 from monitoring.models import ExecutionLog
 from tests.monitoring.logs import add_logs
+from tests.stored import stored
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +90,7 @@ def test_rule_sets_and_versions_are_read_only(console: Console, ruleset: RuleSet
 
 def _assignment(deployment: Deployment, tier: str, identifier: str, served: str) -> Assignment:
     version = deployment.version if served == "v2" else deployment.baseline.version
-    return Assignment.objects.create(
+    return stored(Assignment).create(
         deployment=deployment,
         tier=tier,
         identifier=identifier,
@@ -138,7 +139,7 @@ def test_execution_logs_are_read_only_and_filterable(console: Console, canary_v2
     assert shown(served_version__exact="v1") == 1
     assert shown(version=str(canary_v2.version_id)) == 2
     assert shown(deployment=str(canary_v2.pk)) == 3
-    log = ExecutionLog.objects.first()
+    log = stored(ExecutionLog).first()
     change = reverse("admin:monitoring_executionlog_change", args=[log.pk])
     assert client.get(change).status_code == 200
     assert console("admin").post(change, {"success": "on"}).status_code == 403

@@ -11,6 +11,7 @@ from assignments import router, services
 from assignments.models import Assignment
 from deployments import services as lifecycle
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
+from tests.stored import stored
 
 REQUESTS = 200
 THREADS = 40  # below PostgreSQL's default max_connections with room to spare
@@ -60,7 +61,7 @@ def test_concurrent_first_requests_for_one_workflow() -> None:
     assert not failures, failures
     assert len(answers) == REQUESTS
     assert len(set(answers)) == 1
-    stored = Assignment.objects.filter(deployment=draft, tier="workflow", identifier="wf-shared")
-    assert stored.count() == 1
-    assert stored.get().assigned_version == answers[0]
-    assert Assignment.objects.filter(deployment=draft).count() == 1
+    rows = stored(Assignment).filter(deployment=draft, tier="workflow", identifier="wf-shared")
+    assert rows.count() == 1
+    assert rows.get().assigned_version == answers[0]
+    assert stored(Assignment).filter(deployment=draft).count() == 1

@@ -10,11 +10,13 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from assignments import router, services
+from assignments import router, services, sticky
 from assignments.models import Assignment
+from canary.redis import redis_client
 from deployments import services as lifecycle
 from deployments.models import Deployment, RuleSet
 from monitoring.models import ExecutionLog
+from tests.stored import stored
 
 pytestmark = pytest.mark.django_db
 
@@ -77,8 +79,8 @@ class TestWithoutCanary:
             "latency_ms": body["latency_ms"],
         }
         assert response["X-Canary-Version"] == "v1"
-        assert not Assignment.objects.exists()
-        assert not ExecutionLog.objects.exists()
+        assert not stored(Assignment).exists()
+        assert not stored(ExecutionLog).exists()
 
     def test_nothing_deployed_is_409(self, caller: APIClient, ruleset: RuleSet) -> None:
         response = execute(caller, ruleset)
@@ -123,7 +125,7 @@ class TestCanary:
         other = execute(caller, ruleset, user_id="user-a", workflow_id=wf_other).json()
         assert other["canary_version"] == "v1"
         assert other["version"] == "v1.0.0"
-        assert Assignment.objects.filter(deployment=canary_v2).count() == 2
+        assert stored(Assignment).filter(deployment=canary_v2).count() == 2
 
     def test_resolve_and_execute_agree(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
@@ -137,7 +139,7 @@ class TestCanary:
             assert resolved.json()["canary_version"] == executed.json()["canary_version"]
             assert resolved["X-Canary-Version"] == executed["X-Canary-Version"]
             assert resolved.json()["is_canary"] == (resolved.json()["canary_version"] == "v2")
-        assert Assignment.objects.filter(deployment=canary_v2).count() == 40
+        assert stored(Assignment).filter(deployment=canary_v2).count() == 40
 
     def test_traffic_change_keeps_existing_assignments(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
@@ -162,9 +164,9 @@ class TestCanary:
             deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
         )
         assert execute(caller, ruleset, user_id="u1").json()["canary_version"] == "v2"
-        assert Assignment.objects.filter(deployment=canary_v2).exists()
+        assert stored(Assignment).filter(deployment=canary_v2).exists()
         lifecycle.deployment_rollback(deployment_id=canary_v2.pk, reason="bad", actor="t")
-        assert not Assignment.objects.filter(deployment=canary_v2).exists()
+        assert not stored(Assignment).filter(deployment=canary_v2).exists()
         after = execute(caller, ruleset, user_id="u1").json()
         assert (after["canary_version"], after["deployment_id"]) == ("v1", str(active_v1.pk))
 
@@ -187,14 +189,14 @@ class TestCanary:
         context = router.RoutingContext(session_id="sess-1")
         first = services.dataplane_resolve(ruleset_id=ruleset.pk, context=context, now=start)
         assert first.assignment_priority == "session"
-        row = Assignment.objects.get(tier="session", identifier="sess-1")
+        row = stored(Assignment).get(tier="session", identifier="sess-1")
         assert row.expires_at == start + timedelta(seconds=60)
         # Flip the stored answer so a re-decision is observable.
         flipped = "v1" if first.canary_version == "v2" else "v2"
-        Assignment.objects.filter(pk=row.pk).update(assigned_version=flipped)
-        from django.core.cache import caches
-
-        caches["routing"].clear()
+        stored(Assignment).filter(pk=row.pk).update(assigned_version=flipped)
+        if settings.REDIS_URL:  # where decisions are read first
+            key = sticky.sticky_key(str(canary_v2.pk), "session", "sess-1")
+            redis_client().set(key, f"{flipped}|{row.expires_at.timestamp():.6f}")
         still = services.dataplane_resolve(
             ruleset_id=ruleset.pk, context=context, now=start + timedelta(seconds=59)
         )
@@ -203,9 +205,9 @@ class TestCanary:
             ruleset_id=ruleset.pk, context=context, now=start + timedelta(seconds=60)
         )
         assert redecided.canary_version == first.canary_version
-        row.refresh_from_db()
+        row = stored(Assignment).get(pk=row.pk)
         assert row.expires_at == start + timedelta(seconds=120)
-        assert Assignment.objects.filter(tier="session").count() == 1
+        assert stored(Assignment).filter(tier="session").count() == 1
 
     def test_new_session_gets_its_own_decision(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
@@ -217,14 +219,14 @@ class TestCanary:
             resolve(caller, ruleset, session_id=f"s{n}").json()["canary_version"] for n in range(40)
         }
         assert versions == {"v1", "v2"}
-        assert Assignment.objects.filter(tier="session").count() == 40
+        assert stored(Assignment).filter(tier="session").count() == 40
 
     def test_no_ids_is_random_and_not_stored(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
     ) -> None:
         body = execute(caller, ruleset).json()
         assert body["assignment_priority"] == "random"
-        assert not Assignment.objects.exists()
+        assert not stored(Assignment).exists()
 
     def test_target_filter(self, caller: APIClient, ruleset: RuleSet, draft_v2: Deployment) -> None:
         lifecycle.deployment_start_canary(
@@ -250,7 +252,7 @@ class TestExecutionLog:
             ).json()
             for n in range(20)
         ]
-        logs = list(ExecutionLog.objects.filter(deployment=canary_v2).order_by("id"))
+        logs = list(stored(ExecutionLog).filter(deployment=canary_v2).order_by("id"))
         assert [log.served_version for log in logs] == [s["canary_version"] for s in served]
         assert all(log.success and log.input == {"temperature": 30} for log in logs)
         assert logs[0].user_id == "u0" and logs[0].session_id == "s"
@@ -269,7 +271,7 @@ class TestExecutionLog:
         assert body["output"] is None
         assert body["error"]["rule"] == "hot"
         assert "temperature" in body["error"]["message"]
-        log = ExecutionLog.objects.get()
+        log = stored(ExecutionLog).get()
         assert (log.success, log.error_rule, log.served_version) == (False, "hot", "v2")
         assert "temperature" in log.error_message
 
@@ -342,8 +344,8 @@ class TestBadInput:
         response = caller.post(f"/api/v1/rulesets/{ruleset.pk}/execute", body, format="json")
         assert response.status_code == 400, response.content
         assert field in response.json()
-        assert not ExecutionLog.objects.exists()
-        assert not Assignment.objects.exists()
+        assert not stored(ExecutionLog).exists()
+        assert not stored(Assignment).exists()
 
     def test_resolve_refuses_malformed_ids(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment

@@ -82,8 +82,14 @@ def test_compose_file_defines_every_service_and_variable() -> None:
     }
     backend = services["backend"]
     assert "8000:8000" in backend["ports"]
-    assert "gunicorn" in " ".join(backend["command"])
-    assert "migrate" in " ".join(backend["command"])
+    # The backend runs what `make serve` runs: migrations, then granian.
+    assert backend["command"] == ["./scripts/serve.sh"]
+    serve = (ROOT / "scripts" / "serve.sh").read_text()
+    assert "manage.py migrate" in serve
+    assert "granian" in serve and "--interface wsgi" in serve
+    assert backend["environment"]["CANARY_BIND"] == "0.0.0.0:8000"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "./scripts/serve.sh" in makefile.split("serve: venv", 1)[1].split("\n\n")[0]
     for name in ("backend", "worker", "beat"):
         environment = services[name]["environment"]
         assert services[name]["depends_on"]

@@ -20,6 +20,7 @@ from monitoring import breaker, services
 from monitoring.breaker_store import breaker_store
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 from tests.servers import ROOT, server_env
+from tests.stored import stored
 
 FAILING_INPUT = {"zone": "A"}  # no temperature: v2's first rule fails to evaluate
 
@@ -91,13 +92,13 @@ def test_open_breaker_without_auto_rollback_routes_to_v1_and_stores_nothing(role
     for n in range(5):
         run(canary, f"u{n}", FAILING_INPUT)
     assert Deployment.objects.get(pk=canary.pk).status == "canary"
-    before = Assignment.objects.count()
+    before = stored(Assignment).count()
     resolution = dataplane_resolve(
         ruleset_id=canary.ruleset_id, context=router.RoutingContext(user_id="fresh")
     )
     assert (resolution.canary_version, resolution.assignment_priority) == ("v1", None)
     assert resolution.breaker_state == "OPEN"
-    assert Assignment.objects.count() == before
+    assert stored(Assignment).count() == before
 
 
 @pytest.mark.django_db

@@ -18,6 +18,7 @@ from monitoring.compensation import compensation_replay
 from monitoring.models import ExecutionLog
 from tests.monitoring.test_breaker_integration import make_canary
 from tests.samples import DEFAULT_OUTPUT
+from tests.stored import stored
 
 
 def manual_canary(name: str) -> Deployment:
@@ -53,7 +54,7 @@ def test_manual_rollback_flags_v2_and_replay_finds_k_differences(
 ) -> None:
     canary = manual_canary("compensation")
     serve_all(canary)
-    assert ExecutionLog.objects.filter(deployment=canary, served_version="v2").count() == 6
+    assert stored(ExecutionLog).filter(deployment=canary, served_version="v2").count() == 6
     rolled = approver.post(
         f"/api/v1/deployments/{canary.pk}/rollback",
         {"reason": "bad thresholds", "apply_compensation": True},
@@ -61,7 +62,7 @@ def test_manual_rollback_flags_v2_and_replay_finds_k_differences(
     )
     assert rolled.status_code == 200
     assert Deployment.objects.get(pk=canary.pk).compensation_status == "pending"
-    assert ExecutionLog.objects.filter(deployment=canary, needs_reprocess=True).count() == 6
+    assert stored(ExecutionLog).filter(deployment=canary, needs_reprocess=True).count() == 6
 
     result = compensation_replay(deployment_id=canary.pk)
     assert result == {"processed": 6, "differing": EXPECTED_DIFFERENCES}
@@ -87,7 +88,7 @@ def test_without_compensation_nothing_is_flagged(roles: None) -> None:
         deployment_id=canary.pk, reason="x", actor="t", apply_compensation=False
     )
     assert Deployment.objects.get(pk=canary.pk).compensation_status == "none"
-    assert not ExecutionLog.objects.filter(needs_reprocess=True).exists()
+    assert not stored(ExecutionLog).filter(needs_reprocess=True).exists()
 
 
 @pytest.mark.django_db
@@ -95,7 +96,7 @@ def test_replay_interrupted_and_resumed_processes_each_once(roles: None) -> None
     canary = manual_canary("resume")
     serve_all(canary, copies=5)  # 30 executions, 15 differing
     lifecycle.deployment_rollback(deployment_id=canary.pk, reason="x", actor="t")
-    flagged = ExecutionLog.objects.filter(deployment=canary, needs_reprocess=True)
+    flagged = stored(ExecutionLog).filter(deployment=canary, needs_reprocess=True)
 
     class Killed(Exception):
         pass
@@ -173,6 +174,6 @@ def test_replay_endpoint_queues_the_task(
     assert response.status_code == 202
     assert response.json()["replay"] == "queued"
     assert (
-        ExecutionLog.objects.filter(deployment=canary, replay_differs=True).count()
+        stored(ExecutionLog).filter(deployment=canary, replay_differs=True).count()
         == EXPECTED_DIFFERENCES
     )

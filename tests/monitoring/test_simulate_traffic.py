@@ -24,6 +24,7 @@ from monitoring.models import ExecutionLog
 from monitoring.monitor import monitor_run
 from tests.accounts import create_user
 from tests.servers import gunicorn
+from tests.stored import stored
 
 # Short and fast: a request cap keeps every run the same size whatever the machine's speed.
 FAST = ["--rps", "2000", "--duration", "120", "--seed", "7"]
@@ -48,7 +49,7 @@ def rollback_actor(deployment: Deployment) -> str:
 
 
 def v2_logs(deployment: Deployment) -> Any:
-    return ExecutionLog.objects.filter(deployment=deployment, served_version="v2")
+    return stored(ExecutionLog).filter(deployment=deployment, served_version="v2")
 
 
 @pytest.mark.django_db
@@ -66,7 +67,7 @@ class TestScenarios:
         assert logs.count() >= 20
         assert not logs.filter(success=False).exists()
         # Sticky routing was exercised: one stored decision per user, fewer users than requests.
-        assert 0 < Assignment.objects.filter(deployment=canary).count() < 120
+        assert 0 < stored(Assignment).filter(deployment=canary).count() < 120
         # auto_progress (duration_minutes=1): a minute later the monitor raises traffic ...
         later = timezone.now() + timedelta(minutes=1, seconds=1)
         assert monitor_run(now=later).progressed == [str(canary.pk)]
@@ -101,9 +102,11 @@ class TestScenarios:
         failed = logs.filter(success=False)
         assert set(failed.values_list("error_rule", flat=True)) == {sim.ERROR_RULE}
         assert abs(failed.count() - 0.08 * logs.count()) <= 1  # spread evenly, not drawn
-        assert not ExecutionLog.objects.filter(
-            deployment=canary, served_version="v1", success=False
-        ).exists()
+        assert (
+            not stored(ExecutionLog)
+            .filter(deployment=canary, served_version="v1", success=False)
+            .exists()
+        )
 
     def test_breaker_opens_after_five_failures_and_rolls_back_at_once(self) -> None:
         output = simulate(
@@ -127,7 +130,7 @@ class TestScenarios:
         slow = v2_logs(canary).filter(input__has_key=sim.LATENCY_FIELD)
         assert slow.exists()
         slow_median = sim.median(list(slow.values_list("latency_ms", flat=True)))
-        v1 = ExecutionLog.objects.filter(deployment=canary, served_version="v1")
+        v1 = stored(ExecutionLog).filter(deployment=canary, served_version="v1")
         v1_median = sim.median(list(v1.values_list("latency_ms", flat=True)))
         # Measured by the data plane: milliseconds of real work against v1's microseconds.
         assert slow_median >= 5
@@ -159,7 +162,7 @@ class TestArguments:
     def test_plain_traffic_runs_on_any_canary(self, canary_v2: Deployment) -> None:
         output = simulate("--ruleset", str(canary_v2.ruleset_id), "--requests", "10", *FAST)
         assert sent(output) == 10
-        assert ExecutionLog.objects.filter(deployment=canary_v2).count() == 10
+        assert stored(ExecutionLog).filter(deployment=canary_v2).count() == 10
 
     @pytest.mark.parametrize(
         ("args", "message"),

@@ -1,0 +1,258 @@
+"""The data plane's request path, in front of Django (see ``canary.wsgi``).
+
+``execute`` and ``resolve`` are what every caller of the rule engine pays for,
+so the common request (a valid Bearer token, a well-formed body, Redis up) is
+served here without Django's middleware, URL resolver, DRF or the ORM: parse,
+one Redis round-trip (``assignments.sticky``: token, rate, generation,
+breaker, sticky look-up and claim), evaluate, one ``XADD`` for the execution
+log, answer.
+
+Anything else is handed to the full Django application untouched, which answers
+exactly as the API always has: a missing or unknown token (DRF authenticates it
+against the database and caches it for the next request), a body the fast path
+does not accept without doubt (DRF's serializers name the field in a 400), a
+host not allowed, Redis unreachable. The hand-over happens only before anything
+is stored, so a request is never half-served twice.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from django.conf import settings
+from django.core.cache import caches
+from django.http.request import split_domain_port, validate_host
+from rest_framework.throttling import SimpleRateThrottle
+
+from assignments import buffer, router, services
+from assignments.api.serializers import IDENTIFIER_PATTERN
+from assignments.routing import canonical_ruleset_id
+from canary.api.authentication import token_digest
+from canary.api.parsers import MAX_JSON_DEPTH, json_problem
+from canary.errors import DomainError
+from canary.redis import redis_enabled
+
+logger = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_ROUTE = re.compile(r"^/api/v1/rulesets/([^/]+)/(execute|resolve)/?$")
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_CONTEXT_FIELDS = frozenset({"user_id", "session_id", "workflow_id"})
+_EXECUTE_FIELDS = _CONTEXT_FIELDS | {"input"}
+_STATUS = {
+    200: "200 OK",
+    404: "404 Not Found",
+    409: "409 Conflict",
+    429: "429 Too Many Requests",
+}
+# The headers Django's security middleware adds to every answer.
+_STATIC_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+]
+
+
+class _Decline(Exception):
+    """Not for the fast path: Django answers this request."""
+
+
+class DataPlaneFastPath:
+    """WSGI middleware: serves the common data-plane request, hands the rest to Django."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self._hosts: dict[str, bool] = {}
+        self._throttle_prefix = caches["default"].make_key("throttle:dataplane:")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        match = _ROUTE.match(environ.get("PATH_INFO", ""))
+        if match is None or not settings.CANARY_FAST_PATH or not redis_enabled():
+            return self.app(environ, start_response)
+        buffer.start_background_drainer()
+        try:
+            return self._serve(environ, start_response, match.group(1), match.group(2))
+        except _Decline:
+            return self.app(environ, start_response)
+
+    # --- the request ------------------------------------------------------------
+
+    def _serve(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], rid: str, verb: str
+    ) -> Any:
+        method = environ.get("REQUEST_METHOD")
+        if (verb, method) not in (("execute", "POST"), ("resolve", "GET")):
+            raise _Decline
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        if not authorization.startswith("Bearer ") or not self._host_allowed(environ):
+            raise _Decline
+        token = authorization[7:].strip()
+        if not token or " " in token or canonical_ruleset_id(rid) is None:
+            raise _Decline
+        check = services.ClientCheck(token_digest=token_digest(token), throttle=self._throttle())
+        try:
+            if verb == "resolve":
+                query = _query(environ)
+                if not _CONTEXT_FIELDS.issuperset(query):
+                    raise _Decline
+                context = _context(query)
+                resolution = services.dataplane_resolve(
+                    ruleset_id=rid, context=context, client_check=check
+                )
+                body = _resolution_body(resolution)
+            else:
+                data = _execute_body(environ)
+                result = services.dataplane_execute(
+                    ruleset_id=rid, input=data["input"], context=_context(data), client_check=check
+                )
+                resolution = result.resolution
+                body = {
+                    "success": result.success,
+                    "output": result.output,
+                    "matched_rule": result.matched_rule,
+                    "error": result.error,
+                    "version": resolution.version,
+                    "canary_version": resolution.canary_version,
+                    "deployment_id": resolution.deployment_id,
+                    "assignment_priority": resolution.assignment_priority,
+                    "latency_ms": result.latency_ms,
+                }
+        except (services.TokenNotCached, services.RedisUnavailable) as exc:
+            raise _Decline from exc
+        except services.RateLimited as exc:
+            wait = exc.retry_after
+            return _answer(
+                start_response,
+                environ,
+                429,
+                {
+                    "detail": f"Request was throttled. Expected available in {wait} seconds.",
+                    "code": "throttled",
+                },
+                [("Retry-After", str(wait))],
+            )
+        except DomainError as exc:
+            return _answer(start_response, environ, exc.status_code, exc.as_dict())
+        return _answer(
+            start_response, environ, 200, body, [("X-Canary-Version", resolution.canary_version)]
+        )
+
+    def _host_allowed(self, environ: dict[str, Any]) -> bool:
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            domain, _ = split_domain_port(host)
+            allowed = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+            if len(self._hosts) < 1000:
+                self._hosts[host] = allowed
+        return allowed
+
+    def _throttle(self) -> tuple[int, int, str, str] | None:
+        rate = settings.CANARY_THROTTLE_RATES.get("dataplane") or None
+        if rate is None:
+            return None
+        limit, duration = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+        window = int(time.time() // duration)
+        # The same counter as the API's throttle (``canary.api.throttling``).
+        return limit, duration + 1, self._throttle_prefix, f":{window}"
+
+
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    query = dict(pairs)
+    if len(query) != len(pairs):
+        raise _Decline  # a repeated parameter: let the full path decide
+    return query
+
+
+def _context(data: dict[str, Any]) -> router.RoutingContext:
+    if not _CONTEXT_FIELDS.issuperset(data.keys() - {"input"}):
+        raise _Decline
+    values = []
+    for name in ("workflow_id", "session_id", "user_id"):
+        value = data.get(name)
+        if value is not None and not (isinstance(value, str) and _IDENTIFIER.match(value)):
+            raise _Decline
+        values.append(value)
+    return router.RoutingContext(*values)
+
+
+def _execute_body(environ: dict[str, Any]) -> dict[str, Any]:
+    if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+        raise _Decline
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _Decline from None
+    if length <= 0 or length > settings.CANARY_MAX_INPUT_BYTES:
+        raise _Decline
+    raw = environ["wsgi.input"].read(length)
+    # Whatever happens next, Django must be able to read the body again.
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _Decline from None
+    if (
+        not isinstance(data, dict)
+        or not _EXECUTE_FIELDS.issuperset(data)
+        or not isinstance(data.get("input"), dict)
+        or not _storable(raw, data)
+    ):
+        raise _Decline
+    return data
+
+
+def _storable(raw: bytes, data: Any) -> bool:
+    """What ``canary.api.parsers`` refuses, checked without walking every value.
+
+    orjson already refuses lone surrogates; a NUL can only arrive escaped; and a
+    document cannot be nested deeper than it has brackets.
+    """
+    if b"\\u0000" in raw:
+        return False
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return True
+    return json_problem(data) is None
+
+
+def _resolution_body(resolution: services.Resolution) -> dict[str, Any]:
+    return {
+        "ruleset_id": resolution.ruleset_id,
+        "deployment_id": resolution.deployment_id,
+        "version": resolution.version,
+        "version_id": resolution.version_id,
+        "canary_version": resolution.canary_version,
+        "is_canary": resolution.canary_version == "v2",
+        "assignment_priority": resolution.assignment_priority,
+    }
+
+
+def _answer(
+    start_response: Callable[..., Any],
+    environ: dict[str, Any],
+    status: int,
+    body: dict[str, Any],
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    payload = orjson.dumps(body)
+    request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+    headers = [
+        *_STATIC_HEADERS,
+        ("Content-Length", str(len(payload))),
+        ("X-Request-ID", request_id[:100]),
+        *(extra or []),
+    ]
+    start_response(_STATUS.get(status, f"{status} Error"), headers)
+    return [payload]

@@ -1,0 +1,197 @@
+"""The routing state of each rule set, held in process memory and never stale.
+
+Every data-plane request needs the same few facts about its rule set: which
+deployment is active, which is in canary, its traffic, filter and config, and
+the compiled rules of both versions. They change only at a lifecycle change, so
+each process keeps them in memory, stamped with the rule set's
+``routing_generation``, which every lifecycle change bumps in its own
+transaction (``deployments.services._transition``). An entry is trusted:
+
+- for at most ``CANARY_ROUTING_RECHECK_SECONDS`` (default 0.5 s; 0 without
+  Redis), after which one indexed query compares its generation with
+  PostgreSQL's: the database is the authority, so no cache outage can
+  resurrect a rolled-back canary;
+- until a newer generation is seen in Redis (``canary:gen:<rule set>``, written
+  after commit and read by the data plane's script on every request), which
+  makes a change visible at once where Redis is up.
+
+So a lifecycle change reaches every process within that recheck period
+even when Redis was unreachable at the time, and at the next request otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+from assignments import router
+from canary.redis import redis_enabled
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment, RuleSet
+from deployments.rule_language import CompiledRuleSet
+from deployments.selectors import compiled_rules_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    deployment_id: str
+    version_id: str
+    version: str
+    rules: CompiledRuleSet = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RoutingState:
+    ruleset_id: str
+    generation: int
+    active: ServingVersion | None
+    canary: ServingVersion | None
+    traffic_percentage: int = 0
+    target_user_ids: frozenset[str] | None = None
+    target_workflow_ids: frozenset[str] | None = None
+    canary_config: dict[str, Any] | None = None
+    policy: router.CanaryPolicy | None = None
+
+
+@dataclass
+class _Entry:
+    state: RoutingState
+    checked_at: float
+
+
+_entries: dict[str, _Entry] = {}
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_lock = threading.Lock()
+
+
+def canonical_ruleset_id(value: Any) -> str | None:
+    """The id if it is spelled canonically (lower-case, hyphenated UUID), else None.
+
+    Only one spelling is accepted, so every cache is keyed by exactly one string
+    per rule set (SPEC §9.4).
+    """
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
+    return None
+
+
+def _recheck_seconds() -> float:
+    # Without Redis nothing announces a change: check the generation every time
+    # (one indexed query), which is what a development setup can afford.
+    if not redis_enabled():
+        return 0.0
+    return float(settings.CANARY_ROUTING_RECHECK_SECONDS)
+
+
+def _generation_in_db(ruleset_id: str) -> int | None:
+    row = RuleSet.objects.filter(pk=ruleset_id).values_list("routing_generation", flat=True)
+    return next(iter(row), None)
+
+
+def _serving(deployment: Deployment) -> ServingVersion:
+    return ServingVersion(
+        str(deployment.pk),
+        str(deployment.version.pk),
+        deployment.version.version,
+        compiled_rules_for(deployment.version),
+    )
+
+
+def _load(ruleset_id: str) -> RoutingState | None:
+    generation = _generation_in_db(ruleset_id)
+    if generation is None:
+        return None
+    serving = (
+        Deployment.objects.filter(
+            ruleset_id=ruleset_id,
+            status__in=[DeploymentStatus.ACTIVE, DeploymentStatus.CANARY],
+        )
+        .select_related("version")
+        .only(
+            "id",
+            "status",
+            "traffic_percentage",
+            "canary_target_filter",
+            "canary_config",
+            "version__id",
+            "version__version",
+            "version__rules",
+            "version__default",
+        )
+    )
+    active = canary = None
+    traffic, users, workflows, config = 0, None, None, None
+    for deployment in serving:
+        if deployment.status == DeploymentStatus.ACTIVE:
+            active = _serving(deployment)
+        else:
+            canary = _serving(deployment)
+            traffic = deployment.traffic_percentage
+            config = deployment.canary_config or {}
+            target = deployment.canary_target_filter or {}
+            if target.get("user_ids") is not None:
+                users = frozenset(target["user_ids"])
+            if target.get("workflow_ids") is not None:
+                workflows = frozenset(target["workflow_ids"])
+    policy = None
+    if canary is not None:
+        policy = router.CanaryPolicy(
+            deployment_id=canary.deployment_id,
+            traffic_percentage=traffic,
+            target_user_ids=users,
+            target_workflow_ids=workflows,
+        )
+    return RoutingState(
+        ruleset_id, generation, active, canary, traffic, users, workflows, config, policy
+    )
+
+
+def routing_state_for(*, ruleset_id: str, at_least: int | None = None) -> RoutingState | None:
+    """The rule set's routing state, or None when it does not exist.
+
+    ``at_least``: a generation known to be committed (seen in Redis); an entry
+    older than it is reloaded at once.
+    """
+    entry = _entries.get(ruleset_id)
+    now = time.monotonic()
+    if entry is not None and (at_least is None or entry.state.generation >= at_least):
+        if now - entry.checked_at < _recheck_seconds():
+            return entry.state
+        try:
+            generation = _generation_in_db(ruleset_id)
+        except DatabaseError:
+            # Nothing can change while the database is down: keep serving.
+            close_old_connections()
+            logger.warning("routing generation of %s unreadable; serving as known", ruleset_id)
+            entry.checked_at = now
+            return entry.state
+        if generation == entry.state.generation:
+            entry.checked_at = now
+            return entry.state
+    state = _load(ruleset_id)
+    with _lock:
+        if state is None:
+            _entries.pop(ruleset_id, None)
+        else:
+            _entries[ruleset_id] = _Entry(state, now)
+    return state
+
+
+def routing_state_forget(*, ruleset_id: Any) -> None:
+    """Drop this process's entry (a lifecycle change of the rule set is under way)."""
+    with _lock:
+        _entries.pop(str(ruleset_id), None)
+
+
+def routing_state_forget_all() -> None:
+    with _lock:
+        _entries.clear()

@@ -1,0 +1,238 @@
+"""The data plane's one Redis round-trip: authenticate, rate-limit, check, look up, claim.
+
+A sticky request needs a handful of facts that live in Redis: is the token
+valid, is the client under its rate, has the rule set's generation moved, what
+does the canary's breaker say, and is this workflow/session/user already
+assigned. ``route.lua`` answers all of them in one call, and for a context seen
+for the first time it also claims the decision (``SET NX``: concurrent first
+requests converge on one answer) and queues the new assignment for PostgreSQL
+on the assignment stream, in the same atomic step.
+
+Keys (raw, shared with the script):
+
+- ``canary:tok:<sha256 of the token>`` -> user id (``canary.api.authentication``)
+- ``canary:gen:<rule set>`` -> the last committed routing generation
+- ``canary:breaker:<deployment>`` -> the breaker's JSON (``monitoring.breaker_store``)
+- ``canary:a:<deployment>:<tier>:<identifier>`` -> "v1" / "v2" (sessions:
+  "v2|<expiry, epoch seconds>")
+
+An execute evaluates both versions on its input before the call (they are
+deterministic and cost microseconds), so the script can also append the
+execution record of whichever version it routes to (``EXECUTION_STREAM``):
+fields ``v`` (served version), ``c`` (what both share: deployment, ids, input,
+time), ``o1`` and ``o2`` (each version's outcome). One round-trip answers the
+request and makes it durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from assignments import router
+
+ASSIGNMENT_STREAM = "canary:stream:assignments"
+EXECUTION_STREAM = "canary:stream:executions"
+# Workflow and user decisions last as long as the canary; a rolled-back canary's
+# keys are never read again (routing names the new deployment), and expire.
+STICKY_TTL_SECONDS = 30 * 24 * 60 * 60
+
+ROUTE_LUA = """
+local user = ''
+if ARGV[1] == '1' then
+  user = redis.call('GET', KEYS[1])
+  if not user then return {'token'} end
+end
+local gen = tonumber(redis.call('GET', KEYS[2]) or '0')
+if gen > tonumber(ARGV[5]) then return {'stale', user, gen} end
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local tkey = ARGV[4] .. user .. ARGV[6]
+  local count = redis.call('INCR', tkey)
+  if count == 1 then redis.call('EXPIRE', tkey, ARGV[3]) end
+  if count > limit then return {'throttled', user, gen, redis.call('TTL', tkey)} end
+end
+if ARGV[7] == '0' then return {'ok', user, gen, false, 0, false, 0} end
+local breaker = redis.call('GET', KEYS[3])
+if breaker and ARGV[8] == '0' then
+  local decoded, state = pcall(cjson.decode, breaker)
+  if not decoded or state['state'] ~= 'CLOSED' then return {'breaker', user, gen, breaker} end
+end
+local now = tonumber(ARGV[13])
+local function live(value)
+  if not value then return false end
+  local sep = string.find(value, '|', 1, true)
+  if not sep then return value end
+  if tonumber(string.sub(value, sep + 1)) > now then return string.sub(value, 1, sep - 1) end
+  return false
+end
+local n = #KEYS - 5
+local found, version, created = 0, false, 0
+for i = 1, n do
+  version = live(redis.call('GET', KEYS[5 + i]))
+  if version then found = i; break end
+end
+if n == 0 then
+  version = ARGV[9]
+elseif found ~= 1 then
+  -- The strongest tier is unassigned (or its session expired): store the decision
+  -- there. The script runs atomically, so concurrent first requests see one answer.
+  version = version or ARGV[9]
+  local stored = version
+  if ARGV[14] ~= '' then stored = version .. '|' .. ARGV[14] end
+  redis.call('SET', KEYS[6], stored, 'EX', ARGV[10])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[12], '*', 'v', version, 'r', ARGV[11])
+  created = 1
+end
+if ARGV[15] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*',
+    'v', version, 'c', ARGV[15], 'o1', ARGV[16], 'o2', ARGV[17])
+end
+return {'ok', user, gen, breaker, found, version, created}
+"""
+
+_script_cache: dict[int, Any] = {}
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    """What ``route.lua`` said.
+
+    ``outcome``: ``ok``; ``token`` (unknown to Redis: authenticate the slow way);
+    ``stale`` (the rule set changed: reload and retry); ``throttled``;
+    ``breaker`` (not CLOSED: route with the breaker's full logic).
+    ``found``: 0 when ``version`` is a new decision at the strongest tier, else
+    the 1-based index of the tier (among those present) whose assignment decided.
+    """
+
+    outcome: str
+    user: str | None = None
+    generation: int = 0
+    breaker: bytes | None = None
+    found: int = 0
+    version: str | None = None
+    created: bool = False
+    retry_after: int = 0
+
+
+def sticky_key(deployment_id: str, tier: str, identifier: str) -> str:
+    return f"canary:a:{deployment_id}:{tier}:{identifier}"
+
+
+def generation_key(ruleset_id: str) -> str:
+    return f"canary:gen:{ruleset_id}"
+
+
+def token_key(token_digest: str) -> str:
+    return f"canary:tok:{token_digest}"
+
+
+def breaker_key(deployment_id: str) -> str:
+    return f"canary:breaker:{deployment_id}"
+
+
+@dataclass(frozen=True)
+class ExecutionEntry:
+    """An execute's record for ``EXECUTION_STREAM`` (JSON documents)."""
+
+    common: bytes
+    v1_outcome: bytes
+    v2_outcome: bytes
+
+
+def _script(client: Any) -> Any:
+    script = _script_cache.get(id(client))
+    if script is None:
+        script = client.register_script(ROUTE_LUA)
+        _script_cache.clear()
+        _script_cache[id(client)] = script
+    return script
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def route(
+    client: Any,
+    *,
+    ruleset_id: str,
+    generation: int,
+    token_digest: str | None = None,
+    throttle: tuple[int, int, str, str] | None = None,
+    deployment_id: str | None = None,
+    present: list[tuple[str, str]] | None = None,
+    candidate: str = "",
+    session_ttl: int = 0,
+    ignore_breaker: bool = False,
+    assignment_record: bytes = b"",
+    stream_maxlen: int = 0,
+    now: float = 0.0,
+    execution: ExecutionEntry | None = None,
+) -> RouteAnswer:
+    """One round-trip; raises redis errors for the caller to fall back on.
+
+    ``throttle``: (limit, window seconds, key prefix, key suffix) or None.
+    ``deployment_id`` None: no canary, only token, generation and rate are checked.
+    ``candidate``: the decision for a new context (with no ids: the request's
+    random draw). ``execution``: append this execute's record for the version
+    routed to (only when the breaker is CLOSED; otherwise nothing is appended).
+    """
+    present = present or []
+    keys = [
+        token_key(token_digest) if token_digest else "canary:tok:-",
+        generation_key(ruleset_id),
+        breaker_key(deployment_id) if deployment_id else "canary:breaker:-",
+        ASSIGNMENT_STREAM,
+        EXECUTION_STREAM,
+        *(sticky_key(deployment_id, t, i) for t, i in present if deployment_id),
+    ]
+    limit, window, prefix, suffix = throttle or (0, 0, "", "")
+    # Session decisions carry their expiry in the value ("v2|<epoch>"), so expiry
+    # follows the request's clock exactly; the key's own TTL only cleans up.
+    session = bool(present) and present[0][0] == router.SESSION
+    expires = f"{now + session_ttl:.6f}" if session else ""
+    key_ttl = int(session_ttl) + 60 if session else STICKY_TTL_SECONDS
+    args = [
+        "1" if token_digest else "0",
+        limit,
+        window,
+        prefix,
+        generation,
+        suffix,
+        "1" if deployment_id else "0",
+        "1" if ignore_breaker else "0",
+        candidate,
+        key_ttl,
+        assignment_record,
+        stream_maxlen,
+        f"{now:.6f}",
+        expires,
+        execution.common if execution else "",
+        execution.v1_outcome if execution else "",
+        execution.v2_outcome if execution else "",
+    ]
+    raw = _script(client)(keys=keys, args=args)
+    outcome = _text(raw[0]) or "ok"
+    if outcome == "token":
+        return RouteAnswer("token")
+    user = _text(raw[1])
+    generation_seen = int(raw[2] or 0)
+    if outcome == "stale":
+        return RouteAnswer("stale", user, generation_seen)
+    if outcome == "throttled":
+        return RouteAnswer("throttled", user, generation_seen, retry_after=max(1, int(raw[3])))
+    breaker = raw[3] if len(raw) > 3 and raw[3] else None
+    if outcome == "breaker":
+        return RouteAnswer("breaker", user, generation_seen, breaker)
+    return RouteAnswer(
+        "ok",
+        user,
+        generation_seen,
+        breaker,
+        int(raw[4]),
+        _text(raw[5]),
+        bool(raw[6]),
+    )

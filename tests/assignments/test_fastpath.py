@@ -1,0 +1,252 @@
+"""The data plane as callers reach it: the production server, a real Redis, real faults.
+
+Every test runs ``scripts/serve.sh`` (granian) against the test database and a
+Redis of its own, so Redis can be paused or stopped without disturbing others.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+import requests
+from rest_framework.authtoken.models import Token
+
+from assignments.api.serializers import ExecuteOutputSerializer, ResolveOutputSerializer
+from assignments.models import Assignment
+from canary.redis import reset_redis_client
+from deployments import services as lifecycle
+from deployments.models import Deployment
+from monitoring.models import ExecutionLog
+from tests.accounts import create_user
+from tests.monitoring.test_breaker_integration import make_canary
+from tests.servers import free_port, granian, private_redis
+from tests.stored import stored
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INPUT = {"temperature": 30, "zone": "A"}
+
+
+@pytest.fixture
+def redis_port(settings: Any) -> Iterator[int]:
+    """A private Redis shared by the servers and this test process."""
+    port = free_port()
+    with private_redis(port):
+        settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+        reset_redis_client()
+        yield port
+    reset_redis_client()
+
+
+def server_redis(port: int) -> dict[str, str]:
+    return {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+
+
+def execute(base: str, ruleset_id: Any, token: str, **body: Any) -> requests.Response:
+    body.setdefault("input", INPUT)
+    return requests.post(
+        f"{base}/api/v1/rulesets/{ruleset_id}/execute",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+def resolve(base: str, ruleset_id: Any, token: str, **query: str) -> requests.Response:
+    return requests.get(
+        f"{base}/api/v1/rulesets/{ruleset_id}/resolve",
+        params=query,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+def test_answers_have_the_documented_shape(roles: None, redis_port: int) -> None:
+    canary = make_canary("shape", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    with granian(**server_redis(redis_port)) as server:
+        for n in range(20):
+            executed = execute(server.base, canary.ruleset_id, token, user_id=f"u-{n}")
+            assert executed.status_code == 200, executed.text
+            body = executed.json()
+            assert set(body) == set(ExecuteOutputSerializer().fields)
+            assert executed.headers["X-Canary-Version"] == body["canary_version"]
+            assert executed.headers["Content-Type"] == "application/json"
+            assert executed.headers["X-Request-ID"]
+            resolved = resolve(server.base, canary.ruleset_id, token, user_id=f"u-{n}")
+            assert set(resolved.json()) == set(ResolveOutputSerializer().fields)
+            # Sticky: what execute served is what resolve says, on either path.
+            assert resolved.json()["canary_version"] == body["canary_version"]
+            assert resolved.json()["assignment_priority"] == "user"
+    logged = stored(ExecutionLog).filter(deployment=canary)
+    assert logged.count() == 20
+    assert stored(Assignment).filter(deployment=canary).count() == 20
+    row = logged.get(user_id="u-3")
+    assert row.input == INPUT
+    assert row.served_version in ("v1", "v2")
+
+
+def test_other_spellings_of_a_rule_set_id_are_404(roles: None, redis_port: int) -> None:
+    canary = make_canary("spelling", traffic=100, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    canonical = str(canary.ruleset_id)
+    spellings = [canonical.upper(), canonical.replace("-", ""), f"urn:uuid:{canonical}"]
+    with granian(**server_redis(redis_port)) as server:
+        assert execute(server.base, canonical, token, user_id="a").json()["canary_version"] == "v2"
+        for spelling in spellings:
+            for response in (
+                execute(server.base, spelling, token, user_id="a"),
+                resolve(server.base, spelling, token, user_id="a"),
+            ):
+                assert response.status_code == 404, (spelling, response.text)
+                assert response.json()["code"] == "not_found"
+
+
+def test_a_rollback_made_while_redis_was_unreachable_is_never_undone(
+    roles: None, redis_port: int
+) -> None:
+    canary = make_canary("outage-rollback", traffic=100, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    env = server_redis(redis_port)
+    paused = redis.Redis(port=redis_port)
+    with granian(**env) as server_a, granian(**env) as server_b:
+        for server in (server_a, server_b):
+            assert execute(server.base, canary.ruleset_id, token, user_id="old")  # warm
+            answer = resolve(server.base, canary.ruleset_id, token, user_id="old").json()
+            assert answer["canary_version"] == "v2"
+        redis_pid = int(paused.info("server")["process_id"])
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            # Committed in PostgreSQL; the announcement to Redis times out.
+            lifecycle.deployment_rollback(
+                deployment_id=canary.pk, reason="bad while Redis was away", actor="t"
+            )
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        time.sleep(1.0)  # the promise: every process within one second
+        for server in (server_a, server_b):
+            for user in ("old", "brand-new"):
+                answer = resolve(server.base, canary.ruleset_id, token, user_id=user).json()
+                assert answer["canary_version"] == "v1", (server.base, user)
+                executed = execute(server.base, canary.ruleset_id, token, user_id=user).json()
+                assert executed["canary_version"] == "v1"
+    assert Deployment.objects.get(pk=canary.pk).status == "rolled_back"
+
+
+def test_a_revoked_token_is_refused_at_once(roles: None, redis_port: int) -> None:
+    canary = make_canary("revoked", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    with granian(**server_redis(redis_port)) as server:
+        for _ in range(3):  # the first authenticates in full, the rest on the fast path
+            assert execute(server.base, canary.ruleset_id, token, user_id="a").status_code == 200
+        Token.objects.filter(key=token).delete()
+        refused = execute(server.base, canary.ruleset_id, token, user_id="a")
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "authentication_failed"
+
+
+def test_the_rate_limit_answers_429_with_a_retry_hint(roles: None, redis_port: int) -> None:
+    canary = make_canary("limited", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    with granian(CANARY_DATAPLANE_RATE="5/minute", **server_redis(redis_port)) as server:
+        codes = [
+            execute(server.base, canary.ruleset_id, token, user_id=f"u{n}").status_code
+            for n in range(8)
+        ]
+        limited = resolve(server.base, canary.ruleset_id, token, user_id="x")
+    assert codes[:5] == [200] * 5
+    assert set(codes[5:]) == {429}
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "throttled"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+
+
+def test_bad_input_is_a_400_naming_the_field(roles: None, redis_port: int) -> None:
+    canary = make_canary("bad-input", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    with granian(**server_redis(redis_port)) as server:
+        not_object = execute(server.base, canary.ruleset_id, token, input=[1, 2])
+        assert not_object.status_code == 400
+        assert "input" in not_object.json()
+        bad_id = execute(server.base, canary.ruleset_id, token, user_id="a b")
+        assert bad_id.status_code == 400
+        assert "user_id" in bad_id.json()
+        nul = execute(server.base, canary.ruleset_id, token, input={"zone": "A\u0000"})
+        assert nul.status_code == 400
+        assert "input" in nul.json()
+    assert stored(ExecutionLog).filter(deployment=canary).count() == 0
+
+
+def test_two_hundred_first_requests_for_one_workflow(roles: None, redis_port: int) -> None:
+    canary = make_canary("first-requests", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    with granian(workers=3, **server_redis(redis_port)) as server:
+        barrier = threading.Barrier(50)
+
+        def first_request(n: int) -> str:
+            if n < 50:
+                barrier.wait(timeout=30)
+            response = execute(
+                server.base, canary.ruleset_id, token, workflow_id="wf-shared", user_id=f"u{n}"
+            )
+            assert response.status_code == 200, response.text
+            return response.json()["canary_version"]
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            answers = list(pool.map(first_request, range(200)))
+    assert len(set(answers)) == 1
+    rows = stored(Assignment).filter(deployment=canary, identifier="wf-shared")
+    assert rows.count() == 1
+    assert rows.get().assigned_version == answers[0]
+    assert stored(ExecutionLog).filter(deployment=canary).count() == 200
+
+
+def test_a_worker_killed_under_load_leaves_no_answer_unlogged(roles: None, redis_port: int) -> None:
+    canary = make_canary("killed", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    answered: dict[str, str] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def traffic(base: str, lane: int) -> None:
+        n = 0
+        while not stop.is_set():
+            user = f"lane{lane}-{n}"
+            n += 1
+            try:
+                response = execute(base, canary.ruleset_id, token, user_id=user)
+            except requests.RequestException:
+                continue
+            if response.status_code == 200:
+                with lock:
+                    answered[user] = response.json()["canary_version"]
+
+    with granian(workers=2, **server_redis(redis_port)) as server:
+        senders = [threading.Thread(target=traffic, args=(server.base, lane)) for lane in range(8)]
+        for sender in senders:
+            sender.start()
+        time.sleep(1.5)
+        victim = server.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(2.0)  # the server respawns the worker and traffic goes on
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=30)
+    assert len(answered) > 50
+    logged = dict(
+        stored(ExecutionLog).filter(deployment=canary).values_list("user_id", "served_version")
+    )
+    missing = [user for user in answered if user not in logged]
+    assert missing == []
+    assert all(logged[user] == version for user, version in answered.items())
+    # A request cut off after its record was appended is logged without an answer
+    # (at most one per request in flight).
+    assert len(logged) - len(answered) <= 8
