@@ -22,7 +22,11 @@ class Assignment(models.Model):
     """The version one workflow, session or user is pinned to during one canary."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="assignments")
+    # NOTE: no single-column indexes on the foreign keys: the unique constraint and
+    # the look-up indexes lead with the deployment, and versions are never deleted.
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     tier = models.CharField(max_length=16, choices=Tier.choices)
     identifier = models.CharField(max_length=200)
     assigned_version = models.CharField(max_length=2, choices=ServedVersion.choices)
@@ -30,6 +34,7 @@ class Assignment(models.Model):
         RuleSetVersion,
         on_delete=models.PROTECT,
         related_name="+",
+        db_index=False,
         help_text="The rule-set version this context is served.",
     )
     # The request's ids when the decision was made, for look-ups by any of them.

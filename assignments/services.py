@@ -219,6 +219,7 @@ def _ask_redis(
     *,
     ignore_breaker: bool = False,
     execution: sticky.ExecutionEntry | None = None,
+    candidate: str | None = None,
 ) -> sticky.RouteAnswer | None:
     canary = state.canary is not None and state.active is not None
     if not canary and client_check is None:
@@ -232,7 +233,7 @@ def _ask_redis(
         throttle=client_check.throttle if client_check else None,
         deployment_id=state.canary.deployment_id if canary and state.canary else None,
         present=present,
-        candidate=_candidate(state, context) if canary else "",
+        candidate=(candidate or _candidate(state, context)) if canary else "",
         session_ttl=settings.CANARY_SESSION_TTL,
         ignore_breaker=ignore_breaker,
         assignment_record=_assignment_record(state, context, now) if present else b"",
@@ -496,7 +497,12 @@ def _execute_in_one_trip(
     now: datetime,
     client_check: ClientCheck | None,
 ) -> ExecutionResult | None:
-    """The canary execute in one Redis round-trip; None: take the general path."""
+    """The canary execute in one Redis round-trip; None: take the general path.
+
+    The version the context will most likely be served (its bucket's) is
+    evaluated first, so the routing call can append its record; a context
+    pinned to the other version is evaluated again and recorded separately.
+    """
     rid = _canonical(ruleset_id)
     for _ in range(3):
         state = routing_state_for(ruleset_id=rid)
@@ -504,28 +510,21 @@ def _execute_in_one_trip(
             raise NotFound(f"No rule set with id '{ruleset_id}'.")
         if state.canary is None or state.active is None:
             return None
-        outcomes = {
-            router.V1: _evaluate(state.active.rules, input),
-            router.V2: _evaluate(state.canary.rules, input),
+        guess = _candidate(state, context)
+        guessed = _evaluate((state.canary if guess == router.V2 else state.active).rules, input)
+        common = {
+            "deployment_id": state.canary.deployment_id,
+            "v1_version_id": state.active.version_id,
+            "v2_version_id": state.canary.version_id,
+            "user_id": context.user_id or "",
+            "session_id": context.session_id or "",
+            "workflow_id": context.workflow_id or "",
+            "input": input,
+            "created_at": now.timestamp(),
         }
-        entry = sticky.ExecutionEntry(
-            common=orjson.dumps(
-                {
-                    "deployment_id": state.canary.deployment_id,
-                    "v1_version_id": state.active.version_id,
-                    "v2_version_id": state.canary.version_id,
-                    "user_id": context.user_id or "",
-                    "session_id": context.session_id or "",
-                    "workflow_id": context.workflow_id or "",
-                    "input": input,
-                    "created_at": now.timestamp(),
-                }
-            ),
-            v1_outcome=outcomes[router.V1].as_json(),
-            v2_outcome=outcomes[router.V2].as_json(),
-        )
+        entry = sticky.ExecutionEntry(orjson.dumps(common), guess, guessed.as_json())
         try:
-            answer = _ask_redis(state, context, now, client_check, execution=entry)
+            answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
         except (TokenNotCached, RateLimited):
             raise
         except Exception as exc:
@@ -540,12 +539,19 @@ def _execute_in_one_trip(
         if answer.outcome == "breaker":
             return None  # the breaker's full logic, and a separate record
         resolution = _resolution_from(state, context, now, answer, will_execute=True)
-        outcome = outcomes[resolution.canary_version]
-        # Stored by the script already: count it and feed the breaker.
-        hooks.observe_execution(
-            _execution_record(resolution, outcome, input, context, now),
-            resolution.canary_config or {},
-        )
+        config = resolution.canary_config or {}
+        if answer.logged:
+            outcome = guessed
+            # Stored by the routing call already: count it and feed the breaker.
+            hooks.observe_execution(
+                _execution_record(resolution, outcome, input, context, now), config
+            )
+        else:
+            assert resolution.rules is not None
+            outcome = _evaluate(resolution.rules, input)
+            hooks.record_execution(
+                _execution_record(resolution, outcome, input, context, now), config
+            )
         return _result(resolution, outcome)
     return None
 

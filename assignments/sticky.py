@@ -16,18 +16,23 @@ Keys (raw, shared with the script):
 - ``canary:a:<deployment>:<tier>:<identifier>`` -> "v1" / "v2" (sessions:
   "v2|<expiry, epoch seconds>")
 
-An execute evaluates both versions on its input before the call (they are
-deterministic and cost microseconds), so the script can also append the
-execution record of whichever version it routes to (``EXECUTION_STREAM``):
-fields ``v`` (served version), ``c`` (what both share: deployment, ids, input,
-time), ``o1`` and ``o2`` (each version's outcome). One round-trip answers the
-request and makes it durable.
+An execute evaluates, before the call, the version the context will most
+likely get (the one its hash bucket gives, which is what a new context gets and
+what a sticky one was given unless traffic changed since), so the script can
+also append the execution record when it routes there (``EXECUTION_STREAM``):
+fields ``v`` (served version), ``c`` (deployment, ids, input, time) and ``o1``
+or ``o2`` (that version's outcome). One round-trip answers the request and
+makes it durable; when the guess was wrong, the caller evaluates the served
+version and appends its record with a second call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import hiredis
+from redis.exceptions import NoScriptError, ResponseError
 
 from assignments import router
 
@@ -84,11 +89,13 @@ elseif found ~= 1 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[12], '*', 'v', version, 'r', ARGV[11])
   created = 1
 end
-if ARGV[15] ~= '' then
+local logged = 0
+if ARGV[15] ~= '' and version == ARGV[16] then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*',
-    'v', version, 'c', ARGV[15], 'o1', ARGV[16], 'o2', ARGV[17])
+    'v', version, 'c', ARGV[15], 'o' .. string.sub(version, 2), ARGV[17])
+  logged = 1
 end
-return {'ok', user, gen, breaker, found, version, created}
+return {'ok', user, gen, breaker, found, version, created, logged}
 """
 
 _script_cache: dict[int, Any] = {}
@@ -113,6 +120,7 @@ class RouteAnswer:
     version: str | None = None
     created: bool = False
     retry_after: int = 0
+    logged: bool = False
 
 
 def sticky_key(deployment_id: str, tier: str, identifier: str) -> str:
@@ -133,11 +141,11 @@ def breaker_key(deployment_id: str) -> str:
 
 @dataclass(frozen=True)
 class ExecutionEntry:
-    """An execute's record for ``EXECUTION_STREAM`` (JSON documents)."""
+    """An execute's record for ``EXECUTION_STREAM``, if it is served ``version``."""
 
-    common: bytes
-    v1_outcome: bytes
-    v2_outcome: bytes
+    common: bytes  # JSON
+    version: str
+    outcome: bytes  # JSON
 
 
 def _script(client: Any) -> Any:
@@ -147,6 +155,32 @@ def _script(client: Any) -> Any:
         _script_cache.clear()
         _script_cache[id(client)] = script
     return script
+
+
+def _evalsha(client: Any, keys: list[str], args: list[Any]) -> Any:
+    """``EVALSHA`` on the client's own connection, packed by hiredis.
+
+    NOTE: redis-py's command machinery (pool, retries, observability hooks)
+    costs about 40 µs of CPU per call, a fifth of a request; the client here is a
+    single-connection one (``canary.redis``), so the call goes straight to its
+    connection. A script unknown to the server (Redis restarted) is loaded by
+    redis-py's own path once; any other failure drops the connection.
+    """
+    script = _script(client)
+    connection = client.connection
+    try:
+        connection.send_packed_command(
+            [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))],
+            check_health=False,
+        )
+        return connection.read_response()
+    except NoScriptError:
+        return script(keys=keys, args=args)
+    except ResponseError:
+        raise
+    except BaseException:
+        connection.disconnect()
+        raise
 
 
 def _text(value: Any) -> str | None:
@@ -177,8 +211,8 @@ def route(
     ``throttle``: (limit, window seconds, key prefix, key suffix) or None.
     ``deployment_id`` None: no canary, only token, generation and rate are checked.
     ``candidate``: the decision for a new context (with no ids: the request's
-    random draw). ``execution``: append this execute's record for the version
-    routed to (only when the breaker is CLOSED; otherwise nothing is appended).
+    random draw). ``execution``: append this execute's record if it is served
+    ``execution.version`` (``RouteAnswer.logged``).
     """
     present = present or []
     keys = [
@@ -211,10 +245,10 @@ def route(
         f"{now:.6f}",
         expires,
         execution.common if execution else "",
-        execution.v1_outcome if execution else "",
-        execution.v2_outcome if execution else "",
+        execution.version if execution else "",
+        execution.outcome if execution else "",
     ]
-    raw = _script(client)(keys=keys, args=args)
+    raw = _evalsha(client, keys, args)
     outcome = _text(raw[0]) or "ok"
     if outcome == "token":
         return RouteAnswer("token")
@@ -235,4 +269,5 @@ def route(
         int(raw[4]),
         _text(raw[5]),
         bool(raw[6]),
+        logged=bool(raw[7]),
     )

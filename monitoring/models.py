@@ -11,11 +11,16 @@ class ExecutionLog(models.Model):
     """One evaluation during a canary: the raw material of metrics, breaker and compensation."""
 
     id = models.BigAutoField(primary_key=True)
+    # NOTE: no single-column indexes on the foreign keys: the composite indexes
+    # below lead with the deployment, versions are never deleted, and every index
+    # is paid for on each of the many rows the data plane writes.
     deployment = models.ForeignKey(
-        Deployment, on_delete=models.CASCADE, related_name="execution_logs"
+        Deployment, on_delete=models.CASCADE, related_name="execution_logs", db_index=False
     )
     served_version = models.CharField(max_length=2, choices=ServedVersion.choices)
-    version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(
+        RuleSetVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     success = models.BooleanField()
     latency_ms = models.FloatField()
     error_rule = models.CharField(max_length=100, blank=True, default="")

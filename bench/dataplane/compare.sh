@@ -93,7 +93,7 @@ canary_wrk() {  # name script seconds [record]
     local out="$OUT/wrk-$1-$3s.txt" line spy=""
     if [ -n "${4:-}" ] && [ "${PROFILE:-0}" = 1 ]; then
         # py-spy (not a project dependency: .venv/bin/pip install py-spy) on one worker.
-        "$ROOT/.venv/bin/py-spy" record --pid "$(pgrep -P "$SERVER_PID" | head -n1)" --idle \
+        "$ROOT/.venv/bin/py-spy" record --pid "$(pgrep -P "$SERVER_PID" | head -n1)" \
             --rate 200 --format raw --duration "$(( $3 - 2 ))" --output "$OUT/profile-$1.txt" \
             >"$OUT/py-spy-$1.log" 2>&1 &
         spy=$!

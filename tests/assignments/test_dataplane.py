@@ -102,6 +102,30 @@ class TestWithoutCanary:
 
 
 class TestCanary:
+    def test_a_context_pinned_against_its_bucket_is_served_and_logged_as_pinned(
+        self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
+    ) -> None:
+        """Stored before traffic rose, the user keeps v1; its log row is v1's outcome."""
+        lifecycle.deployment_set_traffic(
+            deployment_id=canary_v2.pk, traffic_percentage=0, actor="t"
+        )
+        body = {"input": {"temperature": 26, "zone": "C"}, "user_id": "pinned"}
+        assert execute(caller, ruleset, **body).json()["canary_version"] == "v1"
+        lifecycle.deployment_set_traffic(
+            deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
+        )
+        again = execute(caller, ruleset, **body).json()
+        # v1 raises the alert at 26 degrees, v2 does not: the answer is v1's.
+        assert (again["canary_version"], again["output"]) == ("v1", {"alert": "raise"})
+        assert execute(caller, ruleset, **{**body, "user_id": "new"}).json()["output"] == {
+            "alert": "none"
+        }
+        rows = stored(ExecutionLog).filter(deployment=canary_v2, user_id="pinned")
+        assert [(row.served_version, row.output) for row in rows] == [
+            ("v1", {"alert": "raise"}),
+            ("v1", {"alert": "raise"}),
+        ]
+
     def test_guides_example(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
     ) -> None:
