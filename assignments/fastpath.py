@@ -33,7 +33,7 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework.throttling import SimpleRateThrottle
 
 from assignments import buffer, router, services
-from assignments.api.serializers import IDENTIFIER_PATTERN
+from assignments.api.serializers import IDENTIFIER_PATTERN, execute_answer, resolve_answer
 from assignments.routing import canonical_ruleset_id
 from canary.api.authentication import token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
@@ -110,24 +110,14 @@ class DataPlaneFastPath:
                 resolution = services.dataplane_resolve(
                     ruleset_id=rid, context=context, client_check=check
                 )
-                body = _resolution_body(resolution)
+                body = resolve_answer(resolution)
             else:
                 data = _execute_body(environ)
                 result = services.dataplane_execute(
                     ruleset_id=rid, input=data["input"], context=_context(data), client_check=check
                 )
                 resolution = result.resolution
-                body = {
-                    "success": result.success,
-                    "output": result.output,
-                    "matched_rule": result.matched_rule,
-                    "error": result.error,
-                    "version": resolution.version,
-                    "canary_version": resolution.canary_version,
-                    "deployment_id": resolution.deployment_id,
-                    "assignment_priority": resolution.assignment_priority,
-                    "latency_ms": result.latency_ms,
-                }
+                body = execute_answer(result)
         except (services.TokenNotCached, services.RedisUnavailable) as exc:
             raise _Decline from exc
         except services.RateLimited as exc:
@@ -225,18 +215,6 @@ def _storable(raw: bytes, data: Any) -> bool:
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
         return True
     return json_problem(data) is None
-
-
-def _resolution_body(resolution: services.Resolution) -> dict[str, Any]:
-    return {
-        "ruleset_id": resolution.ruleset_id,
-        "deployment_id": resolution.deployment_id,
-        "version": resolution.version,
-        "version_id": resolution.version_id,
-        "canary_version": resolution.canary_version,
-        "is_canary": resolution.canary_version == "v2",
-        "assignment_priority": resolution.assignment_priority,
-    }
 
 
 def _answer(

@@ -81,14 +81,7 @@ def gunicorn(workers: int = 1, crash: bool = False, **extra_env: str) -> Iterato
         wait_until_up(base, process)
         yield base
     finally:
-        if crash:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process, crash=crash)
 
 
 @dataclass(frozen=True)
@@ -123,14 +116,7 @@ def granian(workers: int = 2, crash: bool = False, **extra_env: str) -> Iterator
         wait_until_up(base, process)
         yield Server(base, process.pid)
     finally:
-        if crash:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process, crash=crash)
 
 
 @contextmanager
@@ -163,6 +149,18 @@ def private_redis(port: int) -> Iterator[subprocess.Popen]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def stop(process: subprocess.Popen, *, crash: bool = False) -> None:
+    """SIGKILL to the whole process group (``crash``, as a machine failure would), else TERM."""
+    if crash:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 30) -> None:

@@ -116,5 +116,34 @@ class AssignmentListOutputSerializer(serializers.Serializer):
     total = serializers.IntegerField()
 
 
+def resolve_answer(resolution: Any) -> dict[str, Any]:
+    """The body of a resolve (``ResolveOutputSerializer``), for the API and the fast path."""
+    return {
+        "ruleset_id": resolution.ruleset_id,
+        "deployment_id": resolution.deployment_id,
+        "version": resolution.version,
+        "version_id": resolution.version_id,
+        "canary_version": resolution.canary_version,
+        "is_canary": resolution.canary_version == "v2",
+        "assignment_priority": resolution.assignment_priority,
+    }
+
+
+def execute_answer(result: Any) -> dict[str, Any]:
+    """The body of an execute (``ExecuteOutputSerializer``), for the API and the fast path."""
+    resolution = result.resolution
+    return {
+        "success": result.success,
+        "output": result.output,
+        "matched_rule": result.matched_rule,
+        "error": result.error,
+        "version": resolution.version,
+        "canary_version": resolution.canary_version,
+        "deployment_id": resolution.deployment_id,
+        "assignment_priority": resolution.assignment_priority,
+        "latency_ms": result.latency_ms,
+    }
+
+
 def max_input_bytes() -> int:
     return settings.CANARY_MAX_INPUT_BYTES

@@ -24,6 +24,8 @@ from assignments.api.serializers import (
     ExecuteInputSerializer,
     ExecuteOutputSerializer,
     ResolveOutputSerializer,
+    execute_answer,
+    resolve_answer,
 )
 from assignments.router import RoutingContext
 from canary.api.pagination import PageNumberPagination
@@ -42,18 +44,6 @@ def _context(data: dict[str, Any]) -> RoutingContext:
         session_id=data.get("session_id"),
         user_id=data.get("user_id"),
     )
-
-
-def _resolution_body(resolution: services.Resolution) -> dict[str, Any]:
-    return {
-        "ruleset_id": resolution.ruleset_id,
-        "deployment_id": resolution.deployment_id,
-        "version": resolution.version,
-        "version_id": resolution.version_id,
-        "canary_version": resolution.canary_version,
-        "is_canary": resolution.canary_version == "v2",
-        "assignment_priority": resolution.assignment_priority,
-    }
 
 
 def _refuse_oversized(request: Request) -> None:
@@ -78,21 +68,8 @@ class ExecuteView(APIView):
         result = services.dataplane_execute(
             ruleset_id=ruleset_id, input=data["input"], context=_context(data)
         )
-        resolution = result.resolution
-        response = Response(
-            {
-                "success": result.success,
-                "output": result.output,
-                "matched_rule": result.matched_rule,
-                "error": result.error,
-                "version": resolution.version,
-                "canary_version": resolution.canary_version,
-                "deployment_id": resolution.deployment_id,
-                "assignment_priority": resolution.assignment_priority,
-                "latency_ms": result.latency_ms,
-            }
-        )
-        response["X-Canary-Version"] = resolution.canary_version
+        response = Response(execute_answer(result))
+        response["X-Canary-Version"] = result.resolution.canary_version
         return response
 
 
@@ -104,7 +81,7 @@ class ResolveView(APIView):
     def get(self, request: Request, ruleset_id: str) -> Response:
         data = validated(ContextQuerySerializer, request.query_params.dict())
         resolution = services.dataplane_resolve(ruleset_id=ruleset_id, context=_context(data))
-        response = Response(_resolution_body(resolution))
+        response = Response(resolve_answer(resolution))
         response["X-Canary-Version"] = resolution.canary_version
         return response
 

@@ -78,6 +78,10 @@ TOKEN="$("$PY" manage.py canary_user bench --role approver | tail -n 1)"
 RULESET_ID="$(awk -F= '$1 == "RULESET_ID" {print $2}' "$OUT/seed.env")"
 V2_DEPLOYMENT_ID="$(awk -F= '$1 == "V2_DEPLOYMENT_ID" {print $2}' "$OUT/seed.env")"
 
+echo "== in-process CPU per request (no server, no load generator)"
+"$PY" "$HERE/inprocess.py" --ruleset "$RULESET_ID" --token "$TOKEN" --requests "${INPROCESS_REQUESTS:-3000}" \
+    | tee "$OUT/inprocess.txt" | sed 's/^/  /'
+
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:${PORT}"
 CANARY_BIND="127.0.0.1:${PORT}" CANARY_SERVE_MIGRATE=0 \
