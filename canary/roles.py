@@ -15,6 +15,11 @@ APPROVER = "Approver"
 ADMIN = "Admin"
 ROLE_BY_NAME = {"viewer": VIEWER, "approver": APPROVER, "admin": ADMIN}
 
+# Running a version on an arbitrary input (the test endpoint and the admin's test
+# form) costs evaluation time on the server, so it belongs to those who may
+# author versions: Approver and up.
+TEST_RULESETVERSION = "deployments.add_rulesetversion"
+
 _VIEW = [
     ("deployments", "view_ruleset"),
     ("deployments", "view_rulesetversion"),

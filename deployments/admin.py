@@ -36,13 +36,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from canary.errors import DomainError, NotFound, ValidationFailed
+from canary.roles import TEST_RULESETVERSION
 from deployments import admin_panels, selectors, services, transitions
 from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
 from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
 
 CHANGE_DEPLOYMENT = "deployments.change_deployment"
 DELETE_DEPLOYMENT = "deployments.delete_deployment"
-VIEW_RULESETVERSION = "deployments.view_rulesetversion"
 NONE = "—"
 
 
@@ -271,16 +271,20 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        context = {
-            "test_form": RuleSetTestForm(initial={"input": {}}),
-            "test_url": reverse("admin:deployments_rulesetversion_test", args=[object_id]),
-            **(extra_context or {}),
-        }
+        context = dict(extra_context or {})
+        if request.user.has_perm(TEST_RULESETVERSION):
+            context.setdefault("test_form", RuleSetTestForm(initial={"input": {}}))
+            context.setdefault(
+                "test_url", reverse("admin:deployments_rulesetversion_test", args=[object_id])
+            )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """GET shows the form, POST runs it: a dry run that routes and records nothing."""
-        if not request.user.has_perm(VIEW_RULESETVERSION):
+        """GET shows the form, POST runs it: a dry run that routes and records nothing.
+
+        Approver and up, like ``POST /rulesets/{id}/test``: it spends evaluation time.
+        """
+        if not request.user.has_perm(TEST_RULESETVERSION):
             raise PermissionDenied
         version = (
             RuleSetVersion.objects.select_related("ruleset")

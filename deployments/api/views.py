@@ -10,7 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from canary.api.limits import refuse_oversized_body
 from canary.api.permissions import RolePermission
+from canary.roles import TEST_RULESETVERSION
 from deployments import selectors, services
 from deployments.api.serializers import (
     DeploymentCreateInputSerializer,
@@ -43,7 +45,7 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         "create": "deployments.add_ruleset",
         "versions": "deployments.view_rulesetversion",
         "create_version": "deployments.add_rulesetversion",
-        "test": "deployments.view_rulesetversion",
+        "test": TEST_RULESETVERSION,
     }
 
     def get_queryset(self) -> Any:
@@ -83,6 +85,7 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @extend_schema(request=RuleSetTestInputSerializer, responses=RuleSetTestOutputSerializer)
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: str) -> Response:
+        refuse_oversized_body(request)
         ruleset = self.get_object()
         data = validated(RuleSetTestInputSerializer, request.data)
         result = services.ruleset_test(ruleset=ruleset, **data)

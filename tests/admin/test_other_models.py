@@ -28,7 +28,7 @@ def version_of(ruleset: RuleSet, name: str) -> RuleSetVersion:
 def test_version_page_shows_rules_readably_with_a_test_form(console: Console, ruleset: RuleSet):
     version = version_of(ruleset, "v2.0.0")
     url = reverse("admin:deployments_rulesetversion_change", args=[version.pk])
-    body = console("viewer").get(url).content.decode()
+    body = console("approver").get(url).content.decode()
     assert "<code>input.temperature &gt; 27</code>" in body
     assert "<code>input.zone in [&quot;A&quot;, &quot;B&quot;]</code>" in body
     assert "Test this version" in body
@@ -38,7 +38,7 @@ def test_version_page_shows_rules_readably_with_a_test_form(console: Console, ru
 def test_the_test_form_runs_the_test_service(console: Console, ruleset: RuleSet):
     version = version_of(ruleset, "v2.0.0")
     url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
-    response = console("viewer").post(
+    response = console("approver").post(
         url,
         {
             "input": json.dumps({"temperature": 28, "zone": "C"}),
@@ -66,13 +66,25 @@ def test_the_test_form_reports_a_mismatch_and_an_evaluation_error(
     assert "rule hot:" in missing_key.content.decode()
 
 
+def test_a_viewer_sees_the_rules_but_may_not_run_the_test_form(console: Console, ruleset: RuleSet):
+    version = version_of(ruleset, "v2.0.0")
+    client = console("viewer")
+    page = client.get(reverse("admin:deployments_rulesetversion_change", args=[version.pk]))
+    body = page.content.decode()
+    assert "<code>input.temperature &gt; 27</code>" in body
+    assert "Test this version" not in body
+    url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"input": '{"temperature": 28}'}).status_code == 403
+
+
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]"])
 def test_the_test_form_refuses_bad_input_with_a_message(
     console: Console, ruleset: RuleSet, raw: str
 ):
     version = version_of(ruleset, "v1.0.0")
     url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
-    response = console("viewer").post(url, {"input": raw})
+    response = console("approver").post(url, {"input": raw})
     assert response.status_code == 200
     assert response.context["result"] is None
     assert any("Test refused: Input:" in str(m) for m in get_messages(response.wsgi_request))
