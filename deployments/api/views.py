@@ -19,6 +19,8 @@ from deployments.api.serializers import (
     DeploymentEventOutputSerializer,
     DeploymentOutputSerializer,
     DeploymentUpdateInputSerializer,
+    DeprecateInputSerializer,
+    PromoteInputSerializer,
     RollbackInputSerializer,
     RuleSetCreateInputSerializer,
     RuleSetOutputSerializer,
@@ -119,6 +121,11 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         self.check_object_permissions(self.request, deployment)
         return deployment
 
+    @staticmethod
+    def _expected_status(data: dict[str, Any], seen: Any) -> str:
+        """The status the caller named, else the one this request read: compare-and-set."""
+        return data.pop("expected_status", None) or seen.status
+
     def _respond(self, deployment: Any, code: int = status.HTTP_200_OK) -> Response:
         fresh = selectors.deployment_get(deployment_id=deployment.pk)
         return Response(DeploymentOutputSerializer(fresh).data, status=code)
@@ -160,7 +167,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             actor=request.user,
             canary_pct=data.get("canary_pct"),
             canary_target_filter=dict(target_filter) if target_filter else None,
-            expected_status=seen.status,
+            expected_status=self._expected_status(data, seen),
         )
         return self._respond(deployment)
 
@@ -169,17 +176,19 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def traffic(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
         data = validated(TrafficInputSerializer, request.data)
+        expected_status = self._expected_status(data, seen)
         deployment = services.deployment_set_traffic(
-            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+            deployment_id=pk, actor=request.user, expected_status=expected_status, **data
         )
         return self._respond(deployment)
 
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=PromoteInputSerializer, responses=DeploymentOutputSerializer)
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
+        data = validated(PromoteInputSerializer, request.data)
         deployment = services.deployment_promote(
-            deployment_id=pk, actor=request.user, expected_status=seen.status
+            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
         )
         return self._respond(deployment)
 
@@ -188,17 +197,19 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def rollback(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
         data = validated(RollbackInputSerializer, request.data)
+        expected_status = self._expected_status(data, seen)
         deployment = services.deployment_rollback(
-            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+            deployment_id=pk, actor=request.user, expected_status=expected_status, **data
         )
         return self._respond(deployment)
 
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=DeprecateInputSerializer, responses=DeploymentOutputSerializer)
     @action(detail=True, methods=["post"])
     def deprecate(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
+        data = validated(DeprecateInputSerializer, request.data)
         deployment = services.deployment_deprecate(
-            deployment_id=pk, actor=request.user, expected_status=seen.status
+            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
         )
         return self._respond(deployment)
 
