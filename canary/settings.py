@@ -253,6 +253,10 @@ CANARY_THROTTLE_RATES = {
 # Wrong tokens allowed per client address per minute before 429s; 0 turns it off.
 CANARY_AUTH_FAILURES_PER_MINUTE = env_int("CANARY_AUTH_FAILURES_PER_MINUTE", 20)
 
+# When set, GET /metrics needs `Authorization: Bearer <this token>` (401 otherwise);
+# unset, the endpoint is open and must be reachable only inside the network.
+CANARY_METRICS_TOKEN = os.environ.get("CANARY_METRICS_TOKEN", "")
+
 # Largest execute request body; larger ones are refused with a 400 naming `input`.
 CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
 
