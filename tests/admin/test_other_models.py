@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from unittest.mock import patch
 
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from assignments.models import Assignment
 from deployments.models import Deployment, RuleSet, RuleSetVersion
@@ -161,6 +163,46 @@ def test_periodic_jobs_visible_to_every_role(console: Console):
     url = reverse("admin:django_celery_beat_periodictask_changelist")
     for role in ("viewer", "approver", "admin"):
         assert console(role).get(url).status_code == 200
+
+
+def monitor_task() -> PeriodicTask:
+    return PeriodicTask.objects.get(name="canary-monitor")
+
+
+PERIODIC_ACTIONS = ["disable_tasks", "toggle_tasks", "enable_tasks", "run_tasks"]
+
+
+@pytest.mark.parametrize("action", PERIODIC_ACTIONS)
+@pytest.mark.parametrize("role", ["viewer", "approver"])
+def test_viewers_and_approvers_cannot_act_on_periodic_jobs(
+    console: Console, role: str, action: str
+):
+    task = monitor_task()
+    assert task.enabled
+    client = console(role)
+    url = reverse("admin:django_celery_beat_periodictask_changelist")
+    with patch("celery.app.task.Task.apply_async") as sent:
+        response = client.post(url, {"action": action, "_selected_action": [task.pk], "index": "0"})
+    assert response.status_code in (200, 302, 403)
+    assert monitor_task().enabled is True
+    assert sent.call_count == 0
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.context["action_form"] is None  # no actions offered
+    change = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+    assert client.post(change, {"name": task.name, "enabled": ""}).status_code == 403
+    assert monitor_task().enabled is True
+
+
+def test_admin_role_may_disable_and_enable_periodic_jobs(console: Console):
+    task = monitor_task()
+    client = console("admin")
+    url = reverse("admin:django_celery_beat_periodictask_changelist")
+    assert client.get(url).context["action_form"] is not None
+    client.post(url, {"action": "disable_tasks", "_selected_action": [task.pk], "index": "0"})
+    assert monitor_task().enabled is False
+    client.post(url, {"action": "enable_tasks", "_selected_action": [task.pk], "index": "0"})
+    assert monitor_task().enabled is True
 
 
 @pytest.mark.parametrize(
