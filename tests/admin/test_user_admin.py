@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -13,7 +14,9 @@ pytestmark = pytest.mark.django_db
 def login(username: str, role: str) -> Client:
     call_command("canary_user", username, "--role", role, "--password", "a-long-password-1")
     client = Client()
-    assert client.login(username=username, password="a-long-password-1")
+    # NOTE: django-axes checks every authenticate() against its lockout and needs
+    # the request to know the address; the test client's login() has none.
+    assert client.login(request=HttpRequest(), username=username, password="a-long-password-1")
     return client
 
 
