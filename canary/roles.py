@@ -15,6 +15,11 @@ APPROVER = "Approver"
 ADMIN = "Admin"
 ROLE_BY_NAME = {"viewer": VIEWER, "approver": APPROVER, "admin": ADMIN}
 
+# Running a version on an arbitrary input (the test endpoint and the admin's test
+# form) costs evaluation time on the server, so it belongs to those who may
+# author versions: Approver and up.
+TEST_RULESETVERSION = "deployments.add_rulesetversion"
+
 _VIEW = [
     ("deployments", "view_ruleset"),
     ("deployments", "view_rulesetversion"),
@@ -84,3 +89,70 @@ def _ensure_permissions_exist(apps: Any) -> None:
 
     for app_config in global_apps.get_app_configs():
         create_permissions(app_config, verbosity=0, apps=apps)
+
+
+# --- who may manage whom ------------------------------------------------------------
+#
+# The Admin role manages users, but must never make anyone (itself included) more
+# powerful than itself: otherwise `change_user` alone would let an Admin set a
+# superuser's password, or put someone in a group holding more than the Admin
+# holds, and then act as them. A non-superuser may change, delete or issue a
+# token for only the users whose permissions are a subset of its own, and may
+# grant only the groups whose permissions are a subset of its own.
+
+
+def granted_permissions(user: Any) -> set[str]:
+    """Every ``app_label.codename`` granted to ``user`` directly or through groups.
+
+    NOTE: unlike ``get_all_permissions`` this ignores ``is_active``: an inactive
+    user's grants come back the moment someone reactivates it.
+    """
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    rows = (
+        Permission.objects.filter(Q(user=user) | Q(group__user=user))
+        .values_list("content_type__app_label", "codename")
+        .distinct()
+    )
+    return {f"{app_label}.{codename}" for app_label, codename in rows}
+
+
+def may_manage_user(actor: Any, target: Any) -> bool:
+    """True when ``actor`` may change, delete or issue a token for ``target``."""
+    if actor.is_superuser:
+        return True
+    if target.is_superuser or (target.is_staff and not actor.is_staff):
+        return False
+    return granted_permissions(target) <= granted_permissions(actor)
+
+
+def grantable_groups(actor: Any) -> Any:
+    """The groups ``actor`` may put a user in: those granting nothing ``actor`` lacks."""
+    from django.contrib.auth.models import Group
+
+    groups = Group.objects.all()
+    if actor.is_superuser:
+        return groups
+    held = granted_permissions(actor)
+    allowed = [
+        group.pk
+        for group in groups.prefetch_related("permissions__content_type")
+        if {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()} <= held
+    ]
+    return Group.objects.filter(pk__in=allowed)
+
+
+def manageable_users(actor: Any) -> Any:
+    """The users ``actor`` may manage (see ``may_manage_user``)."""
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.all()
+    if actor.is_superuser:
+        return users
+    held = granted_permissions(actor)
+    candidates = users.filter(is_superuser=False)
+    if not actor.is_staff:
+        candidates = candidates.filter(is_staff=False)
+    allowed = [user.pk for user in candidates if granted_permissions(user) <= held]
+    return users.filter(pk__in=allowed)

@@ -8,6 +8,7 @@ shared state to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "deployments",
     "assignments",
     "monitoring",
@@ -80,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "canary.urls"
@@ -147,6 +151,14 @@ else:
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "routing": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
     }
+
+# Admin console logins go through django-axes first, which refuses a locked-out
+# username or address before any password is checked. API tokens never call
+# authenticate() and are limited by CANARY_AUTH_FAILURES_PER_MINUTE instead.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -253,6 +265,31 @@ CANARY_THROTTLE_RATES = {
 # Wrong tokens allowed per client address per minute before 429s; 0 turns it off.
 CANARY_AUTH_FAILURES_PER_MINUTE = env_int("CANARY_AUTH_FAILURES_PER_MINUTE", 20)
 
+# When set, GET /metrics needs `Authorization: Bearer <this token>` (401 otherwise);
+# unset, the endpoint is open and must be reachable only inside the network.
+CANARY_METRICS_TOKEN = os.environ.get("CANARY_METRICS_TOKEN", "")
+
+# Admin console login lockout (django-axes, attempts stored in the database so
+# every process shares them): CANARY_LOGIN_FAILURE_LIMIT failed logins for one
+# username, or from one client address, lock that username or address out for
+# CANARY_LOGIN_LOCKOUT_MINUTES (counted from the last failure); 0 turns it off.
+CANARY_LOGIN_FAILURE_LIMIT = env_int("CANARY_LOGIN_FAILURE_LIMIT", 10)
+CANARY_LOGIN_LOCKOUT_MINUTES = env_int("CANARY_LOGIN_LOCKOUT_MINUTES", 15)
+# Proxies in front of the service that append the client to X-Forwarded-For;
+# 0 means clients connect directly and REMOTE_ADDR is the client.
+CANARY_TRUSTED_PROXY_COUNT = env_int("CANARY_TRUSTED_PROXY_COUNT", 0)
+AXES_ENABLED = CANARY_LOGIN_FAILURE_LIMIT > 0
+AXES_FAILURE_LIMIT = max(CANARY_LOGIN_FAILURE_LIMIT, 1)
+AXES_COOLOFF_TIME = timedelta(minutes=max(CANARY_LOGIN_LOCKOUT_MINUTES, 1))
+# Either counter locks: one username from many addresses, or one address trying many usernames.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "canary.login_lockout.client_address"
+# NOTE: a success must not wipe an address's failures, or a guesser holding any
+# valid login could reset its own counter between guesses.
+AXES_RESET_ON_SUCCESS = False
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_HTTP_RESPONSE_CODE = 429
+
 # Largest execute request body; larger ones are refused with a 400 naming `input`.
 CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
 
@@ -287,7 +324,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django_guid": {"level": "WARNING"}},
+    # axes: its start banner and per-attempt notes are INFO; lockouts stay visible.
+    "loggers": {"django_guid": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # The data plane's routing state lives in each process; it is re-validated

@@ -34,15 +34,22 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from canary.errors import DomainError, NotFound, ValidationFailed
+from canary.roles import (
+    TEST_RULESETVERSION,
+    grantable_groups,
+    manageable_users,
+    may_manage_user,
+)
 from deployments import admin_panels, selectors, services, transitions
 from deployments.choices import CompensationStrategy, DeploymentStatus, EventAction
 from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
 
 CHANGE_DEPLOYMENT = "deployments.change_deployment"
 DELETE_DEPLOYMENT = "deployments.delete_deployment"
-VIEW_RULESETVERSION = "deployments.view_rulesetversion"
 NONE = "—"
 
 
@@ -271,16 +278,20 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        context = {
-            "test_form": RuleSetTestForm(initial={"input": {}}),
-            "test_url": reverse("admin:deployments_rulesetversion_test", args=[object_id]),
-            **(extra_context or {}),
-        }
+        context = dict(extra_context or {})
+        if request.user.has_perm(TEST_RULESETVERSION):
+            context.setdefault("test_form", RuleSetTestForm(initial={"input": {}}))
+            context.setdefault(
+                "test_url", reverse("admin:deployments_rulesetversion_test", args=[object_id])
+            )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """GET shows the form, POST runs it: a dry run that routes and records nothing."""
-        if not request.user.has_perm(VIEW_RULESETVERSION):
+        """GET shows the form, POST runs it: a dry run that routes and records nothing.
+
+        Approver and up, like ``POST /rulesets/{id}/test``: it spends evaluation time.
+        """
+        if not request.user.has_perm(TEST_RULESETVERSION):
             raise PermissionDenied
         version = (
             RuleSetVersion.objects.select_related("ruleset")
@@ -1123,18 +1134,61 @@ class DeploymentEventAdmin(ReadOnlyAdmin):
 
 
 class RoleUserAdmin(UserAdmin):
-    """Admins manage users, roles and tokens; only superusers grant superuser or raw permissions.
+    """Admins manage users, roles and tokens, but never anyone more powerful than themselves.
 
     Without this, the Admin role's ``change_user`` would let an Admin make
-    themselves (or anyone) a superuser.
+    themselves (or anyone) a superuser, set a superuser's password, or join a
+    group holding more than the Admin holds. The rules are ``canary.roles``'s
+    (``may_manage_user``, ``grantable_groups``); this class only applies them.
     """
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         readonly = tuple(super().get_readonly_fields(request, obj))
         if request.user.is_superuser:
             return readonly
-        return (*readonly, "is_superuser", "user_permissions")
+        extra = ["is_superuser", "user_permissions"]
+        if not request.user.is_staff:
+            extra.append("is_staff")
+        return (*readonly, *extra)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or may_manage_user(request.user, obj))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or may_manage_user(request.user, obj))
+
+    def formfield_for_manytomany(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "groups":
+            kwargs["queryset"] = grantable_groups(request.user)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class ManagedTokenAdmin(TokenAdmin):
+    """Tokens only for users the editor may manage: a token is the user's whole power."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(user__in=manageable_users(request.user))
+
+    def formfield_for_foreignkey(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "user":
+            kwargs["queryset"] = manageable_users(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or may_manage_user(request.user, obj.user))
 
 
 admin.site.unregister(User)
 admin.site.register(User, RoleUserAdmin)
+admin.site.unregister(TokenProxy)
+admin.site.register(TokenProxy, ManagedTokenAdmin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,31 +16,52 @@ class CanaryConfigError(ValueError):
         self.errors = errors
 
 
-def _int_between(low: int, high: int | None) -> Callable[[Any], str | None]:
+# Every number has an upper bound, so nothing accepted here can overflow a float
+# or a timer later (the data plane, the breaker and the monitor read these).
+MAX_DURATION_MINUTES = 7 * 24 * 60  # a week
+MAX_MIN_SAMPLES = 1_000_000
+MAX_FAILURE_THRESHOLD = 10_000
+MAX_BREAKER_COOLDOWN_SECONDS = 24 * 60 * 60  # a day
+MAX_LATENCY_MULTIPLIER = 100
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return "Must be an integer."
-        if value < low or (high is not None and value > high):
-            upper = f" and at most {high}" if high is not None else ""
-            return f"Must be at least {low}{upper}."
+        # NOTE: JSON integers have no size limit (10**400 parses); compare as ints,
+        # never through float(), which would overflow.
+        if not low <= value <= high:
+            return f"Must be at least {low} and at most {high}."
         return None
 
     return check
 
 
-def _fraction(value: Any) -> str | None:
+def _finite_number(value: Any) -> str | None:
+    """A JSON number that is not a bool, infinity or NaN (a float overflowing on parse is inf)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "Must be a number."
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Must be a finite number."
+    return None
+
+
+def _fraction(value: Any) -> str | None:
+    problem = _finite_number(value)
+    if problem:
+        return problem
     if not 0 <= value <= 1:
         return "Must be between 0 and 1."
     return None
 
 
-def _greater_than_one(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "Must be a number."
-    if value <= 1:
-        return "Must be greater than 1."
+def _multiplier(value: Any) -> str | None:
+    problem = _finite_number(value)
+    if problem:
+        return problem
+    if not 1 < value <= MAX_LATENCY_MULTIPLIER:
+        return f"Must be greater than 1 and at most {MAX_LATENCY_MULTIPLIER}."
     return None
 
 
@@ -57,15 +79,15 @@ class Field:
 FIELDS: dict[str, Field] = {
     "initial_traffic_percentage": Field(10, _int_between(1, 100)),
     "increment": Field(10, _int_between(1, 100)),
-    "duration_minutes": Field(60, _int_between(1, 525_600)),  # a year
+    "duration_minutes": Field(60, _int_between(1, MAX_DURATION_MINUTES)),
     "success_threshold": Field(0.95, _fraction, float),
     "error_threshold": Field(0.05, _fraction, float),
-    "latency_multiplier": Field(2.0, _greater_than_one, float),
-    "min_samples": Field(20, _int_between(1, None)),
+    "latency_multiplier": Field(2.0, _multiplier, float),
+    "min_samples": Field(20, _int_between(1, MAX_MIN_SAMPLES)),
     "auto_rollback": Field(True, _boolean),
     "auto_progress": Field(False, _boolean),
-    "failure_threshold": Field(5, _int_between(1, None)),
-    "breaker_cooldown_seconds": Field(60, _int_between(1, None)),
+    "failure_threshold": Field(5, _int_between(1, MAX_FAILURE_THRESHOLD)),
+    "breaker_cooldown_seconds": Field(60, _int_between(1, MAX_BREAKER_COOLDOWN_SECONDS)),
 }
 
 

@@ -18,6 +18,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from assignments.admin import DeploymentFilter
 from deployments import admin_panels
@@ -138,3 +140,22 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
 def _json_block(value: Any) -> SafeString:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return format_html('<pre class="canary-json">{}</pre>', text)
+
+
+class RolePeriodicTaskAdmin(PeriodicTaskAdmin):
+    """The monitor's schedule: every console user reads it, only the Admin role acts on it.
+
+    django-celery-beat offers its enable/disable/toggle/run actions to anyone who
+    may view the changelist, so a Viewer could switch the monitor off. Actions
+    here need ``change_periodictask`` (Admin role, or a superuser); without it
+    the list offers none, and a forged POST of one changes nothing.
+    """
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        if not self.has_change_permission(request):
+            return {}
+        return super().get_actions(request)
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, RolePeriodicTaskAdmin)

@@ -12,7 +12,7 @@ INDEXES = {
 class Migration(migrations.Migration):
     dependencies = [
         ("assignments", "0002_roles"),
-        ("deployments", "0004_ruleset_routing_generation"),
+        ("deployments", "0005_ruleset_routing_generation"),
     ]
 
     operations = [

@@ -11,7 +11,8 @@ class RolePermission(BasePermission):
 
     Roles are groups holding model permissions (see ``deployments.roles``), so the
     API and the admin enforce the same rules. An action the view does not list is
-    refused: a new endpoint must state who may call it.
+    refused: a new endpoint must state who may call it. OPTIONS only describes an
+    endpoint, so any authenticated caller gets it, whatever the view's actions.
     """
 
     message = "Your role does not allow this action."
@@ -20,6 +21,10 @@ class RolePermission(BasePermission):
         user = request.user
         if not (user and user.is_authenticated):
             return False
+        # NOTE: plain APIViews name their one action as a class attribute, which
+        # would otherwise apply to OPTIONS too; viewsets already say "metadata".
+        if request.method == "OPTIONS":
+            return True
         action = getattr(view, "action", None) or "metadata"
         permissions: dict[str, str | None] = getattr(view, "required_permissions", {})
         if action == "metadata":

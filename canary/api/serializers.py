@@ -20,9 +20,20 @@ class StrictInputSerializer(serializers.Serializer):
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.JSONField):
-    """A JSON value that must be an object."""
+    """A JSON value that must be an object; a key whose value is not valid JSON is named."""
 
     def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            # NOTE: `1e400` parses to infinity, which strict JSON cannot hold; say which
+            # key carried it rather than only that the object is invalid.
+            invalid: dict[str, list[str]] = {}
+            for key, item in data.items():
+                try:
+                    super().to_internal_value(item)
+                except serializers.ValidationError:
+                    invalid[str(key)] = ["Must be valid JSON: numbers must be finite."]
+            if invalid:
+                raise serializers.ValidationError(invalid)
         value = super().to_internal_value(data)
         if value is not None and not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from canary.api.serializers import JSONObjectField, StrictCharField, StrictInputSerializer
 from deployments import transitions
-from deployments.choices import CompensationStrategy
+from deployments.choices import CompensationStrategy, DeploymentStatus
 from deployments.models import (
     SEMVER_PATTERN,
     Deployment,
@@ -134,6 +134,22 @@ class DeploymentUpdateInputSerializer(StrictInputSerializer):
     )
 
 
+class LifecycleInputSerializer(StrictInputSerializer):
+    """Every lifecycle call may say which status it acts on: a compare-and-set.
+
+    Without it the API acts on the status it reads at the start of the request;
+    with it, a deployment found in any other status is a 409 and nothing changes
+    (a rollback aimed at a canary never rolls back the release a colleague's
+    promote just made of it).
+    """
+
+    expected_status = serializers.ChoiceField(
+        choices=DeploymentStatus.choices,
+        required=False,
+        help_text="Act only if the deployment is in this status; otherwise 409 and no change.",
+    )
+
+
 class TargetFilterSerializer(StrictInputSerializer):
     user_ids = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, allow_null=True, max_length=10_000
@@ -143,7 +159,7 @@ class TargetFilterSerializer(StrictInputSerializer):
     )
 
 
-class StartCanaryInputSerializer(StrictInputSerializer):
+class StartCanaryInputSerializer(LifecycleInputSerializer):
     canary_pct = serializers.IntegerField(
         min_value=1,
         max_value=100,
@@ -154,13 +170,21 @@ class StartCanaryInputSerializer(StrictInputSerializer):
     canary_target_filter = TargetFilterSerializer(required=False, allow_null=True)
 
 
-class TrafficInputSerializer(StrictInputSerializer):
+class TrafficInputSerializer(LifecycleInputSerializer):
     traffic_percentage = serializers.IntegerField(min_value=0, max_value=100)
 
 
-class RollbackInputSerializer(StrictInputSerializer):
+class RollbackInputSerializer(LifecycleInputSerializer):
     reason = StrictCharField(max_length=MAX_REASON)
     apply_compensation = serializers.BooleanField(default=True)
+
+
+class PromoteInputSerializer(LifecycleInputSerializer):
+    pass
+
+
+class DeprecateInputSerializer(LifecycleInputSerializer):
+    pass
 
 
 class DeploymentOutputSerializer(serializers.ModelSerializer):

@@ -10,13 +10,17 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from canary.api.limits import refuse_oversized_body
 from canary.api.permissions import RolePermission
+from canary.roles import TEST_RULESETVERSION
 from deployments import selectors, services
 from deployments.api.serializers import (
     DeploymentCreateInputSerializer,
     DeploymentEventOutputSerializer,
     DeploymentOutputSerializer,
     DeploymentUpdateInputSerializer,
+    DeprecateInputSerializer,
+    PromoteInputSerializer,
     RollbackInputSerializer,
     RuleSetCreateInputSerializer,
     RuleSetOutputSerializer,
@@ -43,7 +47,7 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         "create": "deployments.add_ruleset",
         "versions": "deployments.view_rulesetversion",
         "create_version": "deployments.add_rulesetversion",
-        "test": "deployments.view_rulesetversion",
+        "test": TEST_RULESETVERSION,
     }
 
     def get_queryset(self) -> Any:
@@ -83,6 +87,7 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @extend_schema(request=RuleSetTestInputSerializer, responses=RuleSetTestOutputSerializer)
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: str) -> Response:
+        refuse_oversized_body(request)
         ruleset = self.get_object()
         data = validated(RuleSetTestInputSerializer, request.data)
         result = services.ruleset_test(ruleset=ruleset, **data)
@@ -115,6 +120,11 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         deployment = selectors.deployment_get(deployment_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, deployment)
         return deployment
+
+    @staticmethod
+    def _expected_status(data: dict[str, Any], seen: Any) -> str:
+        """The status the caller named, else the one this request read: compare-and-set."""
+        return data.pop("expected_status", None) or seen.status
 
     def _respond(self, deployment: Any, code: int = status.HTTP_200_OK) -> Response:
         fresh = selectors.deployment_get(deployment_id=deployment.pk)
@@ -157,7 +167,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             actor=request.user,
             canary_pct=data.get("canary_pct"),
             canary_target_filter=dict(target_filter) if target_filter else None,
-            expected_status=seen.status,
+            expected_status=self._expected_status(data, seen),
         )
         return self._respond(deployment)
 
@@ -166,17 +176,19 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def traffic(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
         data = validated(TrafficInputSerializer, request.data)
+        expected_status = self._expected_status(data, seen)
         deployment = services.deployment_set_traffic(
-            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+            deployment_id=pk, actor=request.user, expected_status=expected_status, **data
         )
         return self._respond(deployment)
 
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=PromoteInputSerializer, responses=DeploymentOutputSerializer)
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
+        data = validated(PromoteInputSerializer, request.data)
         deployment = services.deployment_promote(
-            deployment_id=pk, actor=request.user, expected_status=seen.status
+            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
         )
         return self._respond(deployment)
 
@@ -185,17 +197,19 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def rollback(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
         data = validated(RollbackInputSerializer, request.data)
+        expected_status = self._expected_status(data, seen)
         deployment = services.deployment_rollback(
-            deployment_id=pk, actor=request.user, expected_status=seen.status, **data
+            deployment_id=pk, actor=request.user, expected_status=expected_status, **data
         )
         return self._respond(deployment)
 
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=DeprecateInputSerializer, responses=DeploymentOutputSerializer)
     @action(detail=True, methods=["post"])
     def deprecate(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
+        data = validated(DeprecateInputSerializer, request.data)
         deployment = services.deployment_deprecate(
-            deployment_id=pk, actor=request.user, expected_status=seen.status
+            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
         )
         return self._respond(deployment)
 

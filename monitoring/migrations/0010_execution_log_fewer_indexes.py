@@ -11,7 +11,7 @@ INDEXES = {
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("deployments", "0004_ruleset_routing_generation"),
+        ("deployments", "0005_ruleset_routing_generation"),
         ("monitoring", "0009_window_index"),
     ]
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from unittest.mock import patch
 
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from assignments.models import Assignment
 from deployments.models import Deployment, RuleSet, RuleSetVersion
@@ -29,7 +31,7 @@ def version_of(ruleset: RuleSet, name: str) -> RuleSetVersion:
 def test_version_page_shows_rules_readably_with_a_test_form(console: Console, ruleset: RuleSet):
     version = version_of(ruleset, "v2.0.0")
     url = reverse("admin:deployments_rulesetversion_change", args=[version.pk])
-    body = console("viewer").get(url).content.decode()
+    body = console("approver").get(url).content.decode()
     assert "<code>input.temperature &gt; 27</code>" in body
     assert "<code>input.zone in [&quot;A&quot;, &quot;B&quot;]</code>" in body
     assert "Test this version" in body
@@ -39,7 +41,7 @@ def test_version_page_shows_rules_readably_with_a_test_form(console: Console, ru
 def test_the_test_form_runs_the_test_service(console: Console, ruleset: RuleSet):
     version = version_of(ruleset, "v2.0.0")
     url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
-    response = console("viewer").post(
+    response = console("approver").post(
         url,
         {
             "input": json.dumps({"temperature": 28, "zone": "C"}),
@@ -67,13 +69,25 @@ def test_the_test_form_reports_a_mismatch_and_an_evaluation_error(
     assert "rule hot:" in missing_key.content.decode()
 
 
+def test_a_viewer_sees_the_rules_but_may_not_run_the_test_form(console: Console, ruleset: RuleSet):
+    version = version_of(ruleset, "v2.0.0")
+    client = console("viewer")
+    page = client.get(reverse("admin:deployments_rulesetversion_change", args=[version.pk]))
+    body = page.content.decode()
+    assert "<code>input.temperature &gt; 27</code>" in body
+    assert "Test this version" not in body
+    url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"input": '{"temperature": 28}'}).status_code == 403
+
+
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]"])
 def test_the_test_form_refuses_bad_input_with_a_message(
     console: Console, ruleset: RuleSet, raw: str
 ):
     version = version_of(ruleset, "v1.0.0")
     url = reverse("admin:deployments_rulesetversion_test", args=[version.pk])
-    response = console("viewer").post(url, {"input": raw})
+    response = console("approver").post(url, {"input": raw})
     assert response.status_code == 200
     assert response.context["result"] is None
     assert any("Test refused: Input:" in str(m) for m in get_messages(response.wsgi_request))
@@ -150,6 +164,46 @@ def test_periodic_jobs_visible_to_every_role(console: Console):
     url = reverse("admin:django_celery_beat_periodictask_changelist")
     for role in ("viewer", "approver", "admin"):
         assert console(role).get(url).status_code == 200
+
+
+def monitor_task() -> PeriodicTask:
+    return PeriodicTask.objects.get(name="canary-monitor")
+
+
+PERIODIC_ACTIONS = ["disable_tasks", "toggle_tasks", "enable_tasks", "run_tasks"]
+
+
+@pytest.mark.parametrize("action", PERIODIC_ACTIONS)
+@pytest.mark.parametrize("role", ["viewer", "approver"])
+def test_viewers_and_approvers_cannot_act_on_periodic_jobs(
+    console: Console, role: str, action: str
+):
+    task = monitor_task()
+    assert task.enabled
+    client = console(role)
+    url = reverse("admin:django_celery_beat_periodictask_changelist")
+    with patch("celery.app.task.Task.apply_async") as sent:
+        response = client.post(url, {"action": action, "_selected_action": [task.pk], "index": "0"})
+    assert response.status_code in (200, 302, 403)
+    assert monitor_task().enabled is True
+    assert sent.call_count == 0
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.context["action_form"] is None  # no actions offered
+    change = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+    assert client.post(change, {"name": task.name, "enabled": ""}).status_code == 403
+    assert monitor_task().enabled is True
+
+
+def test_admin_role_may_disable_and_enable_periodic_jobs(console: Console):
+    task = monitor_task()
+    client = console("admin")
+    url = reverse("admin:django_celery_beat_periodictask_changelist")
+    assert client.get(url).context["action_form"] is not None
+    client.post(url, {"action": "disable_tasks", "_selected_action": [task.pk], "index": "0"})
+    assert monitor_task().enabled is False
+    client.post(url, {"action": "enable_tasks", "_selected_action": [task.pk], "index": "0"})
+    assert monitor_task().enabled is True
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -13,7 +14,9 @@ pytestmark = pytest.mark.django_db
 def login(username: str, role: str) -> Client:
     call_command("canary_user", username, "--role", role, "--password", "a-long-password-1")
     client = Client()
-    assert client.login(username=username, password="a-long-password-1")
+    # NOTE: django-axes checks every authenticate() against its lockout and needs
+    # the request to know the address; the test client's login() has none.
+    assert client.login(request=HttpRequest(), username=username, password="a-long-password-1")
     return client
 
 
@@ -29,3 +32,122 @@ def test_admin_role_cannot_make_anyone_superuser(roles: None) -> None:
 def test_viewer_cannot_open_users(roles: None) -> None:
     viewer = login("watcher", "viewer")
     assert viewer.get("/admin/auth/user/").status_code == 403
+
+
+# --- an Admin never acts on anyone more powerful than itself -----------------------
+
+SUPER_PASSWORD = "the-superusers-password-1"
+
+
+@pytest.fixture
+def superuser(roles: None) -> User:
+    return User.objects.create_superuser("root", "root@example.com", SUPER_PASSWORD)
+
+
+@pytest.fixture
+def boss(roles: None) -> Client:
+    return login("boss", "admin")
+
+
+def test_admin_role_cannot_set_a_superusers_password(boss: Client, superuser: User) -> None:
+    url = f"/admin/auth/user/{superuser.pk}/password/"
+    assert boss.get(url).status_code == 403
+    response = boss.post(url, {"password1": "taken-over-123", "password2": "taken-over-123"})
+    assert response.status_code == 403
+    superuser.refresh_from_db()
+    assert superuser.check_password(SUPER_PASSWORD)
+
+
+def test_admin_role_cannot_edit_or_delete_a_superuser(boss: Client, superuser: User) -> None:
+    change = f"/admin/auth/user/{superuser.pk}/change/"
+    page = boss.get(change)
+    assert page.status_code == 200  # read-only view
+    assert 'name="username"' not in page.content.decode()
+    response = boss.post(change, {"username": "renamed", "is_active": ""})
+    assert response.status_code == 403
+    assert boss.post(f"/admin/auth/user/{superuser.pk}/delete/", {"post": "yes"}).status_code == 403
+    bulk = boss.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [superuser.pk], "post": "yes"},
+    )
+    assert bulk.status_code in (200, 302, 403)
+    superuser.refresh_from_db()
+    assert (superuser.username, superuser.is_active) == ("root", True)
+
+
+def test_admin_role_cannot_take_over_an_inactive_user_of_a_stronger_group(
+    boss: Client, roles: None
+) -> None:
+    from django.contrib.auth.models import Group, Permission
+
+    strong = Group.objects.create(name="Operators")
+    strong.permissions.add(Permission.objects.get(codename="delete_group"))
+    dormant = User.objects.create_user("dormant", password="old-password-123", is_active=False)
+    dormant.groups.add(strong)
+    url = f"/admin/auth/user/{dormant.pk}/password/"
+    response = boss.post(url, {"password1": "taken-over-123", "password2": "taken-over-123"})
+    assert response.status_code == 403
+    dormant.refresh_from_db()
+    assert dormant.check_password("old-password-123")
+
+
+def user_form(user: User, **changes: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "username": user.username,
+        "first_name": "",
+        "last_name": "",
+        "email": "",
+        "is_active": "on",
+        "is_staff": "on" if user.is_staff else "",
+        "groups": [group.pk for group in user.groups.all()],
+        "date_joined_0": user.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+    }
+    data.update(changes)
+    return {key: value for key, value in data.items() if value != ""}
+
+
+def test_admin_role_may_grant_only_groups_within_its_own_rights(boss: Client, roles: None) -> None:
+    from django.contrib.auth.models import Group, Permission
+
+    call_command("canary_user", "watcher", "--role", "viewer", stdout=None)
+    watcher = User.objects.get(username="watcher")
+    strong = Group.objects.create(name="Operators")
+    strong.permissions.add(Permission.objects.get(codename="delete_group"))
+    approver = Group.objects.get(name="Approver")
+    url = f"/admin/auth/user/{watcher.pk}/change/"
+
+    refused = boss.post(url, user_form(watcher, groups=[strong.pk]))
+    assert refused.status_code == 200  # the form again, with an error
+    assert "groups" in refused.context["adminform"].form.errors
+    assert list(watcher.groups.values_list("name", flat=True)) == ["Viewer"]
+
+    granted = boss.post(url, user_form(watcher, groups=[approver.pk]))
+    assert granted.status_code == 302
+    assert list(watcher.groups.values_list("name", flat=True)) == ["Approver"]
+
+
+def test_admin_role_still_manages_weaker_users(boss: Client, roles: None) -> None:
+    call_command("canary_user", "watcher", "--role", "viewer", stdout=None)
+    watcher = User.objects.get(username="watcher")
+    url = f"/admin/auth/user/{watcher.pk}/password/"
+    response = boss.post(url, {"password1": "a-new-password-1", "password2": "a-new-password-1"})
+    assert response.status_code == 302
+    watcher.refresh_from_db()
+    assert watcher.check_password("a-new-password-1")
+
+
+def test_admin_role_cannot_issue_or_revoke_a_superusers_token(
+    boss: Client, superuser: User
+) -> None:
+    from rest_framework.authtoken.models import Token
+
+    add = boss.post("/admin/authtoken/tokenproxy/add/", {"user": superuser.pk})
+    assert add.status_code == 200  # the form again: not a user this Admin may choose
+    assert not Token.objects.filter(user=superuser).exists()
+    token = Token.objects.create(user=superuser)
+    listing = boss.get("/admin/authtoken/tokenproxy/").content.decode()
+    assert token.key not in listing
+    delete = boss.post(f"/admin/authtoken/tokenproxy/{superuser.pk}/delete/", {"post": "yes"})
+    assert delete.status_code in (302, 403, 404)
+    assert Token.objects.filter(user=superuser).exists()

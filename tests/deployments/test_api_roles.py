@@ -73,7 +73,7 @@ ENDPOINTS = {
         "post",
         lambda w: f"/api/v1/rulesets/{w.ruleset.pk}/test",
         {"input": {"temperature": 30}},
-        "viewer",
+        "approver",
         200,
     ),
     "list deployments": Endpoint("get", lambda w: "/api/v1/deployments", None, "viewer", 200),

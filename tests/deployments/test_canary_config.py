@@ -1,6 +1,9 @@
+import math
+
 import pytest
 
 from deployments.canary_config import (
+    FIELDS,
     CanaryConfigError,
     default_canary_config,
     normalize_canary_config,
@@ -76,3 +79,38 @@ def test_unknown_keys_are_refused_all_at_once() -> None:
 def test_not_an_object() -> None:
     with pytest.raises(CanaryConfigError):
         normalize_canary_config([1, 2])  # type: ignore[arg-type]
+
+
+HUGE = 10**400  # what the JSON integer 1e400 written out in digits parses to
+
+NUMERIC_FIELDS = [name for name, field in FIELDS.items() if not isinstance(field.default, bool)]
+
+
+@pytest.mark.parametrize("field", NUMERIC_FIELDS)
+@pytest.mark.parametrize("value", [HUGE, -HUGE, math.inf, -math.inf, math.nan])
+def test_every_number_is_bounded_and_finite(field: str, value: object) -> None:
+    with pytest.raises(CanaryConfigError) as error:
+        normalize_canary_config({field: value})
+    assert list(error.value.errors) == [field]
+
+
+@pytest.mark.parametrize(
+    ("field", "highest"),
+    [
+        ("initial_traffic_percentage", 100),
+        ("increment", 100),
+        ("duration_minutes", 10_080),
+        ("min_samples", 1_000_000),
+        ("failure_threshold", 10_000),
+        ("breaker_cooldown_seconds", 86_400),
+        ("latency_multiplier", 100),
+        ("success_threshold", 1),
+        ("error_threshold", 1),
+    ],
+)
+def test_upper_bounds_are_inclusive(field: str, highest: int) -> None:
+    assert normalize_canary_config({field: highest})[field] == highest
+    over = highest + 1 if isinstance(FIELDS[field].default, int) else highest + 0.001
+    with pytest.raises(CanaryConfigError) as error:
+        normalize_canary_config({field: over})
+    assert list(error.value.errors) == [field]

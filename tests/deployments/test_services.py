@@ -60,7 +60,7 @@ class TestCreate:
                 ruleset_id=ruleset.pk, version="v1.0.0", canary_config={"min_samples": 0}, actor="a"
             )
         assert error.value.field_errors == {
-            "canary_config": {"min_samples": ["Must be at least 1."]}
+            "canary_config": {"min_samples": ["Must be at least 1 and at most 1000000."]}
         }
         assert Deployment.objects.count() == 0
         assert DeploymentEvent.objects.count() == 0

@@ -22,7 +22,7 @@ ACTOR = "fuzz-seed"
 VERSIONS = ("v1.0.0", "v2.0.0", "v3.0.0")
 # A canary the fuzzer's executions cannot roll back on their own (the breaker
 # path has its own tests): reads must keep finding a running canary.
-CANARY_CONFIG = {"auto_rollback": False, "failure_threshold": 1_000_000, "min_samples": 1}
+CANARY_CONFIG = {"auto_rollback": False, "failure_threshold": 10_000, "min_samples": 1}
 
 # The states the fuzzer aims at, each a deployment in a rule set of its own:
 # initial      a draft with nothing deployed yet (promote = the first release)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("deployments", "0003_compensation_status"),
+        ("deployments", "0004_bound_canary_config_numbers"),
     ]
 
     operations = [
