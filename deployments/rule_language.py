@@ -15,7 +15,9 @@ iterations per evaluation, but not memory or the size of values built during
 evaluation. We therefore inspect each checked expression (see ``_check_bounded``) and
 refuse the constructs that let a short expression build huge values: string/list
 concatenation, ``map``/``filter``, many or deeply nested macros, and big literals inside
-macros. See docs/rules.md for the measurements behind each limit.
+macros. Time is bounded by a static worst-case cost estimate of each condition over the
+inputs the caps allow (``rule_cost``), checked when a version is created. See
+docs/rules.md for the measurements behind each limit.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ from cel.expr import checked_pb2, syntax_pb2
 from cel_expr_python import cel
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
+
+from deployments import rule_cost
+from deployments.rule_cost import CostEstimate, InputCaps
+
+try:  # optional: outside Django (benchmarks, scripts) the defaults below apply
+    from django.conf import settings as _django_settings
+except ImportError:  # pragma: no cover - Django is a dependency of the project
+    _django_settings = None
 
 # --- limits -------------------------------------------------------------------------------
 # Structure of a version.
@@ -55,11 +65,69 @@ CEL_ITERATION_BUDGET = 10_000  # macro iterations per evaluation of one conditio
 # Compiled versions kept per process by ``compiled_for``.
 CACHE_SIZE = 256
 
+# Work per evaluation (docs/rules.md "Bounded evaluation"). Django settings override the
+# defaults: CANARY_EVAL_BUDGET_MS, CANARY_INPUT_MAX_LIST_LENGTH,
+# CANARY_INPUT_MAX_STRING_LENGTH and CANARY_MAX_INPUT_BYTES.
+DEFAULT_EVAL_BUDGET_MS = 50  # wall-clock budget of one evaluate() call
+DEFAULT_INPUT_MAX_LIST_LENGTH = 1_000  # elements in one list, keys in one object
+DEFAULT_INPUT_MAX_STRING_LENGTH = 8_192  # characters in one string
+DEFAULT_INPUT_MAX_SIZE = 64 * 1024  # values plus characters in the whole input
+
 _RULE_KEYS = ("name", "condition", "output")
 _FATAL = (KeyboardInterrupt, SystemExit)
 
 # Variables are dynamically typed: the input is arbitrary JSON.
 _ENV = cel.NewEnv(variables={"input": cel.Type.DYN})
+
+
+# --- configuration ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalLimits:
+    """The evaluation budget and the input caps the static cost estimate assumes."""
+
+    budget_ms: int = DEFAULT_EVAL_BUDGET_MS
+    max_list_length: int = DEFAULT_INPUT_MAX_LIST_LENGTH
+    max_string_length: int = DEFAULT_INPUT_MAX_STRING_LENGTH
+    max_input_size: int = DEFAULT_INPUT_MAX_SIZE
+
+    @property
+    def caps(self) -> InputCaps:
+        return InputCaps(
+            max_elements=self.max_list_length,
+            max_size=self.max_input_size,
+            max_string=self.max_string_length,
+        )
+
+    @property
+    def rule_cost_limit(self) -> int:
+        """Cost units one condition may reach: the budget, at the calibrated speed."""
+        return self.budget_ms * rule_cost.UNITS_PER_MILLISECOND
+
+
+_limits_by_values: dict[tuple[int, ...], EvalLimits] = {}
+
+
+def eval_limits() -> EvalLimits:
+    """The limits in force: Django settings when configured, else the defaults."""
+    values = (
+        DEFAULT_EVAL_BUDGET_MS,
+        DEFAULT_INPUT_MAX_LIST_LENGTH,
+        DEFAULT_INPUT_MAX_STRING_LENGTH,
+        DEFAULT_INPUT_MAX_SIZE,
+    )
+    if _django_settings is not None and _django_settings.configured:
+        values = (
+            getattr(_django_settings, "CANARY_EVAL_BUDGET_MS", values[0]),
+            getattr(_django_settings, "CANARY_INPUT_MAX_LIST_LENGTH", values[1]),
+            getattr(_django_settings, "CANARY_INPUT_MAX_STRING_LENGTH", values[2]),
+            getattr(_django_settings, "CANARY_MAX_INPUT_BYTES", values[3]),
+        )
+    limits = _limits_by_values.get(values)
+    if limits is None:
+        limits = EvalLimits(*(max(1, int(value)) for value in values))
+        if len(_limits_by_values) < 64:
+            _limits_by_values[values] = limits
+    return limits
 
 
 # --- public types -------------------------------------------------------------------------
@@ -152,6 +220,7 @@ class _Rule:
     program: cel.Expression
     typed_bool: bool  # the checker proved the result is a bool (or an error)
     output: _Output
+    checked: checked_pb2.CheckedExpr | None = None  # for cost estimates
 
 
 class CompiledRuleSet:
@@ -206,13 +275,19 @@ class CompiledRuleSet:
 
 
 # --- compiling ----------------------------------------------------------------------------
-def compile_rules(rules: Any, default: Any) -> CompiledRuleSet:
+def compile_rules(rules: Any, default: Any, *, check_cost: bool = True) -> CompiledRuleSet:
     """Validate the structure and compile every condition; raise ``RuleCompileError``.
 
     ``rules`` is a list of dicts with exactly the keys ``name`` (non-empty, unique, at most
     ``MAX_NAME_LENGTH`` characters), ``condition`` (CEL source, at most
     ``MAX_CONDITION_LENGTH`` characters) and ``output`` (any JSON value). The first
     problem found is raised, in rule order.
+
+    With ``check_cost`` (the default, used when a version is created) a condition whose
+    worst-case cost over inputs within the caps exceeds ``EvalLimits.rule_cost_limit`` is
+    refused. ``compiled_for`` (serving stored versions) passes False: a version stored
+    before the limit, or under looser settings, still compiles, and ``evaluate`` refuses
+    to run such a rule on an input where it could exceed the budget.
     """
     if not isinstance(rules, list):
         raise RuleCompileError(f"must be a list of rules, got {_json_kind(rules)}", field="rules")
@@ -222,12 +297,13 @@ def compile_rules(rules: Any, default: Any) -> CompiledRuleSet:
         )
     compiled: list[_Rule] = []
     seen: set[str] = set()
+    limits = eval_limits() if check_cost else None
     for index, rule in enumerate(rules):
         name = _validate_rule_shape(index, rule, seen)
         seen.add(name)
         output = _encode_output(rule["output"], field="output", index=index, name=name)
-        program, typed_bool = _compile_condition(index, name, rule["condition"])
-        compiled.append(_Rule(name, program, typed_bool, output))
+        program, typed_bool, checked = _compile_condition(index, name, rule["condition"], limits)
+        compiled.append(_Rule(name, program, typed_bool, output, checked))
     default_output = _encode_output(default, field="default", index=None, name=None)
     return CompiledRuleSet(tuple(compiled), default_output)
 
@@ -277,8 +353,10 @@ def _validate_rule_shape(index: int, rule: Any, seen: set[str]) -> str:
     return name
 
 
-def _compile_condition(index: int, name: str, source: str) -> tuple[cel.Expression, bool]:
-    """Compile, check the result type and the shape, and build the program eagerly."""
+def _compile_condition(
+    index: int, name: str, source: str, limits: EvalLimits | None
+) -> tuple[cel.Expression, bool, checked_pb2.CheckedExpr | None]:
+    """Compile, check the result type, the shape and the cost; build the program eagerly."""
 
     def bad(message: str, position: str | None = None) -> RuleCompileError:
         return RuleCompileError(
@@ -297,11 +375,17 @@ def _compile_condition(index: int, name: str, source: str) -> tuple[cel.Expressi
     if return_type not in (cel.Type.BOOL, cel.Type.DYN):
         raise bad(f"must be a boolean expression, but its type is {_type_name(return_type)}")
 
-    violation = _check_bounded(program, source)
+    checked = _read_checked(program)
+    violation = _check_bounded(program, source, checked=checked)
     if violation is not None:
         message, position = violation
         where = f" at {position}" if position else ""
         raise bad(f"not allowed{where}: {message}", position)
+    if limits is not None and checked is not None:
+        cost = _estimate(checked, limits.caps)
+        if cost.total > limits.rule_cost_limit:
+            message, position = _describe_cost(cost, limits, checked, source)
+            raise bad(message, position)
 
     # The library plans the program lazily on first evaluation; do it now, on an empty
     # input, so planning errors and expressions that exhaust the budget whatever the
@@ -312,7 +396,7 @@ def _compile_condition(index: int, name: str, source: str) -> tuple[cel.Expressi
         if isinstance(exc, _FATAL):
             raise
         raise bad(f"cannot be evaluated within the limits: {_describe_exception(exc)}") from None
-    return program, return_type == cel.Type.BOOL
+    return program, return_type == cel.Type.BOOL, checked
 
 
 def _encode_output(value: Any, *, field: str, index: int | None, name: str | None) -> _Output:
@@ -375,7 +459,21 @@ class _Unbounded(Exception):
         self.expr = expr
 
 
-def _check_bounded(program: cel.Expression, source: str) -> tuple[str, str | None] | None:
+def _read_checked(program: cel.Expression) -> checked_pb2.CheckedExpr | None:
+    """The checked AST of a compiled program, or None if it cannot be read."""
+    checked = checked_pb2.CheckedExpr()
+    try:
+        unpacked = any_pb2.Any.FromString(program.serialize()).Unpack(checked)
+    except DecodeError:
+        unpacked = False
+    if not unpacked or not checked.HasField("expr"):
+        return None
+    return checked
+
+
+def _check_bounded(
+    program: cel.Expression, source: str, *, checked: checked_pb2.CheckedExpr | None = None
+) -> tuple[str, str | None] | None:
     """Return (why, "line:col") if the condition could build huge values, else None.
 
     Each rule closes a blow-up measured on cel-expr-python 0.1.3 (see docs/rules.md):
@@ -387,12 +485,9 @@ def _check_bounded(program: cel.Expression, source: str) -> tuple[str, str | Non
     - at most MAX_LITERAL_ELEMENTS_IN_MACRO literal elements inside macro bodies: each
       iteration builds them again and nothing is freed before the evaluation ends.
     """
-    checked = checked_pb2.CheckedExpr()
-    try:
-        unpacked = any_pb2.Any.FromString(program.serialize()).Unpack(checked)
-    except DecodeError:
-        unpacked = False
-    if not unpacked or not checked.HasField("expr"):
+    if checked is None:
+        checked = _read_checked(program)
+    if checked is None:
         return "the compiled expression could not be inspected (library changed?)", None
     checker = _BoundChecker(checked.reference_map)
     try:
@@ -479,6 +574,55 @@ def _line_col(source: str, offset: int) -> str:
     """1-based line:col of a code-point offset, as the library reports positions."""
     line_start = source.rfind("\n", 0, offset) + 1
     return f"{source.count(chr(10), 0, offset) + 1}:{offset - line_start + 1}"
+
+
+# --- cost -------------------------------------------------------------------------------
+def _estimate(checked: checked_pb2.CheckedExpr, caps: InputCaps) -> CostEstimate:
+    return rule_cost.estimate(checked, caps, iteration_budget=CEL_ITERATION_BUDGET)
+
+
+def estimate_condition_cost(condition: str, limits: EvalLimits | None = None) -> CostEstimate:
+    """The worst-case cost of one condition under ``limits`` (default: those in force).
+
+    For documentation, tests and benchmarks; raises ``RuleCompileError`` like
+    ``compile_rules`` for a condition that does not compile or is not allowed.
+    """
+    limits = limits or eval_limits()
+    compiled = compile_rules(
+        [{"name": "r", "condition": condition, "output": None}], None, check_cost=False
+    )
+    checked = compiled._rules[0].checked
+    if checked is None:  # pragma: no cover - refused by _check_bounded
+        raise RuleCompileError("cannot be inspected", field="condition", rule_index=0)
+    return _estimate(checked, limits.caps)
+
+
+def _describe_cost(
+    cost: CostEstimate, limits: EvalLimits, checked: checked_pb2.CheckedExpr, source: str
+) -> tuple[str, str | None]:
+    """Why a condition is too costly, and the ``line:col`` of its costliest part."""
+    position = None
+    part = ""
+    if cost.hotspot is not None:
+        offset = checked.source_info.positions.get(cost.hotspot)
+        position = None if offset is None else _line_col(source, offset)
+        what = (
+            "a loop" if cost.hotspot_function is None else f"'{_operator(cost.hotspot_function)}'"
+        )
+        where = f" at {position}" if position else ""
+        part = f"; the costliest part is {what}{where} ({cost.hotspot_cost:,} units)"
+    message = (
+        f"too costly: in the worst case it could exceed the {limits.budget_ms} ms evaluation "
+        f"budget (estimated cost {cost.total:,} units, limit {limits.rule_cost_limit:,}, for "
+        f"inputs of up to {limits.max_list_length:,} items per list and "
+        f'{limits.max_input_size:,} characters){part}. See docs/rules.md, "Cost"'
+    )
+    return message, position
+
+
+def _operator(function: str) -> str:
+    """``_==_`` -> ``==``, ``@in`` -> ``in``, ``_[_]`` -> ``[]``."""
+    return function.strip("@").replace("_", "") or function
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -574,7 +718,7 @@ def compiled_for(key: Hashable, rules: Any, default: Any) -> CompiledRuleSet:
                 _cache.move_to_end(key)
                 return hit
         try:
-            compiled = compile_rules(rules, default)
+            compiled = compile_rules(rules, default, check_cost=False)
         except BaseException:
             with _cache_lock:
                 _compiling.pop(key, None)

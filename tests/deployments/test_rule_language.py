@@ -507,12 +507,12 @@ def test_compiled_for_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_compiled_for_compiles_once_under_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real_compile: Callable[[Any, Any], CompiledRuleSet] = rl.compile_rules
+    real_compile: Callable[..., CompiledRuleSet] = rl.compile_rules
 
-    def slow_compile(rules: Any, default: Any) -> CompiledRuleSet:
+    def slow_compile(rules: Any, default: Any, **options: Any) -> CompiledRuleSet:
         calls.append(1)
         time.sleep(0.05)
-        return real_compile(rules, default)
+        return real_compile(rules, default, **options)
 
     monkeypatch.setattr(rl, "compile_rules", slow_compile)
     results: list[CompiledRuleSet] = []

@@ -1,0 +1,45 @@
+"""Bounded evaluation at the API: costly versions and oversized inputs are 400s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from deployments.models import RuleSet, RuleSetVersion
+
+pytestmark = pytest.mark.django_db
+
+ISSUE_HOSTILE = "input.l.all(a, " + " && ".join(["!(-1 in input.l)"] * 200) + ")"
+
+
+def post_version(client: APIClient, ruleset: RuleSet, rules: list[dict[str, Any]]) -> Any:
+    return client.post(
+        f"/api/v1/rulesets/{ruleset.pk}/versions",
+        {"version": "v9.0.0", "rules": rules, "default": None},
+        format="json",
+    )
+
+
+def test_costly_version_is_refused_naming_the_rule(approver: APIClient, ruleset: RuleSet) -> None:
+    rules = [
+        {"name": "fine", "condition": "input.a == 1", "output": 1},
+        {"name": "scan", "condition": ISSUE_HOSTILE, "output": 2},
+    ]
+
+    response = post_version(approver, ruleset, rules)
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert "too costly" in body["rules"]["1"]["condition"][0]
+    assert "scan" in body["detail"]
+    assert "50 ms" in body["detail"]
+    assert not RuleSetVersion.objects.filter(version="v9.0.0").exists()
+
+
+def test_typed_quadratic_version_is_accepted(approver: APIClient, ruleset: RuleSet) -> None:
+    condition = "input.items.exists(i, string(i) in input.blocked)"
+    rules = [{"name": "blocked", "condition": condition, "output": "no"}]
+
+    assert post_version(approver, ruleset, rules).status_code == 201
