@@ -67,10 +67,11 @@ CACHE_SIZE = 256
 
 # Work per evaluation (docs/rules.md "Bounded evaluation"). Django settings override the
 # defaults: CANARY_EVAL_BUDGET_MS, CANARY_INPUT_MAX_LIST_LENGTH,
-# CANARY_INPUT_MAX_STRING_LENGTH and CANARY_MAX_INPUT_BYTES.
+# CANARY_INPUT_MAX_STRING_LENGTH, CANARY_INPUT_MAX_DEPTH and CANARY_MAX_INPUT_BYTES.
 DEFAULT_EVAL_BUDGET_MS = 50  # wall-clock budget of one evaluate() call
 DEFAULT_INPUT_MAX_LIST_LENGTH = 1_000  # elements in one list, keys in one object
-DEFAULT_INPUT_MAX_STRING_LENGTH = 8_192  # characters in one string
+DEFAULT_INPUT_MAX_STRING_LENGTH = 8_192  # characters in one string (or object key)
+DEFAULT_INPUT_MAX_DEPTH = 32  # nested lists/objects, the input itself being level 1
 DEFAULT_INPUT_MAX_SIZE = 64 * 1024  # values plus characters in the whole input
 
 _RULE_KEYS = ("name", "condition", "output")
@@ -89,6 +90,7 @@ class EvalLimits:
     max_list_length: int = DEFAULT_INPUT_MAX_LIST_LENGTH
     max_string_length: int = DEFAULT_INPUT_MAX_STRING_LENGTH
     max_input_size: int = DEFAULT_INPUT_MAX_SIZE
+    max_depth: int = DEFAULT_INPUT_MAX_DEPTH
 
     @property
     def caps(self) -> InputCaps:
@@ -114,6 +116,7 @@ def eval_limits() -> EvalLimits:
         DEFAULT_INPUT_MAX_LIST_LENGTH,
         DEFAULT_INPUT_MAX_STRING_LENGTH,
         DEFAULT_INPUT_MAX_SIZE,
+        DEFAULT_INPUT_MAX_DEPTH,
     )
     if _django_settings is not None and _django_settings.configured:
         values = (
@@ -121,6 +124,7 @@ def eval_limits() -> EvalLimits:
             getattr(_django_settings, "CANARY_INPUT_MAX_LIST_LENGTH", values[1]),
             getattr(_django_settings, "CANARY_INPUT_MAX_STRING_LENGTH", values[2]),
             getattr(_django_settings, "CANARY_MAX_INPUT_BYTES", values[3]),
+            getattr(_django_settings, "CANARY_INPUT_MAX_DEPTH", values[4]),
         )
     limits = _limits_by_values.get(values)
     if limits is None:
@@ -185,6 +189,17 @@ def _rebuild_compile_error(message: str, state: dict[str, Any]) -> RuleCompileEr
     return RuleCompileError(message, **kwargs)
 
 
+class InputBoundsError(ValueError):
+    """An input outside the caps: too long a list, string or key, too deep, too large.
+
+    ``str(e)`` names the offending part from ``input`` (``input.items has 1,500 elements;
+    at most 1,000 are allowed in one list``), ready for a 400 under the ``input`` field.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.args)
+
+
 @dataclass(frozen=True)
 class RuleError:
     """Why an evaluation failed; ``rule`` is None when no rule was at fault (bad input)."""
@@ -239,13 +254,19 @@ class CompiledRuleSet:
         """First matching rule's output, else the default; failures become error outcomes.
 
         Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,
-        a non-bool result or an exhausted budget is reported with the rule's name.
+        a non-bool result or an exhausted budget is reported with the rule's name; an input
+        outside the caps (``check_input_bounds``) without one.
         """
         if not isinstance(input, dict):
             if not isinstance(input, Mapping):
                 kind = _json_kind(input)
                 return _failure(None, f"input must be a JSON object, got {kind}")
             input = dict(input)  # the library converts plain dicts only
+        limits = eval_limits()
+        try:
+            _measure_input(input, limits)
+        except InputBoundsError as exc:
+            return _failure(None, str(exc))
         try:
             activation = _ENV.Activation({"input": input})
         except BaseException as exc:
@@ -272,6 +293,143 @@ class CompiledRuleSet:
                 message = _describe_exception(exc)
             return _failure(rule.name, message)
         return Evaluation(True, self._default.value(), None, None)
+
+
+# --- input bounds -------------------------------------------------------------------------
+def check_input_bounds(input: Any) -> None:
+    """Raise ``InputBoundsError`` unless ``input`` is a JSON object within the caps.
+
+    The caps (``eval_limits()``): at most ``max_list_length`` elements in any list and keys
+    in any object, ``max_string_length`` characters in any string or key, ``max_depth``
+    levels of nesting (the input itself is level 1), and ``max_input_size`` in all, counting
+    1 per value plus the characters of every string and key (never more than the JSON
+    text's length). The API calls this before evaluating (a 400 naming ``input``);
+    ``CompiledRuleSet.evaluate`` checks the same and answers an error outcome.
+    """
+    if not isinstance(input, Mapping):
+        raise InputBoundsError(f"input must be a JSON object, got {_json_kind(input)}")
+    _measure_input(input, eval_limits())
+
+
+@dataclass(frozen=True, slots=True)
+class _InputShape:
+    widest: int  # most elements/keys in one list/object
+    longest: int  # most characters in one string or key
+    size: int  # values plus characters
+
+
+def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputShape:
+    """Walk ``document`` once; raise ``InputBoundsError`` at the first cap exceeded.
+
+    Written for speed (it runs on every evaluation): exact type checks first, the ABCs
+    only for unusual values.
+    """
+    max_elements = limits.max_list_length
+    max_string = limits.max_string_length
+    max_depth = limits.max_depth
+    max_size = limits.max_input_size
+    widest = longest = size = 0
+    # (container, depth, path) where path is (parent path, key) or None for the input.
+    stack: list[tuple[Any, int, Any]] = [(document, 1, None)]
+    while stack:
+        container, depth, path = stack.pop()
+        is_object = type(container) is dict or isinstance(container, Mapping)
+        count = len(container)
+        if count > max_elements:
+            what, where = ("keys", "object") if is_object else ("elements", "list")
+            raise InputBoundsError(
+                f"{_input_path(path)} has {count:,} {what}; at most {max_elements:,} are "
+                f"allowed in one {where}"
+            )
+        if count > widest:
+            widest = count
+        size += 1
+        if is_object:
+            try:
+                key_chars = sum(map(len, container))  # keys are strings in JSON
+                key_longest = max(map(len, container), default=0)
+            except TypeError:  # other keys: the library refuses them when converting
+                key_chars, key_longest = count, 1
+            if key_longest > max_string:
+                key = next(k for k in container if type(k) is str and len(k) > max_string)
+                raise InputBoundsError(
+                    f"{_input_path(path)} has a key of {len(key):,} characters; at most "
+                    f"{max_string:,} are allowed"
+                )
+            longest = max(longest, key_longest)
+            size += key_chars + count
+            values = container.values()
+        else:
+            values = container
+        size += count
+        nested = False
+        for child in values:
+            kind = type(child)
+            if kind is str:
+                length = len(child)
+                size += length
+                if length > longest:
+                    longest = length
+            elif kind is dict or kind is list:
+                nested = True
+            elif kind is int or kind is float or kind is bool or child is None:
+                pass
+            elif isinstance(child, str | bytes):
+                length = len(child)
+                size += length
+                longest = max(longest, length)
+            elif isinstance(child, Mapping | list | tuple):
+                nested = True
+        if longest > max_string:
+            raise _long_string(container, path, is_object, max_string)
+        if nested:
+            children = container.items() if is_object else enumerate(container)
+            for key, child in children:
+                if type(child) in (dict, list) or isinstance(child, Mapping | list | tuple):
+                    if depth >= max_depth:
+                        raise _too_deep(path, key, max_depth)
+                    stack.append((child, depth + 1, (path, key)))
+        if size > max_size:
+            raise InputBoundsError(
+                f"input is larger than {max_size:,} (values plus characters of strings and keys)"
+            )
+    return _InputShape(widest, longest, size)
+
+
+def _long_string(container: Any, path: Any, is_object: bool, limit: int) -> InputBoundsError:
+    """The error for the first string of ``container`` longer than ``limit``."""
+    children = container.items() if is_object else enumerate(container)
+    for key, child in children:
+        if isinstance(child, str | bytes) and len(child) > limit:
+            return InputBoundsError(
+                f"{_input_path((path, key))} has {len(child):,} characters; at most "
+                f"{limit:,} are allowed in one string"
+            )
+    return InputBoundsError(f"{_input_path(path)} has a string over {limit:,} characters")
+
+
+def _too_deep(path: Any, key: Any, limit: int) -> InputBoundsError:
+    return InputBoundsError(f"{_input_path((path, key))} is nested more than {limit} levels deep")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _input_path(path: Any) -> str:
+    """``input.items[3].name`` (or ``input["first-name"]``) from nested (parent, key) pairs."""
+    keys: list[Any] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    text = "input"
+    for key in reversed(keys):
+        if isinstance(key, int):
+            text += f"[{key}]"
+        elif isinstance(key, str) and _IDENTIFIER.fullmatch(key):
+            text += f".{key}"
+        else:
+            text += f"[{json.dumps(key) if isinstance(key, str) else repr(key)}]"
+    return text
 
 
 # --- compiling ----------------------------------------------------------------------------

@@ -14,6 +14,13 @@ pytestmark = pytest.mark.django_db
 ISSUE_HOSTILE = "input.l.all(a, " + " && ".join(["!(-1 in input.l)"] * 200) + ")"
 
 
+def deep_list(levels: int) -> list[Any]:
+    document: list[Any] = []
+    for _ in range(levels - 2):
+        document = [document]
+    return document
+
+
 def post_version(client: APIClient, ruleset: RuleSet, rules: list[dict[str, Any]]) -> Any:
     return client.post(
         f"/api/v1/rulesets/{ruleset.pk}/versions",
@@ -43,3 +50,21 @@ def test_typed_quadratic_version_is_accepted(approver: APIClient, ruleset: RuleS
     rules = [{"name": "blocked", "condition": condition, "output": "no"}]
 
     assert post_version(approver, ruleset, rules).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"items": list(range(1001))}, {"s": "x" * 8193}, {"a": deep_list(33)}],
+)
+def test_ruleset_test_refuses_input_over_the_caps(
+    approver: APIClient, ruleset: RuleSet, document: dict[str, Any]
+) -> None:
+    response = approver.post(
+        f"/api/v1/rulesets/{ruleset.pk}/test", {"input": document}, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert body["input"][0].startswith("input")
+    assert "input" in body["detail"]

@@ -147,3 +147,65 @@ def test_regular_expression_size(pattern: str, low: int, high: int | None) -> No
 
     assert size >= low
     assert high is None or size <= high
+
+
+# --- input bounds -----------------------------------------------------------------------------
+def nested(levels: int) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        document = {"a": document}
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "fragments"),
+    [
+        ({"items": list(range(1001))}, ["input.items", "1,001 elements", "1,000"]),
+        ({"m": {str(i): i for i in range(1001)}}, ["input.m", "1,001 keys", "1,000"]),
+        ({"a": [{"tags": [0] * 1001}]}, ["input.a[0].tags", "1,001 elements"]),
+        ({"first-name": ["x"] * 1001}, ['input["first-name"]', "1,001 elements"]),
+        ({"s": "x" * 8193}, ["input.s", "8,193 characters", "8,192"]),
+        ({"k" * 8193: 1}, ["input", "key", "8,193 characters"]),
+        (nested(33), ["input.a.a.a", "nested more than 32 levels"]),
+        ({f"s{i}": "x" * 8000 for i in range(9)}, ["input", "larger than 65,536"]),
+        ([1, 2], ["input must be a JSON object, got list"]),
+    ],
+)
+def test_input_over_the_caps_is_refused_naming_the_part(
+    document: Any, fragments: list[str]
+) -> None:
+    with pytest.raises(rl.InputBoundsError) as info:
+        rl.check_input_bounds(document)
+
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_input_at_the_caps_is_accepted() -> None:
+    rl.check_input_bounds({"items": list(range(1000)), "s": "x" * 8192, "deep": nested(31)})
+    rl.check_input_bounds({})
+
+
+def test_evaluate_refuses_an_input_over_the_caps_without_naming_a_rule() -> None:
+    compiled = compile_rules([rule("any", "size(input.items) > 0")], None)
+
+    evaluation = compiled.evaluate({"items": list(range(5000))})
+
+    assert evaluation.success is False
+    assert evaluation.error is not None
+    assert evaluation.error.rule is None
+    assert "input.items has 5,000 elements" in evaluation.error.message
+
+
+def test_input_caps_follow_the_settings(settings: Any) -> None:
+    settings.CANARY_INPUT_MAX_LIST_LENGTH = 10
+    settings.CANARY_INPUT_MAX_DEPTH = 3
+    settings.CANARY_INPUT_MAX_STRING_LENGTH = 5
+    settings.CANARY_MAX_INPUT_BYTES = 100
+
+    too_large = {"l": ["abcd"] * 10, "m": ["abcd"] * 10}
+    for document in [{"l": [0] * 11}, nested(4), {"s": "abcdef"}, too_large]:
+        with pytest.raises(rl.InputBoundsError):
+            rl.check_input_bounds(document)
+    rl.check_input_bounds({"l": [0] * 10, "s": "abcde", "d": {"e": {}}})
