@@ -26,6 +26,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -236,6 +237,11 @@ class _Rule:
     typed_bool: bool  # the checker proved the result is a bool (or an error)
     output: _Output
     checked: checked_pb2.CheckedExpr | None = None  # for cost estimates
+    cost: int = 0  # worst case at the caps in force when compiled (``CompiledRuleSet._caps``)
+
+
+# Wall clock of the evaluation budget; tests replace it to simulate slow rules.
+_clock = time.perf_counter
 
 
 class CompiledRuleSet:
@@ -244,11 +250,18 @@ class CompiledRuleSet:
     Build it with ``compile_rules`` or ``compiled_for``.
     """
 
-    __slots__ = ("_default", "_rules")
+    __slots__ = ("_caps", "_costly", "_default", "_rules")
 
-    def __init__(self, rules: tuple[_Rule, ...], default: _Output) -> None:
+    def __init__(
+        self, rules: tuple[_Rule, ...], default: _Output, caps: InputCaps | None = None
+    ) -> None:
         self._rules = rules
         self._default = default
+        self._caps = caps  # the caps ``_Rule.cost`` was computed for
+        # Per (caps, cost limit): indices of the rules whose worst case is over the limit,
+        # and their cost for rounded-up input shapes. Only stored versions compiled without
+        # the cost check (or under looser settings) ever have such rules.
+        self._costly: dict[tuple[Any, ...], Any] = {}
 
     def evaluate(self, input: Mapping[str, Any]) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
@@ -256,7 +269,15 @@ class CompiledRuleSet:
         Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,
         a non-bool result or an exhausted budget is reported with the rule's name; an input
         outside the caps (``check_input_bounds``) without one.
+
+        Bounded: the input is checked against the caps first; a rule whose worst case on
+        this input could exceed the budget is not run (only possible for versions stored
+        before the cost check); and once ``CANARY_EVAL_BUDGET_MS`` of wall-clock time has
+        passed the evaluation stops, at the end of the rule that was running, with an
+        error naming it. The cost check bounds any one rule by the budget, so an
+        evaluation never takes much more than twice the budget.
         """
+        started = _clock()
         if not isinstance(input, dict):
             if not isinstance(input, Mapping):
                 kind = _json_kind(input)
@@ -264,7 +285,7 @@ class CompiledRuleSet:
             input = dict(input)  # the library converts plain dicts only
         limits = eval_limits()
         try:
-            _measure_input(input, limits)
+            shape = _measure_input(input, limits)
         except InputBoundsError as exc:
             return _failure(None, str(exc))
         try:
@@ -273,26 +294,86 @@ class CompiledRuleSet:
             if isinstance(exc, _FATAL):
                 raise
             return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
-        for rule in self._rules:
-            try:
-                result = rule.program.eval(activation)
-                if rule.typed_bool:
-                    outcome = result.value()
-                    if outcome is True:
-                        return Evaluation(True, rule.output.value(), rule.name, None)
-                    if outcome is False:
-                        continue
-                elif result.type() == cel.Type.BOOL:
-                    if result.value():
-                        return Evaluation(True, rule.output.value(), rule.name, None)
-                    continue
-                message = _describe_non_bool(result)
-            except BaseException as exc:
-                if isinstance(exc, _FATAL):
-                    raise
-                message = _describe_exception(exc)
-            return _failure(rule.name, message)
+        deadline = started + limits.budget_ms / 1000
+        costly = self._costly_rules(limits)
+        for position, rule in enumerate(self._rules):
+            if costly and position in costly:
+                refusal = self._refuse_costly(position, rule, shape, limits)
+                if refusal is not None:
+                    return _failure(rule.name, refusal)
+            outcome = _run(rule, activation)
+            if isinstance(outcome, str):
+                return _failure(rule.name, outcome)
+            if _clock() > deadline:
+                count = f"rule {position + 1} of {len(self._rules)}"
+                message = f"evaluation exceeded the {limits.budget_ms} ms budget"
+                return _failure(rule.name, f"{message} (stopped after {count})")
+            if outcome:
+                return Evaluation(True, rule.output.value(), rule.name, None)
         return Evaluation(True, self._default.value(), None, None)
+
+    def _costly_rules(self, limits: EvalLimits) -> frozenset[int]:
+        key = (limits.caps, limits.rule_cost_limit)
+        costly = self._costly.get(key)
+        if costly is None:
+            costly = frozenset(
+                position
+                for position, rule in enumerate(self._rules)
+                if self._cost(rule, limits.caps) > limits.rule_cost_limit
+            )
+            self._costly[key] = costly
+        return costly
+
+    def _cost(self, rule: _Rule, caps: InputCaps) -> int:
+        if caps == self._caps or rule.checked is None:
+            return rule.cost
+        return _estimate(rule.checked, caps).total
+
+    def _refuse_costly(
+        self, position: int, rule: _Rule, shape: _InputShape, limits: EvalLimits
+    ) -> str | None:
+        """Why a rule over the cost limit must not run on this input (None: it may)."""
+        caps = limits.caps
+        # Round the shape up (a valid bound: the cost only grows with it) to share estimates.
+        rounded = InputCaps(
+            max_elements=min(_next_power_of_two(shape.widest), caps.max_elements),
+            max_size=min(_next_power_of_two(shape.size), caps.max_size),
+            max_string=min(_next_power_of_two(shape.longest), caps.max_string),
+        )
+        key = (caps, limits.rule_cost_limit, position, rounded)
+        cost = self._costly.get(key)
+        if cost is None:
+            cost = self._cost(rule, rounded)
+            if len(self._costly) < 1024:
+                self._costly[key] = cost
+        if cost <= limits.rule_cost_limit:
+            return None
+        return (
+            f"not evaluated: on this input its worst case ({cost:,} cost units) could exceed "
+            f"the {limits.budget_ms} ms evaluation budget (limit {limits.rule_cost_limit:,} "
+            "units); the version was saved before this limit or under larger input caps"
+        )
+
+
+def _run(rule: _Rule, activation: Any) -> bool | str:
+    """True or False when the condition decides, else the error message."""
+    try:
+        result = rule.program.eval(activation)
+        if rule.typed_bool:
+            outcome = result.value()
+            if outcome is True or outcome is False:
+                return outcome
+        elif result.type() == cel.Type.BOOL:
+            return bool(result.value())
+        return _describe_non_bool(result)
+    except BaseException as exc:
+        if isinstance(exc, _FATAL):
+            raise
+        return _describe_exception(exc)
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 if value <= 1 else 1 << (value - 1).bit_length()
 
 
 # --- input bounds -------------------------------------------------------------------------
@@ -385,7 +466,12 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
         if nested:
             children = container.items() if is_object else enumerate(container)
             for key, child in children:
-                if type(child) in (dict, list) or isinstance(child, Mapping | list | tuple):
+                kind = type(child)
+                if (
+                    kind is dict
+                    or kind is list
+                    or (kind not in _SCALARS and isinstance(child, Mapping | list | tuple))
+                ):
                     if depth >= max_depth:
                         raise _too_deep(path, key, max_depth)
                     stack.append((child, depth + 1, (path, key)))
@@ -412,6 +498,7 @@ def _too_deep(path: Any, key: Any, limit: int) -> InputBoundsError:
     return InputBoundsError(f"{_input_path((path, key))} is nested more than {limit} levels deep")
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -455,15 +542,17 @@ def compile_rules(rules: Any, default: Any, *, check_cost: bool = True) -> Compi
         )
     compiled: list[_Rule] = []
     seen: set[str] = set()
-    limits = eval_limits() if check_cost else None
+    limits = eval_limits()
     for index, rule in enumerate(rules):
         name = _validate_rule_shape(index, rule, seen)
         seen.add(name)
         output = _encode_output(rule["output"], field="output", index=index, name=name)
-        program, typed_bool, checked = _compile_condition(index, name, rule["condition"], limits)
-        compiled.append(_Rule(name, program, typed_bool, output, checked))
+        program, typed_bool, checked, cost = _compile_condition(
+            index, name, rule["condition"], limits, check_cost=check_cost
+        )
+        compiled.append(_Rule(name, program, typed_bool, output, checked, cost))
     default_output = _encode_output(default, field="default", index=None, name=None)
-    return CompiledRuleSet(tuple(compiled), default_output)
+    return CompiledRuleSet(tuple(compiled), default_output, limits.caps)
 
 
 def _validate_rule_shape(index: int, rule: Any, seen: set[str]) -> str:
@@ -512,8 +601,8 @@ def _validate_rule_shape(index: int, rule: Any, seen: set[str]) -> str:
 
 
 def _compile_condition(
-    index: int, name: str, source: str, limits: EvalLimits | None
-) -> tuple[cel.Expression, bool, checked_pb2.CheckedExpr | None]:
+    index: int, name: str, source: str, limits: EvalLimits, *, check_cost: bool
+) -> tuple[cel.Expression, bool, checked_pb2.CheckedExpr | None, int]:
     """Compile, check the result type, the shape and the cost; build the program eagerly."""
 
     def bad(message: str, position: str | None = None) -> RuleCompileError:
@@ -539,11 +628,10 @@ def _compile_condition(
         message, position = violation
         where = f" at {position}" if position else ""
         raise bad(f"not allowed{where}: {message}", position)
-    if limits is not None and checked is not None:
-        cost = _estimate(checked, limits.caps)
-        if cost.total > limits.rule_cost_limit:
-            message, position = _describe_cost(cost, limits, checked, source)
-            raise bad(message, position)
+    cost = _estimate(checked, limits.caps) if checked is not None else None
+    if check_cost and cost is not None and cost.total > limits.rule_cost_limit:
+        message, position = _describe_cost(cost, limits, checked, source)
+        raise bad(message, position)
 
     # The library plans the program lazily on first evaluation; do it now, on an empty
     # input, so planning errors and expressions that exhaust the budget whatever the
@@ -554,7 +642,7 @@ def _compile_condition(
         if isinstance(exc, _FATAL):
             raise
         raise bad(f"cannot be evaluated within the limits: {_describe_exception(exc)}") from None
-    return program, return_type == cel.Type.BOOL, checked
+    return program, return_type == cel.Type.BOOL, checked, 0 if cost is None else cost.total
 
 
 def _encode_output(value: Any, *, field: str, index: int | None, name: str | None) -> _Output:

@@ -68,3 +68,25 @@ def test_ruleset_test_refuses_input_over_the_caps(
     assert body["code"] == "invalid"
     assert body["input"][0].startswith("input")
     assert "input" in body["detail"]
+
+
+def test_a_stored_hostile_version_answers_an_error_instead_of_hanging(
+    approver: APIClient, client_for: Any, ruleset: RuleSet
+) -> None:
+    # Stored before the cost check (written directly, as an old database would hold it).
+    RuleSetVersion.objects.create(
+        ruleset=ruleset,
+        version="v9.0.0",
+        rules=[{"name": "scan", "condition": ISSUE_HOSTILE, "output": "hit"}],
+        default="none",
+    )
+    url = f"/api/v1/rulesets/{ruleset.pk}/test"
+    body = {"input": {"l": list(range(1000))}, "version": "v9.0.0"}
+
+    response = approver.post(url, body, format="json")
+
+    assert response.status_code == 200, response.content
+    result = response.json()
+    assert result["passed"] is False
+    assert result["error"]["rule"] == "scan"
+    assert "could exceed the 50 ms evaluation budget" in result["error"]["message"]

@@ -209,3 +209,84 @@ def test_input_caps_follow_the_settings(settings: Any) -> None:
         with pytest.raises(rl.InputBoundsError):
             rl.check_input_bounds(document)
     rl.check_input_bounds({"l": [0] * 10, "s": "abcde", "d": {"e": {}}})
+
+
+# --- the runtime budget -----------------------------------------------------------------------
+class FakeClock:
+    """Each reading is ``step`` seconds after the previous one: evaluation time without timing."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 1000.0
+        self.step = step
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        self.now += self.step
+        return self.now
+
+
+def budget_rules() -> list[dict[str, Any]]:
+    return [
+        rule("first", "input.a == 0"),
+        rule("second", "input.a == 1"),
+        rule("third", "input.missing == 1"),  # an error, if it were ever evaluated
+    ]
+
+
+def test_evaluation_over_the_budget_stops_with_an_error_naming_the_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled = compile_rules(budget_rules(), "default")
+    monkeypatch.setattr(rl, "_clock", FakeClock(step=0.030))  # 30 ms per rule
+
+    evaluation = compiled.evaluate({"a": 5})
+
+    assert evaluation.success is False
+    assert evaluation.output is None
+    assert evaluation.matched_rule is None
+    assert evaluation.error == rl.RuleError(
+        "second", "evaluation exceeded the 50 ms budget (stopped after rule 2 of 3)"
+    )
+
+
+def test_a_match_found_after_the_budget_is_still_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = compile_rules(budget_rules(), "default")
+    monkeypatch.setattr(rl, "_clock", FakeClock(step=0.030))
+
+    evaluation = compiled.evaluate({"a": 1})
+
+    assert evaluation.success is False
+    assert evaluation.error is not None
+    assert evaluation.error.rule == "second"
+    assert "exceeded the 50 ms budget" in evaluation.error.message
+
+
+def test_the_budget_follows_the_settings(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    compiled = compile_rules(budget_rules()[:2], "default")
+    monkeypatch.setattr(rl, "_clock", FakeClock(step=0.030))
+    settings.CANARY_EVAL_BUDGET_MS = 100
+
+    assert compiled.evaluate({"a": 5}) == rl.Evaluation(True, "default", None, None)
+
+
+def test_within_the_budget_nothing_changes() -> None:
+    compiled = compile_rules(budget_rules(), "default")
+
+    assert compiled.evaluate({"a": 1}).matched_rule == "second"
+
+
+def test_a_stored_costly_rule_does_not_run_on_an_input_where_it_could_exceed_the_budget() -> None:
+    # The issue's version, stored before the cost check existed: serving it must not hang.
+    rules = [rule("small", "input.l.size() == 0"), rule("scan", ISSUE_HOSTILE)]
+    compiled = rl.compiled_for(("stored-hostile", 1), rules, "default")
+
+    at_the_cap = compiled.evaluate({"l": list(range(1000))})
+
+    assert at_the_cap.success is False
+    assert at_the_cap.error is not None
+    assert at_the_cap.error.rule == "scan"
+    assert at_the_cap.error.message.startswith("not evaluated: on this input its worst case")
+    assert "50 ms evaluation budget" in at_the_cap.error.message
+    # On a small input the same rule is cheap, and runs.
+    assert compiled.evaluate({"l": [1, 2, 3]}).matched_rule == "scan"
