@@ -12,7 +12,8 @@ allow:
   ``max_elements`` for a list or object from the input (exactly the length of a literal),
   and never more than the library's per-evaluation iteration budget in total;
 - work proportional to data is charged per element or character: ``x in list`` compares
-  ``x`` with every element; ``==`` and the orderings walk both values; ``size()``,
+  ``x`` with every element; ``==`` and the orderings walk both values (a scalar is one
+  cheap comparison, every further node of a list or object costs more); ``size()``,
   ``contains()``, ``matches()`` and the string conversions walk the string (``matches()``
   also by the size of the compiled pattern);
 - anything read from ``input`` may be as large as the caps allow: ``max_elements`` entries
@@ -37,13 +38,15 @@ from cel.expr import checked_pb2, syntax_pb2
 NANOSECONDS_PER_UNIT = 50
 UNITS_PER_MILLISECOND = 1_000_000 // NANOSECONDS_PER_UNIT
 
-# Per-element and per-character charges, in units.
-COMPARE_PER_NODE = 0.6  # ==, <, in: per node of the smaller value (measured <= 26 ns)
+# Per-element and per-character charges, in units (measurements in docs/rules.md).
+COMPARE_PER_ELEMENT = 0.6  # ==, <, in: one comparison of scalars (measured 8-18 ns)
+COMPARE_PER_NESTED_NODE = 2.0  # each further node of lists/objects compared (45-90 ns)
 COMPARE_PER_CHAR = 0.002  # byte comparison of strings (measured < 0.05 ns per character)
 HASH_PER_CHAR = 0.002  # hashing a map key
-SCAN_PER_CHAR = 0.04  # size(), conversions, parsing: one pass over the UTF-8 text (~1 ns)
-SEARCH_PER_CHAR = 0.1  # contains(), and matches() per pattern instruction (~5 ns)
+SCAN_PER_CHAR = 0.05  # size(), conversions, parsing: one pass over the UTF-8 text (~1 ns)
+SEARCH_PER_CHAR = 0.2  # contains(): a search over the text (measured up to 5 ns a character)
 SEARCH_PER_CHAR_PAIR = 0.01  # contains() with a long needle: naive search worst case
+REGEX_PER_CHAR_INSTRUCTION = 0.1  # matches(): RE2's NFA simulation (measured <= 3.5 ns)
 TIME_ZONE_LOOKUP = 400  # getHours(tz) and friends with a time zone that is not a literal
 REGEX_MAX_REPEAT = 1000  # RE2's largest counted repetition, x{1000}
 
@@ -295,13 +298,20 @@ class _Coster:
 
         if function in _COMPARISONS and len(sizes) == 2:
             left, right = sizes
-            self.charge(expr, COMPARE_PER_NODE, [_nodes(left)], [_nodes(right)])
+            self.charge(expr, COMPARE_PER_ELEMENT)
+            self.charge(expr, COMPARE_PER_NESTED_NODE, [_inner(left)], [_inner(right)])
             self.charge(expr, COMPARE_PER_CHAR, [_chars(left)], [_chars(right)])
             return _SCALAR
         if function == "@in" and len(sizes) == 2:
             needle, haystack = sizes
+            # Every element is compared with the needle: a scalar comparison each, plus the
+            # nested nodes both share (at most all of the list's).
+            self.charge(expr, COMPARE_PER_ELEMENT, [_elems(haystack)])
             self.charge(
-                expr, COMPARE_PER_NODE, [_elems(haystack), _nodes(needle)], [_nodes(haystack)]
+                expr,
+                COMPARE_PER_NESTED_NODE,
+                [_elems(haystack), _inner(needle)],
+                [_inner(haystack)],
             )
             self.charge(
                 expr, COMPARE_PER_CHAR, [_elems(haystack), _chars(needle)], [_chars(haystack)]
@@ -362,13 +372,13 @@ class _Coster:
             "string_value"
         ):
             program = float(regex_size(pattern.const_expr.string_value))
-            self.charge(expr, SEARCH_PER_CHAR * program, [(length + 1, root)])
+            self.charge(expr, REGEX_PER_CHAR_INSTRUCTION * program, [(length + 1, root)])
             return
         # A pattern from the input is compiled on every call and may be as large as RE2
         # allows: its size is the pattern's length times the largest counted repetition.
         program = regex[0] * REGEX_MAX_REPEAT
         self.charge(expr, SEARCH_PER_CHAR, [(program, regex[1])])
-        self.charge(expr, SEARCH_PER_CHAR * program, [(length + 1, root)])
+        self.charge(expr, REGEX_PER_CHAR_INSTRUCTION * program, [(length + 1, root)])
 
     def _result(self, expr: syntax_pb2.Expr, sizes: list[_Size]) -> _Size:
         """The size of a function's result, from the type the checker proved."""
@@ -384,8 +394,9 @@ class _Coster:
         return self.input
 
 
-def _nodes(size: _Size) -> tuple[float, int | None]:
-    return (size.nodes, size.root)
+def _inner(size: _Size) -> tuple[float, int | None]:
+    """Nodes beyond the first: what comparing a list or object adds to a scalar's cost."""
+    return (max(size.nodes - 1, 0.0), size.root)
 
 
 def _chars(size: _Size) -> tuple[float, int | None]:

@@ -443,6 +443,21 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
         else:
             values = container
         size += count
+        kinds = set(map(type, values))  # at C speed: most containers hold one kind
+        if kinds <= _NUMBERS:
+            if size > max_size:
+                raise _too_large(max_size)
+            continue
+        if kinds == _STRING:
+            lengths = list(map(len, values))
+            size += sum(lengths)
+            if max(lengths) > longest:
+                longest = max(lengths)
+                if longest > max_string:
+                    raise _long_string(container, path, is_object, max_string)
+            if size > max_size:
+                raise _too_large(max_size)
+            continue
         nested = False
         for child in values:
             kind = type(child)
@@ -476,10 +491,14 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
                         raise _too_deep(path, key, max_depth)
                     stack.append((child, depth + 1, (path, key)))
         if size > max_size:
-            raise InputBoundsError(
-                f"input is larger than {max_size:,} (values plus characters of strings and keys)"
-            )
+            raise _too_large(max_size)
     return _InputShape(widest, longest, size)
+
+
+def _too_large(limit: int) -> InputBoundsError:
+    return InputBoundsError(
+        f"input is larger than {limit:,} (values plus characters of strings and keys)"
+    )
 
 
 def _long_string(container: Any, path: Any, is_object: bool, limit: int) -> InputBoundsError:
@@ -499,6 +518,8 @@ def _too_deep(path: Any, key: Any, limit: int) -> InputBoundsError:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_NUMBERS = frozenset({int, float, bool, type(None)})
+_STRING = frozenset({str})
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -729,7 +750,10 @@ def _check_bounded(
       so memory grows with the square of the list (1 GB for 8,000 input items);
     - at most MAX_MACROS macros, nested at most MAX_MACRO_NESTING deep;
     - at most MAX_LITERAL_ELEMENTS_IN_MACRO literal elements inside macro bodies: each
-      iteration builds them again and nothing is freed before the evaluation ends.
+      iteration builds them again and nothing is freed before the evaluation ends;
+    - time zones (``getHours("Europe/Paris")``) must be literals: the runtime caches every
+      zone name it is asked for, valid or not, for the life of the process (about 100
+      bytes each: a list of invented names per request grows memory without end).
     """
     if checked is None:
         checked = _read_checked(program)
@@ -755,6 +779,12 @@ class _BoundChecker:
         if kind == "comprehension_expr":
             self._visit_loop(expr, nesting=nesting)
             return
+        if kind == "call_expr" and self._time_zone_from_data(expr):
+            raise _Unbounded(
+                'a time zone must be a string literal such as "Europe/Paris" (the runtime '
+                "keeps every time zone name it is given for the life of the process)",
+                expr,
+            )
         if kind == "call_expr" and expr.call_expr.function == "_+_":
             reference = self.references.get(expr.id)
             overloads = ("?",) if reference is None else reference.overload_id
@@ -776,6 +806,16 @@ class _BoundChecker:
                 )
         for child in _children(expr):
             self.visit(child, nesting=nesting, in_macro=in_macro)
+
+    def _time_zone_from_data(self, expr: syntax_pb2.Expr) -> bool:
+        """A getHours(tz)-style call whose time zone is not a literal."""
+        reference = self.references.get(expr.id)
+        overloads = () if reference is None else reference.overload_id
+        if not any(overload.endswith("_with_tz") for overload in overloads):
+            return False
+        args = expr.call_expr.args
+        zone = args[-1] if args else None
+        return zone is None or zone.WhichOneof("expr_kind") != "const_expr"
 
     def _visit_loop(self, expr: syntax_pb2.Expr, *, nesting: int) -> None:
         loop = expr.comprehension_expr
@@ -860,8 +900,9 @@ def _describe_cost(
     message = (
         f"too costly: in the worst case it could exceed the {limits.budget_ms} ms evaluation "
         f"budget (estimated cost {cost.total:,} units, limit {limits.rule_cost_limit:,}, for "
-        f"inputs of up to {limits.max_list_length:,} items per list and "
-        f'{limits.max_input_size:,} characters){part}. See docs/rules.md, "Cost"'
+        f"inputs of up to {limits.max_list_length:,} items per list, "
+        f"{limits.max_string_length:,} characters per string and {limits.max_input_size:,} "
+        f'in all){part}. See "Bounded evaluation" in docs/rules.md'
     )
     return message, position
 

@@ -100,6 +100,15 @@ def test_hostile_conditions_are_refused(condition: str) -> None:
     assert "too costly" in refusal(condition).message
 
 
+def test_a_time_zone_from_the_input_is_refused() -> None:
+    # Every name, valid or not, stays cached in the process: input names would leak memory.
+    error = refusal("timestamp(input.at).getHours(input.tz) > 8")
+
+    assert "time zone must be a string literal" in error.message
+    assert error.position == "1:29"
+    compile_rules([rule("paris", 'timestamp(input.at).getHours("Europe/Paris") > 8')], None)
+
+
 def test_serving_a_stored_version_does_not_check_the_cost() -> None:
     # A version stored before the limit (or under looser settings) must still load.
     compiled = rl.compiled_for(("stored-before-limits", 1), [rule("scan", ISSUE_HOSTILE)], None)
@@ -165,6 +174,8 @@ def nested(levels: int) -> dict[str, Any]:
         ({"a": [{"tags": [0] * 1001}]}, ["input.a[0].tags", "1,001 elements"]),
         ({"first-name": ["x"] * 1001}, ['input["first-name"]', "1,001 elements"]),
         ({"s": "x" * 8193}, ["input.s", "8,193 characters", "8,192"]),
+        ({"l": ["a", "x" * 8193]}, ["input.l[1] has 8,193 characters"]),
+        ({"l": [1] * 1000, "m": [1.5] * 1000, "t": ["x" * 8000] * 8}, ["larger than 65,536"]),
         ({"k" * 8193: 1}, ["input", "key", "8,193 characters"]),
         (nested(33), ["input.a.a.a", "nested more than 32 levels"]),
         ({f"s{i}": "x" * 8000 for i in range(9)}, ["input", "larger than 65,536"]),
