@@ -236,7 +236,6 @@ class _Rule:
     program: cel.Expression
     typed_bool: bool  # the checker proved the result is a bool (or an error)
     output: _Output
-    checked: checked_pb2.CheckedExpr | None = None  # for cost estimates
     cost: int = 0  # worst case at the caps in force when compiled (``CompiledRuleSet._caps``)
 
 
@@ -325,9 +324,10 @@ class CompiledRuleSet:
         return costly
 
     def _cost(self, rule: _Rule, caps: InputCaps) -> int:
-        if caps == self._caps or rule.checked is None:
+        if caps == self._caps:
             return rule.cost
-        return _estimate(rule.checked, caps).total
+        checked = _read_checked(rule.program)  # not kept: re-read in this rare case
+        return rule.cost if checked is None else _estimate(checked, caps).total
 
     def _refuse_costly(
         self, position: int, rule: _Rule, shape: _InputShape, limits: EvalLimits
@@ -568,10 +568,10 @@ def compile_rules(rules: Any, default: Any, *, check_cost: bool = True) -> Compi
         name = _validate_rule_shape(index, rule, seen)
         seen.add(name)
         output = _encode_output(rule["output"], field="output", index=index, name=name)
-        program, typed_bool, checked, cost = _compile_condition(
+        program, typed_bool, cost = _compile_condition(
             index, name, rule["condition"], limits, check_cost=check_cost
         )
-        compiled.append(_Rule(name, program, typed_bool, output, checked, cost))
+        compiled.append(_Rule(name, program, typed_bool, output, cost))
     default_output = _encode_output(default, field="default", index=None, name=None)
     return CompiledRuleSet(tuple(compiled), default_output, limits.caps)
 
@@ -623,7 +623,7 @@ def _validate_rule_shape(index: int, rule: Any, seen: set[str]) -> str:
 
 def _compile_condition(
     index: int, name: str, source: str, limits: EvalLimits, *, check_cost: bool
-) -> tuple[cel.Expression, bool, checked_pb2.CheckedExpr | None, int]:
+) -> tuple[cel.Expression, bool, int]:
     """Compile, check the result type, the shape and the cost; build the program eagerly."""
 
     def bad(message: str, position: str | None = None) -> RuleCompileError:
@@ -663,7 +663,7 @@ def _compile_condition(
         if isinstance(exc, _FATAL):
             raise
         raise bad(f"cannot be evaluated within the limits: {_describe_exception(exc)}") from None
-    return program, return_type == cel.Type.BOOL, checked, 0 if cost is None else cost.total
+    return program, return_type == cel.Type.BOOL, 0 if cost is None else cost.total
 
 
 def _encode_output(value: Any, *, field: str, index: int | None, name: str | None) -> _Output:
@@ -877,7 +877,7 @@ def estimate_condition_cost(condition: str, limits: EvalLimits | None = None) ->
     compiled = compile_rules(
         [{"name": "r", "condition": condition, "output": None}], None, check_cost=False
     )
-    checked = compiled._rules[0].checked
+    checked = _read_checked(compiled._rules[0].program)
     if checked is None:  # pragma: no cover - refused by _check_bounded
         raise RuleCompileError("cannot be inspected", field="condition", rule_index=0)
     return _estimate(checked, limits.caps)

@@ -301,3 +301,15 @@ def test_a_stored_costly_rule_does_not_run_on_an_input_where_it_could_exceed_the
     assert "50 ms evaluation budget" in at_the_cap.error.message
     # On a small input the same rule is cheap, and runs.
     assert compiled.evaluate({"l": [1, 2, 3]}).matched_rule == "scan"
+
+
+def test_raising_the_caps_does_not_let_a_served_rule_exceed_the_budget(settings: Any) -> None:
+    scan = "input.l.all(a, !(-1 in input.l))"  # fits the budget at 1,000 items
+    compiled = rl.compiled_for(("raised-caps", 1), [rule("scan", scan)], "default")
+    settings.CANARY_INPUT_MAX_LIST_LENGTH = 5000
+
+    assert compiled.evaluate({"l": list(range(1000))}).matched_rule == "scan"
+    refused = compiled.evaluate({"l": list(range(5000))})
+    assert refused.error is not None
+    assert refused.error.rule == "scan"
+    assert refused.error.message.startswith("not evaluated")
