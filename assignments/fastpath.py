@@ -39,6 +39,7 @@ from canary.api.authentication import token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
 from canary.errors import DomainError
 from canary.redis import redis_enabled
+from deployments.rule_language import InputBoundsError, check_input_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,10 @@ def _execute_body(environ: dict[str, Any]) -> dict[str, Any]:
         or not _storable(raw, data)
     ):
         raise _Decline
+    try:
+        check_input_bounds(data["input"])
+    except InputBoundsError:
+        raise _Decline from None  # the API's 400 names what is over the limit
     return data
 
 

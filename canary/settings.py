@@ -291,7 +291,15 @@ AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 AXES_HTTP_RESPONSE_CODE = 429
 
 # Largest execute request body; larger ones are refused with a 400 naming `input`.
+# It also caps the input's size (values plus characters) wherever rules are evaluated.
 CANARY_MAX_INPUT_BYTES = env_int("CANARY_MAX_INPUT_BYTES", 64 * 1024)
+
+# Bounded rule evaluation (docs/rules.md, "Bounded evaluation"): wall-clock budget of one
+# evaluation, and the input caps that the static cost check of new versions assumes.
+CANARY_EVAL_BUDGET_MS = env_int("CANARY_EVAL_BUDGET_MS", 50)
+CANARY_INPUT_MAX_LIST_LENGTH = env_int("CANARY_INPUT_MAX_LIST_LENGTH", 1000)
+CANARY_INPUT_MAX_STRING_LENGTH = env_int("CANARY_INPUT_MAX_STRING_LENGTH", 8192)
+CANARY_INPUT_MAX_DEPTH = env_int("CANARY_INPUT_MAX_DEPTH", 32)
 
 # Every request gets an id (taken from X-Request-ID when a proxy sent one) that
 # is returned in the response and stamped on every log line of the request.

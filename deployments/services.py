@@ -39,7 +39,12 @@ from deployments.models import (
     RuleSet,
     RuleSetVersion,
 )
-from deployments.rule_language import RuleCompileError, compile_rules
+from deployments.rule_language import (
+    InputBoundsError,
+    RuleCompileError,
+    check_input_bounds,
+    compile_rules,
+)
 from deployments.selectors import compiled_rules_for, ruleset_version_latest
 from deployments.signals import deployment_transitioned, deployment_transitioning
 
@@ -127,7 +132,14 @@ def ruleset_test(
     expected_output: Any = _MISSING,
     version: str | None = None,
 ) -> dict[str, Any]:
-    """Run one input through a version without routing or logging: a dry run for authors."""
+    """Run one input through a version without routing or logging: a dry run for authors.
+
+    The input has execute's limits (``check_input_bounds``): over them is a 400 on ``input``.
+    """
+    try:
+        check_input_bounds(input)
+    except InputBoundsError as exc:
+        raise ValidationFailed({"input": [str(exc)]}) from exc
     if version is None:
         target = ruleset_version_latest(ruleset=ruleset)
         if target is None:

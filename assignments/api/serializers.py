@@ -8,6 +8,7 @@ from rest_framework import serializers
 from assignments.models import Assignment
 from canary.api.serializers import JSONObjectField, StrictInputSerializer
 from deployments.api.serializers import RuleErrorSerializer
+from deployments.rule_language import InputBoundsError, check_input_bounds
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
 IDENTIFIER_HELP = "1-200 characters: letters, digits and . _ : @ / + = -"
@@ -49,6 +50,10 @@ class ExecuteInputSerializer(StrictInputSerializer):
     def validate_input(self, value: Any) -> Any:
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        try:
+            check_input_bounds(value)
+        except InputBoundsError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
         return value
 
 

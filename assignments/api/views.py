@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +26,7 @@ from assignments.api.serializers import (
     resolve_answer,
 )
 from assignments.router import RoutingContext
+from canary.api.limits import refuse_oversized_body
 from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
 from deployments.api.serializers import validated
@@ -46,24 +45,13 @@ def _context(data: dict[str, Any]) -> RoutingContext:
     )
 
 
-def _refuse_oversized(request: Request) -> None:
-    """Check the declared size before reading the body, so a huge one is a clean 400."""
-    limit = settings.CANARY_MAX_INPUT_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit or len(request.body) > limit:
-        raise ValidationError({"input": [f"The request body is larger than {limit} bytes."]})
-
-
 class ExecuteView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_scope = "dataplane"
 
     @extend_schema(request=ExecuteInputSerializer, responses=ExecuteOutputSerializer)
     def post(self, request: Request, ruleset_id: str) -> Response:
-        _refuse_oversized(request)
+        refuse_oversized_body(request)
         data = validated(ExecuteInputSerializer, request.data)
         result = services.dataplane_execute(
             ruleset_id=ruleset_id, input=data["input"], context=_context(data)

@@ -1,0 +1,276 @@
+"""Worst case of bounded rule evaluation: hostile rules that pass creation, maximal inputs.
+
+    python bench/rules/hostile.py [--rounds 3] [--only NAME]
+
+For each hostile template, the costliest variant that the static cost check still
+accepts is built (``variants`` grows a repetition count until the next one would be
+refused), then evaluated on an input built to make it slow, within the default caps
+(1,000 items per list, 8,192 characters per string, 65,536 in all). Printed per case:
+the estimated cost (units and nominal ms at 50 ns a unit), the slowest of ``--rounds``
+evaluations in ms, and measured ns per estimated unit (below 50 means the estimate is a
+safe upper bound for that case).
+
+Then whole versions: 200 copies of a case (the most rules a version may hold) evaluated
+on its input. The budget stops each one after the rule that crossed 50 ms, so the
+measured time is the worst an execute spends in evaluation: about the budget plus the
+slowest single rule.
+
+No Django, no database: it uses deployments/rule_language.py with its default limits.
+Run it on a quiet machine; it takes about a minute on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deployments import rule_language as rl  # noqa: E402
+
+LIMITS = rl.EvalLimits()
+L = LIMITS.max_list_length
+S = LIMITS.max_string_length
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    condition: Callable[[int], str]  # repetition count -> condition
+    document: Callable[[], dict[str, Any]]
+    max_count: int = 400
+
+
+def conjunction(term: Callable[[int], str], count: int) -> str:
+    return " && ".join(term(j) for j in range(count))
+
+
+def strings(count: int, length: int, start: int) -> list[str]:
+    """Distinct strings of one length sharing a prefix: every comparison walks them all."""
+    return ["x" * (length - 5) + f"{n:05d}" for n in range(start, start + count)]
+
+
+def nested_equal(values: int) -> list[list[int]]:
+    rows = max(1, values // 32)
+    return [[1] * 31 for _ in range(rows)]
+
+
+def maps(count: int, keys: int, last: int) -> list[dict[str, int]]:
+    return [{**{f"k{j}": 1 for j in range(keys - 1)}, f"k{keys - 1}": last} for _ in range(count)]
+
+
+CASES = [
+    Case(
+        "the issue's scan (refused beyond 1 term)",
+        lambda k: "input.l.all(a, " + conjunction(lambda j: f"!(-{j + 1} in input.l)", k) + ")",
+        lambda: {"l": list(range(L))},
+    ),
+    Case(
+        "typed quadratic: string(i) in blocked",
+        lambda k: (
+            "input.items.exists(i, " + conjunction(lambda j: "string(i) in input.blocked", k) + ")"
+        ),
+        lambda: {"items": strings(L, 28, 0), "blocked": strings(L, 28, L)},
+    ),
+    Case(
+        "typed quadratic: int(i) in blocked",
+        lambda k: (
+            "input.items.exists(i, " + conjunction(lambda j: "int(i) in input.blocked", k) + ")"
+        ),
+        lambda: {"items": list(range(L)), "blocked": list(range(-L, 0))},
+    ),
+    Case(
+        "contains in a loop",
+        lambda k: (
+            "input.l.all(a, "
+            + conjunction(lambda j: f"!input.s.contains('a{'b' * (j + 1)}')", k)
+            + ")"
+        ),
+        lambda: {"l": list(range(L)), "s": "a" * S},
+    ),
+    Case(
+        "size() of a long string in a loop",
+        lambda k: "input.l.all(a, " + conjunction(lambda j: f"size(input.s) > {j}", k) + ")",
+        lambda: {"l": list(range(L)), "s": "\u00e9" * S},
+    ),
+    Case(
+        "NFA regex (x|a){1,n}b",
+        lambda k: f"!input.s.matches('(x|a){{1,{k}}}b')",
+        lambda: {"s": "a" * S},
+        max_count=1000,
+    ),
+    Case(
+        "DFA-hostile regexes",
+        lambda k: conjunction(lambda j: f"!input.s.matches('[a-q][^u-z]{{13}}x{j}')", k),
+        lambda: {"s": "abcdefghijklmnopq" * (S // 17)},
+    ),
+    Case(
+        "regex per item",
+        lambda k: (
+            "input.items.exists(i, " + conjunction(lambda j: f"i.matches('^(a|b)*c{j}$')", k) + ")"
+        ),
+        lambda: {"items": ["ab" * 30] * L},
+    ),
+    Case(
+        "equality of two large documents",
+        lambda k: conjunction(lambda j: "input.a == input.b", k),
+        lambda: {"a": nested_equal(30_000), "b": nested_equal(30_000)},
+    ),
+    Case(
+        "object needle in a list of objects",
+        lambda k: conjunction(lambda j: "!(input.x in input.objs)", k),
+        lambda: {"x": maps(1, 12, 0)[0], "objs": maps(L, 12, 1)},
+    ),
+    Case(
+        "nested loops to the iteration budget",
+        lambda k: "input.l.all(a, input.l.all(b, " + conjunction(lambda j: f"b >= {j}", k) + "))",
+        lambda: {"l": [10**9] * 200},
+    ),
+    Case(
+        "number parsing of long strings in a loop",
+        lambda k: (
+            "input.l.all(a, " + conjunction(lambda j: f"double(input.s) >= {j}.0 || true", k) + ")"
+        ),
+        lambda: {"l": list(range(L)), "s": "1" * S},
+    ),
+]
+
+
+def variants(case: Case) -> Iterator[tuple[int, str, int]]:
+    """The costliest accepted variant: (count, condition, estimated cost)."""
+    best = None
+    for count in range(1, case.max_count + 1):
+        condition = case.condition(count)
+        if len(condition) > rl.MAX_CONDITION_LENGTH:
+            break
+        try:
+            cost = rl.estimate_condition_cost(condition, LIMITS).total
+        except rl.RuleCompileError:
+            break
+        if cost > LIMITS.rule_cost_limit:
+            break
+        best = (count, condition, cost)
+    if best is not None:
+        yield best
+
+
+def timed(compiled: rl.CompiledRuleSet, document: dict[str, Any], rounds: int) -> tuple:
+    """(fastest ms, slowest ms, last evaluation) over ``rounds`` evaluations.
+
+    The fastest is the least disturbed by other work on the machine: the code's own cost.
+    """
+    times = []
+    evaluation = None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        evaluation = compiled.evaluate(document)
+        times.append((time.perf_counter() - started) * 1000)
+    return min(times), max(times), evaluation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+
+    print(f"limits: {LIMITS}; rule cost limit {LIMITS.rule_cost_limit:,} units\n")
+    header = (
+        f"{'case':44} {'n':>4} {'units':>10} {'nominal':>8} {'fastest':>8} {'slowest':>8} "
+        f"{'ns/unit':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    accepted: list[tuple[Case, str, dict[str, Any]]] = []
+    for case in CASES:
+        if args.only and args.only not in case.name:
+            continue
+        for count, condition, cost in variants(case):
+            document = case.document()
+            rl.check_input_bounds(document)
+            compiled = rl.compile_rules([{"name": "r", "condition": condition, "output": 1}], 0)
+            fastest, slow, evaluation = timed(compiled, document, args.rounds)
+            nominal = cost * rl.rule_cost.NANOSECONDS_PER_UNIT / 1e6
+            outcome = "" if evaluation.success else f"  [{evaluation.error.message[:40]}]"
+            print(
+                f"{case.name:44} {count:>4} {cost:>10,} {nominal:>6.1f}ms {fastest:>6.2f}ms "
+                f"{slow:>6.2f}ms {fastest * 1e6 / cost:>7.1f}{outcome}"
+            )
+            accepted.append((case, condition, document))
+
+    document = {"a": nested_equal(30_000), "b": nested_equal(30_000)}
+    rl.check_input_bounds(document)
+    walk = rl.compile_rules([], 0)  # checks the input only
+    convert = rl.compile_rules([{"name": "r", "condition": "size(input) < 0", "output": 1}], 0)
+    walk_ms = timed(walk, document, args.rounds)[0]
+    convert_ms = timed(convert, document, args.rounds)[0] - walk_ms
+    print(
+        f"\nfixed cost of a maximal input (60,000 values): checking the caps {walk_ms:.2f} ms, "
+        f"converting it for CEL {convert_ms:.2f} ms"
+    )
+    print(
+        "\nwhole versions of 200 rules that all evaluate to false: fillers taking just under "
+        "the 50 ms budget, then copies of the case (worst order)"
+    )
+    worst = slowest = 0.0
+    for case, condition, document in accepted:
+        fastest, slow, message = whole_version(condition, document, args.rounds)
+        worst, slowest = max(worst, fastest), max(slowest, slow)
+        print(f"{case.name:44} {fastest:>7.2f} ms {slow:>7.2f} ms  {message[:60]}")
+    print(
+        f"\nworst evaluate() call: {worst:.2f} ms undisturbed (fastest of {args.rounds}), "
+        f"{slowest:.2f} ms slowest seen"
+    )
+
+
+FILLER = "!input.filler.all(a, !(-1 in input.filler))"  # false, after a full scan
+
+
+def whole_version(
+    condition: str, document: dict[str, Any], rounds: int
+) -> tuple[float, float, str]:
+    """Evaluation time of the worst version built from ``condition``, and its outcome."""
+    probe = rl.compile_rules([{"name": "r", "condition": condition, "output": 1}], 0)
+    if "budget exceeded" in str(probe.evaluate(document).error):
+        return 0.0, 0.0, "skipped: an error outcome ends the evaluation at once"
+    if probe.evaluate(document).matched_rule == "r":
+        condition = f"!({condition})"  # a rule that matches would end the evaluation
+    document = {**document, "filler": list(range(150))}
+    try:
+        rl.check_input_bounds(document)
+    except rl.InputBoundsError:
+        document = {**document, "filler": list(range(20))}
+    # One filler's own time: two fillers minus one (the input is converted once per call).
+    rule = {"condition": FILLER, "output": 1}
+    one = rl.compile_rules([{"name": "f", **rule}], 0)
+    two = rl.compile_rules([{"name": "f", **rule}, {"name": "g", **rule}], 0)
+    filler_ms = max(0.05, timed(two, document, 5)[0] - timed(one, document, 5)[0])
+    setup_ms = max(0.0, timed(one, document, 5)[0] - filler_ms)
+    guess = int((rl.DEFAULT_EVAL_BUDGET_MS - setup_ms) / filler_ms)
+    # The worst order runs the case just before the budget runs out: try counts around
+    # the guess and keep the slowest.
+    best = (0.0, 0.0, "no count fits")
+    for count in sorted({min(199, max(0, guess - step)) for step in range(0, 13, 2)}):
+        rules = [{"name": f"f{n}", "condition": FILLER, "output": n} for n in range(count)]
+        rules += [
+            {"name": f"r{n}", "condition": condition, "output": n} for n in range(200 - count)
+        ]
+        try:
+            compiled = rl.compile_rules(rules, 0)
+        except rl.RuleCompileError as exc:  # the negation pushed it over the limit
+            return 0.0, 0.0, f"skipped: {exc}"
+        fastest, slow, evaluation = timed(compiled, document, rounds)
+        outcome = evaluation.error.message if evaluation.error else "completed"
+        if fastest > best[0]:
+            best = (fastest, slow, f"{count} fillers; {outcome}")
+    return best
+
+
+if __name__ == "__main__":
+    main()
