@@ -46,6 +46,17 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class ServiceUnavailable(DomainError):
+    """A dependency (the task queue) is unreachable; nothing changed, try again later."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class InvalidTransition(Conflict):
     code = "invalid_transition"
 

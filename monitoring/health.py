@@ -78,6 +78,11 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
             "The circuit breaker is OPEN: v2 failed repeatedly, so every request goes to v1 "
             f"until the {config['breaker_cooldown_seconds']} s cooldown ends."
         )
+    elif breaker_state == "UNKNOWN":
+        warnings.append(
+            "The circuit breaker's state cannot be read (Redis is unreachable): requests "
+            "are routed from PostgreSQL and the breaker counts nothing until Redis returns."
+        )
     elif breaker_state == "HALF_OPEN":
         warnings.append(
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +13,7 @@ from rest_framework.views import APIView
 from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
-from canary.errors import Conflict
+from canary.errors import Conflict, ServiceUnavailable
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
@@ -139,7 +141,15 @@ class CompensationReplayView(_CompensationActionView):
                 "No executions of this deployment are flagged for reprocessing; replay "
                 "applies after a rollback with the manual compensation strategy."
             )
-        tasks.compensation_replay_task.delay(str(deployment.pk))
+        try:
+            # NOTE: no publish retries: with the broker down, answer now, not in seconds.
+            tasks.compensation_replay_task.apply_async(args=[str(deployment.pk)], retry=False)
+        except (KombuOperationalError, RedisError, OSError) as exc:
+            raise ServiceUnavailable(
+                "The task queue is unreachable, so the replay was not queued and nothing "
+                "changed. Try again once it is back.",
+                retry_after=30,
+            ) from exc
         return Response({**summary, "replay": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 
