@@ -28,6 +28,7 @@ version and appends its record with a second call.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +99,6 @@ end
 return {'ok', user, gen, breaker, found, version, created, logged}
 """
 
-_script_cache: dict[int, Any] = {}
-
 
 @dataclass(frozen=True)
 class RouteAnswer:
@@ -148,13 +147,7 @@ class ExecutionEntry:
     outcome: bytes  # JSON
 
 
-def _script(client: Any) -> Any:
-    script = _script_cache.get(id(client))
-    if script is None:
-        script = client.register_script(ROUTE_LUA)
-        _script_cache.clear()
-        _script_cache[id(client)] = script
-    return script
+ROUTE_SHA = hashlib.sha1(ROUTE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 
 
 def _evalsha(client: Any, keys: list[str], args: list[Any]) -> Any:
@@ -166,16 +159,15 @@ def _evalsha(client: Any, keys: list[str], args: list[Any]) -> Any:
     connection. A script unknown to the server (Redis restarted) is loaded by
     redis-py's own path once; any other failure drops the connection.
     """
-    script = _script(client)
     connection = client.connection
     try:
         connection.send_packed_command(
-            [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))],
+            [hiredis.pack_command(("EVALSHA", ROUTE_SHA, len(keys), *keys, *args))],
             check_health=False,
         )
         return connection.read_response()
     except NoScriptError:
-        return script(keys=keys, args=args)
+        return client.register_script(ROUTE_LUA)(keys=keys, args=args)
     except ResponseError:
         raise
     except BaseException:

@@ -346,6 +346,7 @@ CANARY_ROUTING_RECHECK_SECONDS = float(os.environ.get("CANARY_ROUTING_RECHECK_SE
 # writes are idempotent, so taking over a slow one's batch duplicates nothing).
 CANARY_DRAIN_IN_WEB = env_bool("CANARY_DRAIN_IN_WEB", True)
 CANARY_DRAIN_BLOCK_MS = env_int("CANARY_DRAIN_BLOCK_MS", 200)
+CANARY_DRAIN_INTERVAL_MS = env_int("CANARY_DRAIN_INTERVAL_MS", 250)
 CANARY_DRAIN_WAIT_SECONDS = float(os.environ.get("CANARY_DRAIN_WAIT_SECONDS", "3"))
 CANARY_DRAIN_CLAIM_SECONDS = float(os.environ.get("CANARY_DRAIN_CLAIM_SECONDS", "1"))
 # Most entries a stream keeps undrained (approximate); older ones are trimmed.

@@ -13,7 +13,8 @@
 # 4. Prints both and the ratios (Canary req/s over the peer's; p99s side by side).
 #
 # Knobs: PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
-#        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir
+#        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir SETTLE=10
+#        (seconds between the two turns, once Canary's database is dropped)
 # Exits non-zero on any non-2xx answer or socket error from Canary.
 set -euo pipefail
 
@@ -130,6 +131,10 @@ stop_server
 logs="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monitoring_executionlog where deployment_id = '$V2_DEPLOYMENT_ID'")"
 assigned="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from assignments_assignment where deployment_id = '$V2_DEPLOYMENT_ID'")"
 echo "  execution-log rows: $logs ($logs_before_drain already drained when the server stopped); assignments: $assigned"
+# Nothing of Canary's may run during the peer's turn (autovacuum of these tables).
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)" >/dev/null
+redis-cli -n "$REDIS_DB" flushdb >/dev/null
+sleep "${SETTLE:-10}"
 
 # --- 2. the peer -------------------------------------------------------------------------
 if [ "${SKIP_PEER:-0}" = 1 ]; then
