@@ -12,7 +12,7 @@
 #    userId stickiness).
 # 4. Prints both and the ratios (Canary req/s over the peer's; p99s side by side).
 #
-# Knobs: PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
+# Knobs: SERVER=gunicorn (3 sync workers instead of granian) PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
 #        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir SETTLE=10
 #        (seconds between the two turns, once Canary's database is dropped)
 # Exits non-zero on any non-2xx answer or socket error from Canary.
@@ -85,15 +85,24 @@ echo "== in-process CPU per request (no server, no load generator)"
 
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:${PORT}"
-CANARY_BIND="127.0.0.1:${PORT}" CANARY_SERVE_MIGRATE=0 \
-    PROMETHEUS_MULTIPROC_DIR="$OUT/prometheus" "$ROOT/scripts/serve.sh" >"$OUT/server.log" 2>&1 &
+export PROMETHEUS_MULTIPROC_DIR="$OUT/prometheus"
+if [ "${SERVER:-granian}" = gunicorn ]; then
+    # The other production server the project supports: gunicorn's sync workers.
+    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+    "$ROOT/.venv/bin/gunicorn" canary.wsgi:application --bind "127.0.0.1:${PORT}" \
+        --workers "${WEB_WORKERS:-3}" >"$OUT/server.log" 2>&1 &
+else
+    CANARY_BIND="127.0.0.1:${PORT}" CANARY_SERVE_MIGRATE=0 "$ROOT/scripts/serve.sh" \
+        >"$OUT/server.log" 2>&1 &
+fi
 SERVER_PID=$!
 for _ in $(seq 1 150); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "$BASE/healthz" >/dev/null || { cat "$OUT/server.log"; exit 1; }
-echo "== canary: granian ${WEB_WORKERS:-3} workers x ${WEB_THREADS:-2} threads on $BASE; rule set $RULESET_ID, v2 at 10%"
+echo "== canary: ${SERVER:-granian} ${WEB_WORKERS:-3} workers x ${WEB_THREADS:-2} threads on $BASE; rule set $RULESET_ID, v2 at 10%"
 
 export BENCH_DIR="$HERE" RULESET_ID TOKEN ID_PREFIX=u ID_SPACE="$NEW_IDS"
 declare -A RPS P99
+EXECUTED=0  # executes wrk saw answered (warm-up included)
 canary_wrk() {  # name script seconds [record]
     local out="$OUT/wrk-$1-$3s.txt" line spy=""
     if [ -n "${4:-}" ] && [ "${PROFILE:-0}" = 1 ]; then
@@ -115,6 +124,7 @@ canary_wrk() {  # name script seconds [record]
     kv() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
     local bad=$(( $(kv non2xx) + $(kv connect_errors) + $(kv read_errors) + $(kv write_errors) + $(kv timeouts) ))
     [ "$bad" -eq 0 ] || { cat "$out"; echo "compare.sh: $1: $bad failed requests" >&2; exit 1; }
+    [ "$1" != execute ] || EXECUTED=$(( EXECUTED + $(kv requests) ))
     if [ -n "${4:-}" ]; then
         RPS[$1]="$(kv rps)"; P99[$1]="$(kv p99_ms)"
         echo "  canary $1 c=$CONNS t=$THREADS ${3}s: rps=$(kv rps) p50_ms=$(kv p50_ms) p99_ms=$(kv p99_ms) requests=$(kv requests) cores: $(cat "$out.cpu")"
@@ -128,9 +138,16 @@ logs_before_drain="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monit
 stop_server
 # Whatever the web workers had not drained yet is written now (drain_now), then counted.
 "$PY" -c "import django; django.setup(); from assignments.buffer import drain_now; drain_now()"
-logs="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monitoring_executionlog where deployment_id = '$V2_DEPLOYMENT_ID'")"
+logs="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monitoring_executionlog where deployment_id = '$V2_DEPLOYMENT_ID' and user_id like 'u%'")"
 assigned="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from assignments_assignment where deployment_id = '$V2_DEPLOYMENT_ID'")"
-echo "  execution-log rows: $logs ($logs_before_drain already drained when the server stopped); assignments: $assigned"
+echo "  execution-log rows of wrk's executes: $logs for $EXECUTED answered ($logs_before_drain rows in all" \
+     "were drained when the server stopped); assignments: $assigned"
+# Every answered execute is logged; a request cut off when wrk stopped may be logged
+# without wrk counting its answer (at most one per connection and run).
+if [ "$logs" -lt "$EXECUTED" ] || [ "$logs" -gt $(( EXECUTED + 2 * CONNS )) ]; then
+    echo "compare.sh: $EXECUTED answered executes but $logs log rows" >&2
+    exit 1
+fi
 # Nothing of Canary's may run during the peer's turn (autovacuum of these tables).
 "${PSQL[@]}" -c "DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)" >/dev/null
 redis-cli -n "$REDIS_DB" flushdb >/dev/null
