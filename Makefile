@@ -23,7 +23,7 @@ migrate: venv
 
 run: migrate
 	@echo "Demo login: demo / demo-password  (admin role); its API token is the line below."
-	@$(BIN)/python manage.py canary_user demo --role admin --password demo-password | tail -n 1
+	@$(BIN)/python manage.py canary_user demo --role admin --password demo-password --rotate-token | tail -n 1
 	./scripts/run.sh
 
 # DATABASE_URL, REDIS_URL, SECRET_KEY from the environment; migrates first.

@@ -20,9 +20,11 @@ class AssignmentsConfig(AppConfig):
         # The fast path accepts tokens vouched for by Redis; revocation removes them.
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_delete, post_save
-        from rest_framework.authtoken.models import Token
+        from knox.models import AuthToken
 
         from canary.api import signals
 
-        post_delete.connect(signals.token_deleted, sender=Token, dispatch_uid="canary.token_gone")
+        post_delete.connect(
+            signals.token_deleted, sender=AuthToken, dispatch_uid="canary.token_gone"
+        )
         post_save.connect(signals.user_saved, sender=get_user_model(), dispatch_uid="canary.user")

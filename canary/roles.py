@@ -45,9 +45,9 @@ _ADMINISTER = [
     ("auth", "change_user"),
     ("auth", "delete_user"),
     ("auth", "view_group"),
-    ("authtoken", "view_tokenproxy"),
-    ("authtoken", "add_tokenproxy"),
-    ("authtoken", "delete_tokenproxy"),
+    ("knox", "view_authtoken"),
+    ("knox", "add_authtoken"),
+    ("knox", "delete_authtoken"),
     ("django_celery_beat", "change_periodictask"),
 ]
 

@@ -60,7 +60,10 @@ INSTALLED_APPS = [
     "django_prometheus",
     "django_guid",
     "rest_framework",
+    # Kept for its table: API tokens are knox's, stored as hashes (see
+    # deployments/migrations/0006_hash_api_tokens.py, which moved the old ones over).
     "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -256,6 +259,24 @@ CANARY_NOTIFY_EMAIL = env_bool("CANARY_NOTIFY_EMAIL", bool(EMAIL_HOST))
 CANARY_NOTIFY_EMAILS = env_list("CANARY_NOTIFY_EMAILS")
 # Used to link notifications to the deployment's admin page.
 CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
+
+# API tokens (django-rest-knox): only a SHA-512 of each is stored; a token is shown
+# once, when issued. New tokens expire after this many days (0: never).
+CANARY_TOKEN_TTL_DAYS = env_int("CANARY_TOKEN_TTL_DAYS", 365)
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "TOKEN_TTL": timedelta(days=CANARY_TOKEN_TTL_DAYS) if CANARY_TOKEN_TTL_DAYS > 0 else None,
+    "AUTO_REFRESH": False,
+}
+
+# API tokens (django-rest-knox): only a SHA-512 of each is stored; a token is shown
+# once, when issued. New tokens expire after this many days (0: never).
+CANARY_TOKEN_TTL_DAYS = env_int("CANARY_TOKEN_TTL_DAYS", 365)
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "TOKEN_TTL": timedelta(days=CANARY_TOKEN_TTL_DAYS) if CANARY_TOKEN_TTL_DAYS > 0 else None,
+    "AUTO_REFRESH": False,
+}
 
 # Rate limits per client (user, or address when anonymous); "" turns one off.
 CANARY_THROTTLE_RATES = {

@@ -34,7 +34,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from rest_framework.authtoken.admin import TokenAdmin
+from knox.admin import AuthTokenAdmin as KnoxAuthTokenAdmin
+from knox.models import AuthToken
 from rest_framework.authtoken.models import TokenProxy
 
 from canary.errors import DomainError, NotFound, ValidationFailed
@@ -1167,11 +1168,20 @@ class RoleUserAdmin(UserAdmin):
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
-class ManagedTokenAdmin(TokenAdmin):
-    """Tokens only for users the editor may manage: a token is the user's whole power."""
+class ManagedTokenAdmin(KnoxAuthTokenAdmin):
+    """API tokens: issued here (shown once), listed by prefix, revoked by deleting.
+
+    Only a hash of each token is stored. Tokens only for users the editor may
+    manage: a token is the user's whole power.
+    """
+
+    list_display = ("token_key", "user", "created", "expiry")
+    list_display_links = ("token_key",)
+    search_fields = ("token_key", "user__username")
+    readonly_fields = ("token_key", "user", "created", "expiry")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)
+        queryset = super().get_queryset(request).select_related("user")
         if request.user.is_superuser:
             return queryset
         return queryset.filter(user__in=manageable_users(request.user))
@@ -1183,12 +1193,23 @@ class ManagedTokenAdmin(TokenAdmin):
             kwargs["queryset"] = manageable_users(request.user)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a token is issued or revoked, never edited
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         allowed = super().has_delete_permission(request, obj)
         return allowed and (obj is None or may_manage_user(request.user, obj.user))
 
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for token in queryset:
+            token.delete()  # one by one: each deletion reaches the data plane's cache
+
 
 admin.site.unregister(User)
 admin.site.register(User, RoleUserAdmin)
-admin.site.unregister(TokenProxy)
-admin.site.register(TokenProxy, ManagedTokenAdmin)
+admin.site.unregister(TokenProxy)  # the plain-text tokens' page: none are stored any more
+admin.site.unregister(AuthToken)
+admin.site.register(AuthToken, ManagedTokenAdmin)

@@ -10,3 +10,10 @@ def create_user(username: str, role: str) -> str:
     out = io.StringIO()
     call_command("canary_user", username, "--role", role, stdout=out)
     return out.getvalue().strip().splitlines()[-1]
+
+
+def issue_token(user: object) -> str:
+    """A new API token for ``user``, as knox issues it (only its hash is stored)."""
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=user)[1]

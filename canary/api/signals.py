@@ -1,24 +1,24 @@
-"""Revocation reaches the data plane's token cache at once (connected in ``canary.apps``)."""
+"""Revocation reaches the data plane's token cache at once (connected in ``AssignmentsConfig``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from canary.api.authentication import forget_tokens
 
 
-def token_deleted(sender: Any, instance: Token, **kwargs: Any) -> None:
-    key = instance.key
-    forget_tokens([key])
-    transaction.on_commit(lambda: forget_tokens([key]))
+def token_deleted(sender: Any, instance: AuthToken, **kwargs: Any) -> None:
+    digest = instance.digest
+    forget_tokens([digest])
+    transaction.on_commit(lambda: forget_tokens([digest]))
 
 
 def user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
-    # A deactivated user (or any change to one) must re-authenticate in full.
-    keys = list(Token.objects.filter(user_id=instance.pk).values_list("key", flat=True))
-    if keys:
-        forget_tokens(keys)
-        transaction.on_commit(lambda: forget_tokens(keys))
+    # A deactivated user (or any change to one) must authenticate in full again.
+    digests = list(AuthToken.objects.filter(user_id=instance.pk).values_list("digest", flat=True))
+    if digests:
+        forget_tokens(digests)
+        transaction.on_commit(lambda: forget_tokens(digests))

@@ -211,6 +211,6 @@ def test_admin_role_may_disable_and_enable_periodic_jobs(console: Console):
 )
 def test_only_admins_manage_users_and_tokens(console: Console, role: str, allowed: bool):
     client = console(role)
-    for name in ("admin:auth_user_changelist", "admin:authtoken_tokenproxy_changelist"):
+    for name in ("admin:auth_user_changelist", "admin:knox_authtoken_changelist"):
         assert (client.get(reverse(name)).status_code == 200) is allowed
     assert (client.get(reverse("admin:auth_user_add")).status_code == 200) is allowed

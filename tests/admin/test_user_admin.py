@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -140,14 +142,34 @@ def test_admin_role_still_manages_weaker_users(boss: Client, roles: None) -> Non
 def test_admin_role_cannot_issue_or_revoke_a_superusers_token(
     boss: Client, superuser: User
 ) -> None:
-    from rest_framework.authtoken.models import Token
+    from urllib.parse import quote
 
-    add = boss.post("/admin/authtoken/tokenproxy/add/", {"user": superuser.pk})
+    from knox.models import AuthToken
+
+    add = boss.post("/admin/knox/authtoken/add/", {"user": superuser.pk})
     assert add.status_code == 200  # the form again: not a user this Admin may choose
-    assert not Token.objects.filter(user=superuser).exists()
-    token = Token.objects.create(user=superuser)
-    listing = boss.get("/admin/authtoken/tokenproxy/").content.decode()
-    assert token.key not in listing
-    delete = boss.post(f"/admin/authtoken/tokenproxy/{superuser.pk}/delete/", {"post": "yes"})
+    assert not AuthToken.objects.filter(user=superuser).exists()
+    issued, token = AuthToken.objects.create(user=superuser)
+    listing = boss.get("/admin/knox/authtoken/").content.decode()
+    assert issued.token_key not in listing and token not in listing
+    delete = boss.post(f"/admin/knox/authtoken/{quote(issued.digest)}/delete/", {"post": "yes"})
     assert delete.status_code in (302, 403, 404)
-    assert Token.objects.filter(user=superuser).exists()
+    assert AuthToken.objects.filter(user=superuser).exists()
+
+
+def test_an_admin_issues_a_token_shown_once_and_listed_by_prefix(boss: Client, db: Any) -> None:
+    from django.contrib.auth import get_user_model
+    from knox.models import AuthToken
+
+    engine = get_user_model().objects.create(username="rule-engine")
+    added = boss.post("/admin/knox/authtoken/add/", {"user": engine.pk}, follow=True)
+    assert added.status_code == 200
+    shown = [str(message) for message in added.context["messages"]]
+    token = next(text.split()[-1] for text in shown if text.startswith("TOKEN"))
+    issued = AuthToken.objects.get(user=engine)
+    assert issued.token_key == token[:15]
+    listing = boss.get("/admin/knox/authtoken/").content.decode()
+    assert issued.token_key in listing and token not in listing
+    api = Client()
+    answer = api.get("/api/v1/deployments", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert answer.status_code == 403  # authenticated (no role): the token works

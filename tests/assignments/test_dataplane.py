@@ -25,11 +25,12 @@ pytestmark = pytest.mark.django_db
 def caller(client_for: Any) -> APIClient:
     """A rule-engine client: authenticated, with no role at all."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from tests.accounts import issue_token
 
     user = get_user_model().objects.create(username="rule-engine")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user)}")
     return client
 
 

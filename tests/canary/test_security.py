@@ -59,10 +59,49 @@ def test_every_response_carries_a_request_id(client: Any) -> None:
 
 def test_tokens_are_revocable(client_for: Any) -> None:
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     viewer = client_for("viewer")
     assert viewer.get("/api/v1/deployments").status_code == 200
     call_command("canary_user", "viewer-user", "--role", "viewer", "--rotate-token", stdout=None)
     assert viewer.get("/api/v1/deployments").status_code == 401
-    assert Token.objects.filter(user__username="viewer-user").count() == 1
+    assert AuthToken.objects.filter(user__username="viewer-user").count() == 1
+
+
+def test_tokens_are_stored_only_as_hashes_and_shown_once(db: Any, roles: None) -> None:
+    import hashlib
+
+    from knox.models import AuthToken
+
+    from tests.accounts import create_user
+
+    token = create_user("hashed", "viewer")
+    again = create_user("hashed", "viewer")
+    assert token != again  # each issue is a new token; none is shown twice
+    stored = AuthToken.objects.filter(user__username="hashed")
+    assert stored.count() == 2
+    assert {row.digest for row in stored} == {
+        hashlib.sha512(value.encode()).hexdigest() for value in (token, again)
+    }
+    for row in stored:
+        assert token not in (row.digest, row.token_key)
+        assert row.expiry is not None  # CANARY_TOKEN_TTL_DAYS
+
+
+def test_an_expired_token_is_refused(db: Any, roles: None) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from knox.models import AuthToken
+    from rest_framework.test import APIClient
+
+    from tests.accounts import create_user
+
+    token = create_user("short-lived", "viewer")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/v1/deployments").status_code == 200
+    AuthToken.objects.filter(user__username="short-lived").update(
+        expiry=timezone.now() - timedelta(seconds=1)
+    )
+    assert client.get("/api/v1/deployments").status_code == 401

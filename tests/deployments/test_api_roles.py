@@ -170,10 +170,10 @@ def test_wrong_token_is_401(world: World) -> None:
 
 def test_authenticated_user_without_a_role_is_403(world: World) -> None:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from tests.accounts import issue_token
 
     user = get_user_model().objects.create(username="rule-engine")
-    token = Token.objects.create(user=user)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user)}")
     assert client.get("/api/v1/deployments").status_code == 403

@@ -45,9 +45,10 @@ def test_jobs_endpoint(viewer: APIClient, canary_v2: Deployment) -> None:
 def test_jobs_endpoint_needs_a_role(client_for: Any) -> None:
     assert APIClient().get("/api/v1/scheduler/jobs").status_code == 401
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from tests.accounts import issue_token
 
     user = get_user_model().objects.create(username="no-role")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user)}")
     assert client.get("/api/v1/scheduler/jobs").status_code == 403
