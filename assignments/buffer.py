@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
 from canary.redis import redis_client, redis_enabled
 
@@ -79,10 +79,13 @@ def _decode(raw: list[Any]) -> list[Entry]:
 
 
 def _write(stream: str, entries: list[Entry]) -> None:
+    """Write a batch; raises (nothing acknowledged) while the database is unreachable."""
     sink = _sinks[stream]
     try:
         with transaction.atomic():
             sink(entries)
+    except (OperationalError, InterfaceError):
+        raise  # the entries stay pending and are written once the database is back
     except Exception:
         # One bad entry must not hold back the rest: write them one by one and
         # drop (with a log line) only what cannot be written at all.
@@ -91,6 +94,8 @@ def _write(stream: str, entries: list[Entry]) -> None:
             try:
                 with transaction.atomic():
                     sink([entry])
+            except (OperationalError, InterfaceError):
+                raise
             except Exception:
                 logger.exception("dropping undrainable entry %s of %s", entry[0], stream)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from django.db import connection
 from knox.models import AuthToken
 
 from assignments.api.serializers import ExecuteOutputSerializer, ResolveOutputSerializer
@@ -26,8 +27,9 @@ from deployments import services as lifecycle
 from deployments.models import Deployment
 from monitoring.models import ExecutionLog
 from tests.accounts import create_user
+from tests.canary.test_faults import wait_until_drained
 from tests.monitoring.test_breaker_integration import make_canary
-from tests.servers import free_port, granian, private_redis
+from tests.servers import CuttableProxy, database_url_of_test_db, free_port, granian, private_redis
 from tests.stored import stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -251,3 +253,31 @@ def test_a_worker_killed_under_load_leaves_no_answer_unlogged(roles: None, redis
     # A request cut off after its record was appended is logged without an answer
     # (at most one per request in flight).
     assert len(logged) - len(answered) <= 8
+
+
+def test_postgresql_down_loses_no_answered_execute(roles: None, redis_port: int) -> None:
+    """Executes are answered while PostgreSQL is away; their rows arrive once it is back."""
+    if connection.vendor != "postgresql":
+        pytest.skip("cutting PostgreSQL off needs PostgreSQL (CI runs on it)")
+    canary = make_canary("postgres-down", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    database = connection.settings_dict
+    proxy = CuttableProxy((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
+    proxy.start()
+    proxied = database_url_of_test_db().replace(
+        f":{database.get('PORT') or 5432}/", f":{proxy.port}/"
+    )
+    with granian(DATABASE_URL=proxied, **server_redis(redis_port)) as server:
+        for n in range(5):  # authenticates in full once, warms the routing state
+            assert execute(server.base, canary.ruleset_id, token, user_id=f"before-{n}").ok
+        proxy.cut()
+        during = [
+            execute(server.base, canary.ruleset_id, token, user_id=f"during-{n}") for n in range(30)
+        ]
+        assert [response.status_code for response in during] == [200] * 30
+        time.sleep(1.5)  # the drainers fail meanwhile: nothing may be dropped
+        proxy.start()
+        wait_until_drained(redis.Redis(port=redis_port), timeout=20)
+    logged = set(stored(ExecutionLog).filter(deployment=canary).values_list("user_id", flat=True))
+    assert {f"during-{n}" for n in range(30)} <= logged
+    assert {f"before-{n}" for n in range(5)} <= logged
