@@ -511,7 +511,10 @@ def _execute_in_one_trip(
         if state.canary is None or state.active is None:
             return None
         guess = _candidate(state, context)
-        guessed = _evaluate((state.canary if guess == router.V2 else state.active).rules, input)
+        guessed_rules = (state.canary if guess == router.V2 else state.active).rules
+        # NOTE: a version that could be slow is not evaluated on a guess: with a
+        # wrong guess the execute would pay for two evaluations (over the budget).
+        guessed = _evaluate(guessed_rules, input) if guessed_rules.is_cheap() else None
         common = {
             "deployment_id": state.canary.deployment_id,
             "v1_version_id": state.active.version_id,
@@ -522,7 +525,11 @@ def _execute_in_one_trip(
             "input": input,
             "created_at": now.timestamp(),
         }
-        entry = sticky.ExecutionEntry(orjson.dumps(common), guess, guessed.as_json())
+        entry = (
+            sticky.ExecutionEntry(orjson.dumps(common), guess, guessed.as_json())
+            if guessed is not None
+            else None
+        )
         try:
             answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
         except (TokenNotCached, RateLimited):
@@ -540,7 +547,7 @@ def _execute_in_one_trip(
             return None  # the breaker's full logic, and a separate record
         resolution = _resolution_from(state, context, now, answer, will_execute=True)
         config = resolution.canary_config or {}
-        if answer.logged:
+        if answer.logged and guessed is not None:
             outcome = guessed
             # Stored by the routing call already: count it and feed the breaker.
             hooks.observe_execution(

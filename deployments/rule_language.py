@@ -262,6 +262,16 @@ class CompiledRuleSet:
         # the cost check (or under looser settings) ever have such rules.
         self._costly: dict[tuple[Any, ...], Any] = {}
 
+    def is_cheap(self) -> bool:
+        """Its worst case (every rule run at the input caps) is at most a tenth of the budget.
+
+        The data plane evaluates a version before it knows the request will be served
+        it (``assignments.services``) only when this holds, so a guess that turns out
+        wrong costs little.
+        """
+        limit = eval_limits().rule_cost_limit
+        return sum(rule.cost for rule in self._rules) * 10 <= limit
+
     def evaluate(self, input: Mapping[str, Any]) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
 

@@ -380,3 +380,44 @@ class TestBadInput:
         response = resolve(caller, ruleset, workflow_id="a b")
         assert response.status_code == 400
         assert "workflow_id" in response.json()
+
+
+def test_a_version_that_could_be_slow_is_not_evaluated_on_a_guess(
+    caller: APIClient, db: Any
+) -> None:
+    """Its execute routes first, then evaluates what it serves: logged as served."""
+    from assignments.routing import routing_state_for
+
+    ruleset = lifecycle.ruleset_create(name="costly", actor="t")
+    costly = [
+        {
+            "name": "blocked",
+            "condition": "has(input.items) && input.items.exists(i, string(i) in input.blocked)",
+            "output": {"alert": "blocked"},
+        }
+    ]
+    lifecycle.ruleset_version_create(
+        ruleset=ruleset,
+        version="v1.0.0",
+        rules=[{"name": "any", "condition": "true", "output": {}}],
+        default={},
+        actor="t",
+    )
+    lifecycle.ruleset_version_create(
+        ruleset=ruleset, version="v2.0.0", rules=costly, default={"alert": "none"}, actor="t"
+    )
+    first = lifecycle.deployment_create(ruleset_id=ruleset.pk, version="v1.0.0", actor="t")
+    lifecycle.deployment_promote(deployment_id=first.pk, actor="t")
+    draft = lifecycle.deployment_create(ruleset_id=ruleset.pk, version="v2.0.0", actor="t")
+    canary = lifecycle.deployment_start_canary(deployment_id=draft.pk, canary_pct=100, actor="t")
+    state = routing_state_for(ruleset_id=str(ruleset.pk))
+    assert state is not None and state.canary is not None
+    assert not state.canary.rules.is_cheap()
+    body = {"input": {"items": [1, 2], "blocked": ["2"]}}
+    for n in range(3):
+        answer = execute(caller, ruleset, user_id=f"u{n}", **body).json()
+        assert (answer["canary_version"], answer["output"]) == ("v2", {"alert": "blocked"})
+    rows = stored(ExecutionLog).filter(deployment=canary)
+    assert sorted((row.user_id, row.served_version, row.output["alert"]) for row in rows) == [
+        (f"u{n}", "v2", "blocked") for n in range(3)
+    ]
