@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 import orjson
 from django.conf import settings
 from django.core.cache import caches
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -84,7 +85,9 @@ class DataPlaneFastPath:
         buffer.start_background_drainer()
         try:
             return self._serve(environ, start_response, match.group(1), match.group(2))
-        except _Decline:
+        except (_Decline, DatabaseError):
+            # NOTE: a process that has not loaded the rule set's routing state yet
+            # needs PostgreSQL; the full API then answers (its JSON error).
             return self.app(environ, start_response)
 
     # --- the request ------------------------------------------------------------

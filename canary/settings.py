@@ -146,14 +146,11 @@ if REDIS_URL:
         },
         "KEY_PREFIX": "canary",
     }
-    CACHES = {"default": REDIS_CACHE, "routing": REDIS_CACHE}
+    CACHES = {"default": REDIS_CACHE}
 else:
-    # NOTE: without Redis the web server, worker and beat share no memory, so the
-    # routing cache is off: every request reads routing state from the database.
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "routing": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
-    }
+    # NOTE: the data plane's routing state is per process and checks PostgreSQL's
+    # routing generation (assignments.routing), so it needs no shared cache.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Admin console logins go through django-axes first, which refuses a locked-out
 # username or address before any password is checked. API tokens never call

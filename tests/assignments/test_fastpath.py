@@ -267,7 +267,9 @@ def test_postgresql_down_loses_no_answered_execute(roles: None, redis_port: int)
     proxied = database_url_of_test_db().replace(
         f":{database.get('PORT') or 5432}/", f":{proxy.port}/"
     )
-    with granian(DATABASE_URL=proxied, **server_redis(redis_port)) as server:
+    # One worker: the process that loaded the routing state is the one that answers
+    # (a process that never loaded it cannot, until PostgreSQL is back).
+    with granian(workers=1, DATABASE_URL=proxied, **server_redis(redis_port)) as server:
         for n in range(5):  # authenticates in full once, warms the routing state
             assert execute(server.base, canary.ruleset_id, token, user_id=f"before-{n}").ok
         proxy.cut()

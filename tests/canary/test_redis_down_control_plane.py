@@ -29,12 +29,11 @@ def redis_down(settings: Any) -> Iterator[str]:
     url = f"redis://127.0.0.1:{free_port()}/0"
     settings.REDIS_URL = url
     settings.CACHES = {
-        alias: {
+        "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": url,
             "OPTIONS": {"IGNORE_EXCEPTIONS": True, "SOCKET_CONNECT_TIMEOUT": 0.2},
         }
-        for alias in ("default", "routing")
     }
     reset_redis_client()
     previous = celery_app.conf.broker_url
