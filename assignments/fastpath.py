@@ -3,9 +3,9 @@
 ``execute`` and ``resolve`` are what every caller of the rule engine pays for,
 so the common request (a valid Bearer token, a well-formed body, Redis up) is
 served here without Django's middleware, URL resolver, DRF or the ORM: parse,
-one Redis round-trip (``assignments.sticky``: token, rate, generation,
-breaker, sticky look-up and claim), evaluate, one ``XADD`` for the execution
-log, answer.
+evaluate the version the context most likely gets, one Redis round-trip
+(``assignments.sticky``: token, rate, generation, breaker, sticky look-up and
+claim, and the execution record), answer.
 
 Anything else is handed to the full Django application untouched, which answers
 exactly as the API always has: a missing or unknown token (DRF authenticates it

@@ -92,10 +92,6 @@ class ExecutionResult:
     latency_ms: float
 
 
-def _session_ttl() -> timedelta:
-    return timedelta(seconds=settings.CANARY_SESSION_TTL)
-
-
 def _canonical(ruleset_id: Any) -> str:
     if isinstance(ruleset_id, uuid.UUID):
         return str(ruleset_id)
