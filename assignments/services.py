@@ -459,18 +459,6 @@ class _Outcome:
     error: dict[str, Any] | None
     latency_ms: float
 
-    def as_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "success": self.success,
-                "output": self.output,
-                "matched_rule": self.matched_rule,
-                "error_rule": self.error["rule"] if self.error else None,
-                "error_message": self.error["message"] if self.error else "",
-                "latency_ms": self.latency_ms,
-            }
-        )
-
 
 def _evaluate(rules: CompiledRuleSet, input: Mapping[str, Any]) -> _Outcome:
     started = time.perf_counter()
@@ -511,21 +499,12 @@ def _execute_in_one_trip(
         # NOTE: a version that could be slow is not evaluated on a guess: with a
         # wrong guess the execute would pay for two evaluations (over the budget).
         guessed = _evaluate(guessed_rules, input) if guessed_rules.is_cheap() else None
-        common = {
-            "deployment_id": state.canary.deployment_id,
-            "v1_version_id": state.active.version_id,
-            "v2_version_id": state.canary.version_id,
-            "user_id": context.user_id or "",
-            "session_id": context.session_id or "",
-            "workflow_id": context.workflow_id or "",
-            "input": input,
-            "created_at": now.timestamp(),
-        }
-        entry = (
-            sticky.ExecutionEntry(orjson.dumps(common), guess, guessed.as_json())
-            if guessed is not None
-            else None
-        )
+        entry = None
+        if guessed is not None:
+            guessed_as_served = _resolution(state, guess, None, "CLOSED", clean=False)
+            entry = sticky.ExecutionEntry.of(
+                _execution_record(guessed_as_served, guessed, input, context, now)
+            )
         try:
             answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
         except (TokenNotCached, RateLimited):

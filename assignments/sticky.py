@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import orjson
 from redis.exceptions import NoScriptError, ResponseError
 
 from assignments import router
+from assignments.hooks import ExecutionRecord
 
 ASSIGNMENT_STREAM = "canary:stream:assignments"
 EXECUTION_STREAM = "canary:stream:executions"
@@ -145,6 +147,32 @@ class ExecutionEntry:
     common: bytes  # JSON
     version: str
     outcome: bytes  # JSON
+
+    @classmethod
+    def of(cls, record: ExecutionRecord) -> ExecutionEntry:
+        """The one encoding of a record, read back by ``monitoring.services``'s sink."""
+        version = record.served_version
+        common = {
+            "deployment_id": str(record.deployment_id),
+            f"{version}_version_id": str(record.version_id),
+            "user_id": record.user_id or "",
+            "session_id": record.session_id or "",
+            "workflow_id": record.workflow_id or "",
+            "input": record.input,
+            "created_at": record.executed_at.timestamp(),
+        }
+        outcome = {
+            "success": record.success,
+            "output": record.output,
+            "error_rule": record.error_rule,
+            "error_message": record.error_message,
+            "latency_ms": record.latency_ms,
+        }
+        return cls(orjson.dumps(common), version, orjson.dumps(outcome))
+
+    def fields(self) -> dict[str, bytes | str]:
+        """As ``XADD`` fields (what ``route.lua`` appends when it routes to ``version``)."""
+        return {"v": self.version, "c": self.common, f"o{self.version[1:]}": self.outcome}
 
 
 ROUTE_SHA = hashlib.sha1(ROUTE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)

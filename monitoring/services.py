@@ -13,7 +13,7 @@ from django.db import connection
 
 from assignments.buffer import stream_entry_id
 from assignments.hooks import BreakerGate, ExecutionRecord
-from assignments.sticky import EXECUTION_STREAM
+from assignments.sticky import EXECUTION_STREAM, ExecutionEntry
 from canary.errors import DomainError
 from canary.redis import redis_client, redis_enabled
 from deployments.choices import CompensationStatus
@@ -84,28 +84,11 @@ def _row_fields(record: ExecutionRecord) -> dict[str, Any]:
 
 
 def _append_to_stream(record: ExecutionRecord) -> bool:
-    """The same entry the routing script appends, with only the served outcome."""
-    version = record.served_version
-    common = {
-        "deployment_id": str(record.deployment_id),
-        f"{version}_version_id": str(record.version_id),
-        "user_id": record.user_id or "",
-        "session_id": record.session_id or "",
-        "workflow_id": record.workflow_id or "",
-        "input": record.input,
-        "created_at": record.executed_at.timestamp(),
-    }
-    outcome = {
-        "success": record.success,
-        "output": record.output,
-        "error_rule": record.error_rule,
-        "error_message": record.error_message,
-        "latency_ms": record.latency_ms,
-    }
+    """The same entry the routing script appends when it routes a request."""
     try:
         redis_client().xadd(
             EXECUTION_STREAM,
-            {"v": version, "c": orjson.dumps(common), f"o{version[1]}": orjson.dumps(outcome)},
+            ExecutionEntry.of(record).fields(),
             maxlen=settings.CANARY_STREAM_MAXLEN,
             approximate=True,
         )

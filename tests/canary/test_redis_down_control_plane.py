@@ -7,6 +7,7 @@ the data plane and the Celery broker alike, as when the Redis server is down.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +25,26 @@ from tests.stored import stored
 pytestmark = pytest.mark.django_db
 
 
+@contextmanager
+def broker_at(url: str) -> Iterator[None]:
+    """Celery publishes to ``url`` (its connection and producer pools made anew)."""
+
+    def reset_pools() -> None:
+        if celery_app._pool is not None:
+            celery_app._pool.force_close_all()
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    previous = celery_app.conf.broker_url
+    celery_app.conf.broker_url = url
+    reset_pools()
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_url = previous
+        reset_pools()
+
+
 @pytest.fixture
 def redis_down(settings: Any) -> Iterator[str]:
     url = f"redis://127.0.0.1:{free_port()}/0"
@@ -36,13 +57,8 @@ def redis_down(settings: Any) -> Iterator[str]:
         }
     }
     reset_redis_client()
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    yield url
-    celery_app.conf.broker_url = previous
-    celery_app._pool = None
+    with broker_at(url):
+        yield url
     reset_redis_client()
 
 
@@ -85,15 +101,8 @@ def test_replay_is_a_503_with_a_retry_hint(roles: None, approver: APIClient) -> 
     lifecycle.deployment_rollback(deployment_id=canary.pk, reason="bad", actor="t")
     flagged = stored(ExecutionLog).filter(deployment=canary, needs_reprocess=True)
     assert flagged.count() == 3
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    celery_app._pool = None
-    try:
+    with broker_at(f"redis://127.0.0.1:{free_port()}/0"):
         response = approver.post(f"/api/v1/deployments/{canary.pk}/compensation/replay")
-    finally:
-        celery_app.conf.broker_url = previous
-        celery_app._pool = None
     assert response.status_code == 503, response.content
     body = response.json()
     assert body["code"] == "unavailable"
