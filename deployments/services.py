@@ -342,7 +342,7 @@ def deployment_start_canary(
         pct = canary_pct
         if pct is None:
             pct = deployment.canary_config.get("initial_traffic_percentage", 10)
-        pct = _percentage_or_400("canary_pct", pct, low=1)
+        pct = _percentage_or_400("canary_pct", pct, low=0)
         siblings = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
             pk=deployment.pk
         )

@@ -25,6 +25,8 @@ class ExecutionLog(models.Model):
     latency_ms = models.FloatField()
     error_rule = models.CharField(max_length=100, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
+    # The rule whose condition matched ("" when the default output applied or it failed).
+    matched_rule = models.CharField(max_length=100, blank=True, default="")
     user_id = models.CharField(max_length=200, blank=True, default="")
     session_id = models.CharField(max_length=200, blank=True, default="")
     workflow_id = models.CharField(max_length=200, blank=True, default="")
@@ -36,6 +38,16 @@ class ExecutionLog(models.Model):
     replay_success = models.BooleanField(null=True, blank=True)
     replay_output = models.JSONField(null=True, blank=True)
     replay_differs = models.BooleanField(null=True, blank=True)
+    # Paired (shadow) evaluation: the other version on the same input, never
+    # returned to the caller. All null when the request was not shadowed.
+    shadow_success = models.BooleanField(null=True, blank=True)
+    shadow_output = models.JSONField(null=True, blank=True)
+    # The shadow's matched rule, or the rule it failed in.
+    shadow_rule = models.CharField(max_length=100, blank=True, default="")
+    shadow_error_message = models.TextField(blank=True, default="")
+    shadow_latency_ms = models.FloatField(null=True, blank=True)
+    # Same success and an equal output in both versions.
+    agreed = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=False)
 
     class Meta:
@@ -47,6 +59,12 @@ class ExecutionLog(models.Model):
             ),
             # Time windows across both versions (the monitor's, health's, rollups' tail).
             models.Index(fields=["deployment", "created_at"], name="execlog_deployment_time_idx"),
+            # The few pairs whose versions disagree, newest first (``/shadow/differences``).
+            models.Index(
+                fields=["deployment", "-created_at"],
+                name="execlog_disagreement_idx",
+                condition=models.Q(agreed=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -161,7 +161,7 @@ class TargetFilterSerializer(StrictInputSerializer):
 
 class StartCanaryInputSerializer(LifecycleInputSerializer):
     canary_pct = serializers.IntegerField(
-        min_value=1,
+        min_value=0,
         max_value=100,
         required=False,
         allow_null=True,

@@ -23,6 +23,8 @@ def test_defaults_match_the_contract() -> None:
         "auto_progress": False,
         "failure_threshold": 5,
         "breaker_cooldown_seconds": 60,
+        "shadow_percentage": 100,
+        "latency_floor_ms": 1.0,
     }
 
 
