@@ -23,6 +23,8 @@ MAX_MIN_SAMPLES = 1_000_000
 MAX_FAILURE_THRESHOLD = 10_000
 MAX_BREAKER_COOLDOWN_SECONDS = 24 * 60 * 60  # a day
 MAX_LATENCY_MULTIPLIER = 100
+MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary stale
+MAX_REQUIRED_APPROVALS = 5
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -88,6 +90,10 @@ FIELDS: dict[str, Field] = {
     "auto_progress": Field(False, _boolean),
     "failure_threshold": Field(5, _int_between(1, MAX_FAILURE_THRESHOLD)),
     "breaker_cooldown_seconds": Field(60, _int_between(1, MAX_BREAKER_COOLDOWN_SECONDS)),
+    # Release governance (SPEC 9.3): the readiness checklist and four-eyes approvals.
+    "readiness_minutes": Field(60, _int_between(1, MAX_READINESS_MINUTES)),
+    "enforce_readiness": Field(False, _boolean),
+    "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
 }
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring import analysis
+from monitoring import analysis, governance
 from monitoring.selectors import latency_sample, version_stats, window_stats
 from monitoring.services import breaker_state_for
 
@@ -88,6 +88,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."
         )
     warnings.extend(analysis.health_warnings(config=config, **windows))
+    warnings.extend(filter(None, [governance.stale_warning(deployment, now)]))
     v2_now = windows["v2_5m"]
     return {
         "deployment_id": str(deployment.pk),

@@ -7,6 +7,7 @@ from monitoring.api.views import (
     DeploymentComparisonView,
     DeploymentHealthView,
     DeploymentMetricsView,
+    DeploymentReadinessView,
     SchedulerJobsView,
 )
 
@@ -16,6 +17,9 @@ urlpatterns = [
         r"^deployments/(?P<deployment_id>[^/]+)/comparison/?$", DeploymentComparisonView.as_view()
     ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/health/?$", DeploymentHealthView.as_view()),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/readiness/?$", DeploymentReadinessView.as_view()
+    ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/compensation/?$", CompensationView.as_view()),
     re_path(
         r"^deployments/(?P<deployment_id>[^/]+)/compensation/complete/?$",
