@@ -242,6 +242,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Product settings.
 CANARY_SESSION_TTL = env_int("CANARY_SESSION_TTL", 24 * 60 * 60)
 CANARY_MONITOR_INTERVAL_SECONDS = env_int("CANARY_MONITOR_INTERVAL_SECONDS", 300)
+# A canary running longer than this many days gets the `stale_canary` health warning
+# and a daily notification (the guide's advice: no canary should run over a week).
+CANARY_STALE_DAYS = env_int("CANARY_STALE_DAYS", 7)
 # Notifications: Slack incoming webhook and e-mail (Django's mail settings).
 SLACK_WEBHOOK_URL = os.environ.get("SLACK_WEBHOOK_URL", "")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

@@ -24,6 +24,8 @@ MAX_FAILURE_THRESHOLD = 10_000
 MAX_BREAKER_COOLDOWN_SECONDS = 24 * 60 * 60  # a day
 MAX_LATENCY_MULTIPLIER = 100
 MAX_LATENCY_FLOOR_MS = 60_000.0  # a minute
+MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary stale
+MAX_REQUIRED_APPROVALS = 5
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -101,6 +103,10 @@ FIELDS: dict[str, Field] = {
     # Paired evaluation (SPEC 9.1) and the latency rule's absolute floor (9.2).
     "shadow_percentage": Field(100, _int_between(0, 100)),
     "latency_floor_ms": Field(1.0, _latency_floor, float),
+    # Release governance (SPEC 9.3): the readiness checklist and four-eyes approvals.
+    "readiness_minutes": Field(60, _int_between(1, MAX_READINESS_MINUTES)),
+    "enforce_readiness": Field(False, _boolean),
+    "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
 }
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring import analysis, paired
+from monitoring import analysis, governance, paired
 from monitoring.selectors import (
     evidence_at,
     latency_sample_deterministic,
@@ -121,6 +121,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."
         )
     warnings.extend(analysis.health_warnings(evidence, config))
+    warnings.extend(filter(None, [governance.stale_warning(deployment, now)]))
     v2_now = evidence.v2_5m
     return {
         "deployment_id": str(deployment.pk),

@@ -162,3 +162,27 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.until:%Y-%m-%d %H:%M}"
+
+
+class GovernanceRecord(models.Model):
+    """The monitor's last readiness verdict per canary, and what it has already told people.
+
+    The verdict feeds the ``canary_ready`` gauge (the same value in every process).
+    Each ``*_notified_*`` field is claimed with a compare-and-set update before a
+    notification is sent, so overlapping or repeated monitor runs notify once: once
+    per stretch at 50% for "ready", once per traffic step for a pending approval,
+    once per day of a stale canary's age.
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="governance_record"
+    )
+    ready = models.BooleanField(default=False)
+    checks = models.JSONField(default=list, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    ready_notified_for = models.CharField(max_length=64, blank=True, default="")
+    approval_notified_for = models.CharField(max_length=64, blank=True, default="")
+    stale_notified_day = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "ready" if self.ready else "not ready"

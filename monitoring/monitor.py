@@ -23,7 +23,7 @@ from canary.errors import DomainError
 from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from monitoring import analysis
+from monitoring import analysis, governance
 from monitoring.models import HealthRecord, JobRun
 from monitoring.notifications import notify
 from monitoring.selectors import evidence_at, paired_counts, step_started_at, version_stats
@@ -85,6 +85,7 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
                 _evaluate(deployment, now, report)
             except Exception:
                 logger.exception("monitor failed on deployment %s", deployment.pk)
+            _governance_check(deployment, now)
         outcome = (
             f"checked {report.checked}, rolled back {len(report.rolled_back)}, "
             f"progressed {len(report.progressed)}, promoted {len(report.promoted)}"
@@ -128,6 +129,14 @@ def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> N
         logger.warning("sample ratio mismatch on %s: progression paused", deployment.pk)
     if config.get("auto_progress") and status != "unhealthy" and not mismatch:
         _progress(deployment, now, report)
+
+
+def _governance_check(deployment: Deployment, now: datetime) -> None:
+    """Readiness for the gauge, "ready" and stale-canary notifications (SPEC 9.3)."""
+    try:
+        governance.governance_check(deployment_id=deployment.pk, now=now)
+    except Exception:
+        logger.exception("governance check failed on deployment %s", deployment.pk)
 
 
 def _record_health(deployment: Deployment, status: str, reasons: list[str], now: datetime) -> None:
@@ -180,6 +189,11 @@ def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> N
     if not step_healthy:
         return
     if deployment.traffic_percentage >= 100:
+        # Approvals and enforced readiness are for people to clear: wait (and ask them).
+        if not governance.auto_promote_allowed(
+            deployment=deployment, now=now, step=started.isoformat()
+        ):
+            return
         if _act(
             lambda: lifecycle.deployment_promote(
                 deployment_id=deployment.pk,

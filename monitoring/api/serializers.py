@@ -270,3 +270,37 @@ class SchedulerJobSerializer(serializers.Serializer):
 class SchedulerJobsOutputSerializer(serializers.Serializer):
     jobs = SchedulerJobSerializer(many=True)
     total = serializers.IntegerField()
+
+
+class ReadinessCheckSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(
+        choices=[
+            "time_at_traffic",
+            "success_rate",
+            "p95_latency",
+            "breaker_closed",
+            "min_samples",
+            "sample_ratio",
+            "shadow_agreement",
+        ]
+    )
+    passed = serializers.BooleanField()
+    required = serializers.BooleanField(help_text="False: informational, never blocks.")
+    observed = serializers.JSONField(
+        allow_null=True, help_text="The measured value (a number, or the breaker state)."
+    )
+    detail = serializers.CharField()
+
+
+class ReadinessOutputSerializer(serializers.Serializer):
+    deployment_id = serializers.UUIDField()
+    status = serializers.CharField()
+    ready = serializers.BooleanField()
+    checks = ReadinessCheckSerializer(many=True)
+    detail = serializers.CharField()
+    enforce_readiness = serializers.BooleanField()
+    required_approvals = serializers.IntegerField()
+    approved_by = serializers.ListField(
+        child=serializers.CharField(), help_text="Approvals of a promotion still pending."
+    )
+    checked_at = serializers.DateTimeField()

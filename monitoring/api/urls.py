@@ -7,6 +7,7 @@ from monitoring.api.views import (
     DeploymentComparisonView,
     DeploymentHealthView,
     DeploymentMetricsView,
+    DeploymentReadinessView,
     DeploymentShadowDifferencesView,
     DeploymentShadowView,
     SchedulerJobsView,
@@ -22,6 +23,9 @@ urlpatterns = [
     re_path(
         r"^deployments/(?P<deployment_id>[^/]+)/shadow/differences/?$",
         DeploymentShadowDifferencesView.as_view(),
+    ),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/readiness/?$", DeploymentReadinessView.as_view()
     ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/compensation/?$", CompensationView.as_view()),
     re_path(

@@ -17,13 +17,14 @@ from canary.errors import Conflict, ServiceUnavailable
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
-from monitoring import compensation, health, tasks
+from monitoring import compensation, governance, health, tasks
 from monitoring.api.serializers import (
     ComparisonOutputSerializer,
     CompensationOutputSerializer,
     CompensationReplayOutputSerializer,
     HealthOutputSerializer,
     MetricsOutputSerializer,
+    ReadinessOutputSerializer,
     SchedulerJobsOutputSerializer,
     ShadowDifferencesOutputSerializer,
     ShadowOutputSerializer,
@@ -141,6 +142,15 @@ class DeploymentShadowDifferencesView(_DeploymentReadView):
                 ],
             }
         )
+
+
+class DeploymentReadinessView(_DeploymentReadView):
+    """The guide's pre-promote checklist, each check with what was observed and why."""
+
+    @extend_schema(responses=ReadinessOutputSerializer)
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        return Response(governance.deployment_readiness(deployment=deployment))
 
 
 class CompensationView(_DeploymentReadView):

@@ -145,6 +145,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{id}/metrics"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/comparison"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/health"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/readiness"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow/differences"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/assignments"): _rule("viewer", on="canary"),
     # compensation: nothing is pending or flagged, so an authorised call is a 409
     ("GET", "/api/v1/deployments/{id}/compensation"): _rule("viewer", on="canary"),

@@ -190,3 +190,16 @@ def test_a_split_as_planned_is_no_mismatch(canary_v2: Deployment, viewer: APICli
     skew_assignments(canary_v2, v2=105, total=1_000)
     health = viewer.get(f"/api/v1/deployments/{canary_v2.pk}/health").json()
     assert not any("sample_ratio_mismatch" in w for w in health["warnings"])
+
+
+def test_readiness_uses_the_paired_outcomes(canary_v2: Deployment, viewer: APIClient) -> None:
+    from tests.monitoring.logs import add_logs
+
+    add_logs(canary_v2, "v1", [1.0] * 100, errors=4, paired=True, shared_errors=4)
+    add_logs(canary_v2, "v2", [1.0] * 20, errors=2, paired=True)  # 2 only-v2 failures
+    body = viewer.get(f"/api/v1/deployments/{canary_v2.pk}/readiness").json()
+    checks = {check["name"]: check for check in body["checks"]}
+    assert "McNemar" in checks["success_rate"]["detail"]
+    assert checks["success_rate"]["passed"] is True  # 2 against 0 is no evidence yet
+    assert checks["shadow_agreement"]["observed"] == pytest.approx(118 / 120)
+    assert checks["shadow_agreement"]["required"] is False
