@@ -87,6 +87,12 @@ class ClientTokenScheme(OpenApiAuthenticationExtension):
     target_class = ClientTokenAuthentication
     name = "clientToken"
 
+    def get_security_requirement(self, auto_schema: Any) -> dict[str, list[Any]] | None:
+        # Listed only where a client token is accepted (resolve), not on every operation.
+        if getattr(auto_schema.view, "accepts_client_tokens", False):
+            return {self.name: []}
+        return None
+
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
         return {
             "type": "http",
