@@ -217,7 +217,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"DeploymentStatusEnum": "deployments.choices.DeploymentStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "DeploymentStatusEnum": "deployments.choices.DeploymentStatus",
+        "ServedVersionEnum": ["v1", "v2"],
+    },
 }
 
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport,
