@@ -59,7 +59,10 @@ class Evidence:
     windows; ``pairs_*``: the executions that evaluated both versions on the same
     input (paired evaluation, SPEC 9.1), preferred whenever there are enough of
     them; ``paired_p95_5m``: (v1, v2) p95 latency over the 5-minute pairs;
-    ``look``: which monitor look this is since the canary started (alpha spending).
+    ``discordant_since_start``: the evidence the paired test weighs (every input
+    since the start on which exactly one version failed), while the guide's
+    thresholds are judged on the windows; ``look``: which monitor look this is
+    since the canary started (alpha spending).
     """
 
     v1_5m: VersionStats | None = None
@@ -69,6 +72,8 @@ class Evidence:
     pairs_5m: PairedCounts = field(default_factory=PairedCounts)
     pairs_10m: PairedCounts = field(default_factory=PairedCounts)
     paired_p95_5m: tuple[float, float] | None = None
+    # The inputs on which exactly one version failed, since the canary started.
+    discordant_since_start: PairedCounts | None = None
     look: int = 1
     sample_ratio: dict[str, Any] | None = None
 
@@ -109,10 +114,18 @@ def _judge_errors(
     *,
     min_samples: int,
     level: float,
+    since_start: PairedCounts | None = None,
 ) -> _ErrorJudgement | None:
-    """None: too few samples for a verdict (on the pairs, or on both versions)."""
+    """None: too few samples for a verdict (on the pairs, or on both versions).
+
+    The paired test weighs every discordant input since the canary started
+    (``since_start``) when known: evidence accumulates instead of being redrawn
+    from each window, which also keeps repeated looks from inflating false alarms.
+    """
     if pairs.pairs >= min_samples:
-        worse, p_value = paired.v2_fails_more_paired(pairs, level)
+        weighed = since_start if since_start is not None else pairs
+        worse, p_value = paired.v2_fails_more_paired(weighed, level)
+        scope = "since the canary started" if since_start is not None else "in the window"
         return _ErrorJudgement(
             "paired",
             pairs.v2_errors / pairs.pairs,
@@ -121,8 +134,8 @@ def _judge_errors(
             worse,
             p_value,
             level,
-            f"on the same {pairs.pairs:,} inputs v2 failed where v1 succeeded "
-            f"{pairs.only_v2_failed:,} times and the reverse {pairs.only_v1_failed:,} times "
+            f"{scope}, on the same inputs v2 failed where v1 succeeded "
+            f"{weighed.only_v2_failed:,} times and the reverse {weighed.only_v1_failed:,} times "
             f"(one-sided McNemar p = {_p(p_value)}, needed <= {_p(level)})",
         )
     if _enough(v1, min_samples) and _enough(v2, min_samples):
@@ -162,7 +175,12 @@ def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach
     level = paired.look_alpha(evidence.look) / 2
     breaches: list[Breach] = []
     errors = _judge_errors(
-        evidence.pairs_5m, evidence.v1_5m, evidence.v2_5m, min_samples=min_samples, level=level
+        evidence.pairs_5m,
+        evidence.v1_5m,
+        evidence.v2_5m,
+        min_samples=min_samples,
+        level=level,
+        since_start=evidence.discordant_since_start,
     )
     limit = config["error_threshold"]
     if errors is not None and errors.v2_error_rate > limit and errors.v2_worse:
@@ -178,7 +196,12 @@ def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach
             )
         )
     successes = _judge_errors(
-        evidence.pairs_10m, evidence.v1_10m, evidence.v2_10m, min_samples=min_samples, level=level
+        evidence.pairs_10m,
+        evidence.v1_10m,
+        evidence.v2_10m,
+        min_samples=min_samples,
+        level=level,
+        since_start=evidence.discordant_since_start,
     )
     floor = config["success_threshold"]
     if successes is not None and 1 - successes.v2_error_rate < floor and successes.v2_worse:
@@ -237,7 +260,12 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
     min_samples = int(config["min_samples"])
     level = paired.look_alpha(evidence.look) / 2
     errors = _judge_errors(
-        evidence.pairs_5m, evidence.v1_5m, evidence.v2_5m, min_samples=min_samples, level=level
+        evidence.pairs_5m,
+        evidence.v1_5m,
+        evidence.v2_5m,
+        min_samples=min_samples,
+        level=level,
+        since_start=evidence.discordant_since_start,
     )
     if errors is not None:
         limit = config["error_threshold"]
@@ -263,7 +291,12 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
                 "more)."
             )
     successes = _judge_errors(
-        evidence.pairs_10m, evidence.v1_10m, evidence.v2_10m, min_samples=min_samples, level=level
+        evidence.pairs_10m,
+        evidence.v1_10m,
+        evidence.v2_10m,
+        min_samples=min_samples,
+        level=level,
+        since_start=evidence.discordant_since_start,
     )
     if successes is not None:
         floor = config["success_threshold"]

@@ -447,9 +447,27 @@ def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
         paired_p95_5m=paired_latency_p95(deployment_id=deployment.pk, since=five_ago, until=now)
         if pairs_5m.pairs
         else None,
+        # A deployment's executions all belong to its canary: no lower bound needed.
+        discordant_since_start=discordant_counts(deployment_id=deployment.pk, until=now),
         look=monitor_look(deployment, now),
         sample_ratio=sample_ratio(deployment),
     )
+
+
+def discordant_counts(
+    *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
+) -> PairedCounts:
+    """Only the pairs where exactly one version failed: cheap over a whole canary, as
+    they are among the few disagreeing rows the partial index holds."""
+    row = (
+        _window(deployment_id, since, until)
+        .filter(agreed=False)
+        .aggregate(
+            only_v1_failed=Count("id", filter=_V1_ONLY_FAILED),
+            only_v2_failed=Count("id", filter=_V2_ONLY_FAILED),
+        )
+    )
+    return PairedCounts(only_v1_failed=row["only_v1_failed"], only_v2_failed=row["only_v2_failed"])
 
 
 def paired_latency_direction(

@@ -78,6 +78,18 @@ class TestPairedErrorRule:
         assert rules(first_look) == ["error_rate"]
         assert rules(fifth_look) == []
 
+    def test_evidence_accumulates_since_the_start(self) -> None:
+        window = pairs(1_000, only_v2=60)  # 6% in the window, and 60 against 0 here
+        balanced = PairedCounts(only_v1_failed=60, only_v2_failed=60)
+        assert rules(a.Evidence(pairs_5m=window, discordant_since_start=balanced)) == []
+        # A fifth look: 8 discordant inputs in a window are not enough alone (p = 0.004),
+        # 30 since the start are (p = 9e-10).
+        thin = pairs(100, both_failed=2, only_v2=8)
+        assert rules(a.Evidence(pairs_5m=thin, look=5)) == []
+        accumulated = PairedCounts(only_v2_failed=30)
+        evidence = a.Evidence(pairs_5m=thin, discordant_since_start=accumulated, look=5)
+        assert rules(evidence) == ["error_rate"]
+
     def test_look_levels_sum_to_alpha(self) -> None:
         total = sum(paired.look_alpha(k) for k in range(1, 200_000))
         assert total == pytest.approx(0.05, rel=1e-4)
