@@ -152,7 +152,7 @@ def _judge_errors(
             p_value,
             level,
             f"v1 failed {v1.error_rate:.2%} of {v1.total_requests:,} requests "
-            f"(one-sided two-proportion p = {_p(p_value)}, needed <= {_p(level)})",
+            f"(one-sided Fisher exact p = {_p(p_value)}, needed <= {_p(level)})",
         )
     return None
 
