@@ -1,0 +1,322 @@
+"""The deployment list and page, and the confirmation step of every lifecycle action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from canary.errors import DomainError, NotFound
+from deployments import admin_panels, selectors, transitions
+from deployments.admin.actions import ACTIONS, Situation, actions_for, why_no_action
+from deployments.admin.display import (
+    NONE,
+    ReadOnlyAdmin,
+    admin_link,
+    domain_error_text,
+    form_error_text,
+    health_badge,
+    percent,
+    pretty_json,
+    status_badge,
+)
+from deployments.admin.panels import event_details, measurement_panel
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment, DeploymentEvent
+
+
+class DeploymentChangeList(ChangeList):
+    """Reads v2 health for the page's canary rows only: other rows cost no query."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows = list(self.result_list)
+        for row in rows:
+            if row.status == DeploymentStatus.CANARY:
+                row.canary_health = admin_panels.health_for(row)
+        self.result_list = rows
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "ruleset",
+        "version_label",
+        "status_label",
+        "traffic",
+        "v2_health",
+        "started_at",
+        "promoted_at",
+    ]
+    list_display_links = ["ruleset", "version_label"]
+    list_filter = ["status", "ruleset"]
+    search_fields = ["version__version", "changelog"]
+    list_select_related = ["ruleset", "version"]
+    ordering = ["-created_at"]
+    readonly_fields = [
+        "ruleset",
+        "version_link",
+        "status_label",
+        "traffic",
+        "baseline_link",
+        "changelog",
+        "canary_config_display",
+        "compensation_strategy",
+        "target_filter_display",
+        "created_by",
+        "created_at",
+        "started_at",
+        "promoted_at",
+        "rolled_back_at",
+        "deprecated_at",
+        "rollback_reason",
+        "id",
+    ]
+    fieldsets = [
+        (
+            "Release",
+            {
+                "fields": [
+                    "ruleset",
+                    "version_link",
+                    "status_label",
+                    "traffic",
+                    "baseline_link",
+                    "changelog",
+                ]
+            },
+        ),
+        (
+            "Configuration",
+            {"fields": ["canary_config_display", "compensation_strategy", "target_filter_display"]},
+        ),
+        (
+            "Timeline",
+            {
+                "fields": [
+                    "created_by",
+                    "created_at",
+                    "started_at",
+                    "promoted_at",
+                    "rolled_back_at",
+                    "deprecated_at",
+                    "rollback_reason",
+                    "id",
+                ]
+            },
+        ),
+    ]
+    change_form_template = "admin/deployments/deployment/change_form.html"
+
+    class Media:
+        css = {"all": ["deployments/admin.css"]}
+        js = ["deployments/admin.js"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DeploymentChangeList
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("ruleset", "version", "baseline__version", "created_by")
+        )
+
+    # columns and read-only fields
+
+    @admin.display(description="version", ordering="version__version")
+    def version_label(self, obj: Deployment) -> str:
+        return obj.version.version
+
+    @admin.display(description="version")
+    def version_link(self, obj: Deployment) -> SafeString:
+        url = reverse("admin:deployments_rulesetversion_change", args=[obj.version_id])
+        return format_html('<a href="{}">{}</a>', url, obj.version.version)
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj: Deployment) -> SafeString:
+        return status_badge(obj.status)
+
+    @admin.display(description="traffic", ordering="traffic_percentage")
+    def traffic(self, obj: Deployment) -> str:
+        return f"{obj.traffic_percentage}%"
+
+    @admin.display(description="v2 (last 5 min)")
+    def v2_health(self, obj: Deployment) -> SafeString:
+        health = getattr(obj, "canary_health", None)
+        if not health:
+            return format_html("{}", NONE)
+        return format_html(
+            "{} {} errors",
+            health_badge(health.get("health_status")),
+            percent(health.get("current_error_rate")),
+        )
+
+    @admin.display(description="baseline (v1)")
+    def baseline_link(self, obj: Deployment) -> SafeString:
+        if obj.baseline is None:
+            return format_html("{}", NONE)
+        url = reverse("admin:deployments_deployment_change", args=[obj.baseline_id])
+        return format_html(
+            '<a href="{}">{}</a> {}',
+            url,
+            obj.baseline.version.version,
+            status_badge(obj.baseline.status),
+        )
+
+    @admin.display(description="canary config")
+    def canary_config_display(self, obj: Deployment) -> SafeString:
+        return pretty_json(obj.canary_config)
+
+    @admin.display(description="canary target filter")
+    def target_filter_display(self, obj: Deployment) -> SafeString:
+        if not obj.canary_target_filter:
+            return format_html("{}", "everyone (no filter)")
+        return pretty_json(obj.canary_target_filter)
+
+    # the page
+
+    def get_urls(self) -> list[URLPattern]:
+        action = path(
+            "<path:object_id>/actions/<slug:action>/",
+            self.admin_site.admin_view(self.action_view),
+            name="deployments_deployment_action",
+        )
+        return [action, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        deployment = self._deployment_or_none(object_id)
+        context = dict(extra_context or {})
+        if deployment is not None and self.has_view_permission(request, deployment):
+            context.update(self._page_context(request, deployment))
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _deployment_or_none(self, object_id: str) -> Deployment | None:
+        try:
+            return selectors.deployment_get(deployment_id=object_id)
+        except NotFound:
+            return None
+
+    def _page_context(self, request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
+        situation = Situation.of(deployment)
+        buttons = [
+            {
+                "label": action.label_for(deployment),
+                "url": reverse(
+                    "admin:deployments_deployment_action", args=[deployment.pk, action.name]
+                ),
+                "style": action.style,
+                "name": action.name,
+            }
+            for action in actions_for(situation, request.user)
+        ]
+        events = [
+            {
+                "when": event.created_at,
+                "actor": event.actor,
+                "action": event.get_action_display(),
+                "from_status": status_badge(event.from_status) if event.from_status else NONE,
+                "to_status": status_badge(event.to_status) if event.to_status else NONE,
+                "details": event_details(event),
+            }
+            for event in selectors.deployment_event_list(deployment=deployment)
+        ]
+        query = f"?deployment={deployment.pk}"
+        return {
+            "canary_actions": buttons,
+            "canary_no_action_reason": None if buttons else why_no_action(situation, request.user),
+            "canary_events": events,
+            "canary_panel": measurement_panel(admin_panels.measurements_for(deployment)),
+            "canary_status": status_badge(deployment.status),
+            "canary_assignments_url": admin_link(
+                "admin:assignments_assignment_changelist", query=query
+            ),
+            "canary_logs_url": admin_link("admin:monitoring_executionlog_changelist", query=query),
+        }
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """Confirmation page (GET) and the action itself (POST, CSRF-checked by Django)."""
+        spec = ACTIONS.get(action)
+        if spec is None:
+            raise Http404("No such action.")
+        if not request.user.has_perm(spec.permission):
+            raise PermissionDenied
+        deployment = self._deployment_or_none(object_id)
+        if deployment is None:
+            messages.error(request, "That deployment no longer exists.")
+            return HttpResponseRedirect(reverse("admin:deployments_deployment_changelist"))
+        page = reverse("admin:deployments_deployment_change", args=[deployment.pk])
+        situation = Situation.of(deployment)
+        label = spec.label_for(deployment)
+
+        if request.method == "POST":
+            form = spec.form_class(request.POST, deployment=deployment)
+            if form.is_valid():
+                try:
+                    done = spec.run(deployment, form.cleaned_data, request.user, form)
+                except DomainError as exc:
+                    messages.error(request, f"{label} refused: {domain_error_text(exc)}")
+                    return HttpResponseRedirect(page)
+                messages.success(request, done)
+                if spec.leaves_page:
+                    return HttpResponseRedirect(reverse("admin:deployments_deployment_changelist"))
+                return HttpResponseRedirect(page)
+            messages.error(request, f"{label} refused: {form_error_text(form)}")
+        elif not spec.available(situation):
+            allowed = ", ".join(transitions.allowed_actions(deployment.status)) or "none"
+            messages.warning(
+                request,
+                f"{label} is not possible now: the deployment is {deployment.status} "
+                f"(allowed: {allowed}). {why_no_action(situation, request.user) or ''}".strip(),
+            )
+            return HttpResponseRedirect(page)
+        else:
+            form = spec.form_class(deployment=deployment)
+
+        advice = None
+        if deployment.status == DeploymentStatus.CANARY and spec.name in (
+            transitions.PROMOTE,
+            transitions.TRAFFIC,
+        ):
+            advice = measurement_panel(admin_panels.measurements_for(deployment))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{label}: {deployment.ruleset.name} {deployment.version.version}",
+            "advice": advice,
+            "opts": self.opts,
+            "original": deployment,
+            "deployment": deployment,
+            "action": spec,
+            "action_label": label,
+            "consequence": spec.consequence(situation),
+            "form": form,
+            "status": status_badge(deployment.status),
+            "compensation_label": deployment.get_compensation_strategy_display(),
+            "media": self.media + form.media,
+            "cancel_url": page,
+        }
+        return TemplateResponse(
+            request, "admin/deployments/deployment/action_confirm.html", context
+        )
+
+
+@admin.register(DeploymentEvent)
+class DeploymentEventAdmin(ReadOnlyAdmin):
+    list_display = ["deployment", "action", "actor", "from_status", "to_status", "created_at"]
+    list_filter = ["action"]
+    search_fields = ["actor"]
+    list_select_related = ["deployment__ruleset", "deployment__version"]

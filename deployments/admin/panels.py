@@ -1,0 +1,132 @@
+"""The deployment page's panels: event history and the v1-vs-v2 measurement panel.
+
+They turn the REST-shaped dicts of ``deployments.admin_panels`` into rows and
+sentences for the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from deployments.admin.display import NONE, health_badge, milliseconds, percent
+from deployments.choices import EventAction
+from deployments.models import DeploymentEvent
+
+
+def event_details(event: DeploymentEvent) -> str:
+    """The payload an approver needs, in words: reason, traffic, the other version."""
+    payload = event.payload or {}
+    parts: list[str] = []
+    if "reason" in payload:
+        parts.append(f"reason: {payload['reason']}")
+    if "from_traffic" in payload and "to_traffic" in payload:
+        parts.append(f"traffic {payload['from_traffic']}% → {payload['to_traffic']}%")
+    elif "traffic_percentage" in payload:
+        parts.append(f"traffic {payload['traffic_percentage']}%")
+    if payload.get("baseline_version"):
+        parts.append(f"v1 = {payload['baseline_version']}")
+    if payload.get("canary_target_filter"):
+        targets = payload["canary_target_filter"]
+        counts = ", ".join(
+            f"{len(ids)} {key.replace('_ids', '')}(s)" for key, ids in targets.items()
+        )
+        parts.append(f"only {counts}")
+    if "apply_compensation" in payload:
+        parts.append("compensation applied" if payload["apply_compensation"] else "no compensation")
+    if payload.get("initial_release"):
+        parts.append("first release")
+    if payload.get("superseded_by"):
+        parts.append(f"superseded by {payload['superseded_by']}")
+    if payload.get("restored_by_rollback_of"):
+        parts.append(f"restored by the rollback of {payload['restored_by_rollback_of']}")
+    if payload.get("changed"):
+        parts.append("changed " + ", ".join(payload["changed"]))
+    if payload.get("version") and event.action == EventAction.CREATE:
+        parts.append(f"version {payload['version']}")
+    return "; ".join(parts)
+
+
+def _metric_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    v1, v2 = comparison.get("v1_metrics"), comparison.get("v2_metrics")
+
+    def cell(stats: Mapping[str, Any] | None, key: str, fmt: Callable[[Any], str]) -> str:
+        return NONE if not stats or stats.get(key) is None else fmt(stats[key])
+
+    specs: list[tuple[str, str, Callable[[Any], str]]] = [
+        ("requests", "total_requests", str),
+        ("success rate", "success_rate", percent),
+        ("error rate", "error_rate", percent),
+        ("p95 latency", "p95_latency_ms", milliseconds),
+        ("p99 latency", "p99_latency_ms", milliseconds),
+    ]
+    return [(label, cell(v1, key, fmt), cell(v2, key, fmt)) for label, key, fmt in specs]
+
+
+def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
+    evidence = comparison.get("evidence") or {}
+    lines: list[str] = []
+    errors = evidence.get("error_rate")
+    if errors:
+        verdict = "significant" if errors.get("significant") else "not significant"
+        lines.append(
+            f"Error rate v2 minus v1: {percent(errors.get('difference'))} "
+            f"({errors.get('test')}, p = {errors.get('p_value'):.4f}, {verdict} at 95%; "
+            f"n = {errors.get('n_v1')} vs {errors.get('n_v2')})."
+        )
+    latency = evidence.get("latency")
+    if latency:
+        verdict = "significant" if latency.get("significant") else "not significant"
+        lines.append(
+            f"Latency: {latency.get('test')}, p = {latency.get('p_value'):.4f}, {verdict} "
+            f"(samples {latency.get('sample_v1')} vs {latency.get('sample_v2')})."
+        )
+    for check in evidence.get("thresholds") or []:
+        mark = "✓ held" if check.get("held") else "✗ breached"
+        observed = check.get("observed")
+        shown = milliseconds(observed) if check.get("name") == "latency_p95" else percent(observed)
+        lines.append(f"{check.get('rule')}: observed {shown} — {mark}.")
+    lines.extend(breach.get("message", "") for breach in evidence.get("breaches") or [])
+    if "enough_samples" in evidence and not evidence["enough_samples"]:
+        lines.append(
+            f"Fewer than {evidence.get('min_samples')} requests on v1 or v2: not enough to "
+            "recommend promotion yet."
+        )
+    return lines
+
+
+def _timestamp(iso: str | None) -> str:
+    """An ISO timestamp from the REST dicts, shortened to the second for reading."""
+    if not iso:
+        return NONE
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Turn the provider's REST-shaped dicts into rows and sentences for the template."""
+    if not data:
+        return None
+    comparison = data.get("comparison") or {}
+    health = data.get("health")
+    summary = comparison.get("comparison") or {}
+    panel: dict[str, Any] = {
+        "rows": _metric_rows(comparison),
+        "recommendation": summary.get("recommendation"),
+        "evidence": _evidence_lines(comparison),
+        "health": None,
+    }
+    if health:
+        panel["health"] = {
+            "badge": health_badge(health.get("health_status")),
+            "breaker": health.get("circuit_breaker_state"),
+            "error_rate": percent(health.get("current_error_rate")),
+            "success_rate": percent(health.get("current_success_rate")),
+            "warnings": health.get("warnings") or [],
+            "checked_at": _timestamp(health.get("last_check_at")),
+        }
+    return panel
