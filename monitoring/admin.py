@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
@@ -24,6 +24,7 @@ from django_celery_beat.models import PeriodicTask
 from assignments.admin import DeploymentFilter
 from deployments import admin_panels
 from deployments.admin import ReadOnlyAdmin
+from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
 from monitoring import health
@@ -71,17 +72,17 @@ class RuleSetVersionFilter(admin.SimpleListFilter):
 
 @admin.register(ExecutionLog)
 class ExecutionLogAdmin(ReadOnlyAdmin):
+    # NOTE: compact columns (version pair, stacked ids, short deployment) so the
+    # whole row fits beside the filters at 1,280-1,400 px without a horizontal cut.
     list_display = [
         "created_at",
-        "deployment",
-        "served_version",
-        "version",
+        "deployment_short",
+        "served",
         "outcome",
         "latency",
-        "error_rule",
-        "workflow_id",
-        "user_id",
-        "needs_reprocess",
+        "error_rule_short",
+        "ids",
+        "reprocess",
     ]
     list_filter = [
         "served_version",
@@ -101,7 +102,7 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
         "served_version",
         "version",
         "success",
-        "latency_ms",
+        "latency",
         "error_rule",
         "error_message",
         "user_id",
@@ -123,7 +124,40 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
 
     @admin.display(description="latency", ordering="latency_ms")
     def latency(self, obj: ExecutionLog) -> str:
-        return f"{obj.latency_ms:.2f} ms"
+        return milliseconds(obj.latency_ms)
+
+    @admin.display(description="deployment", ordering="deployment")
+    def deployment_short(self, obj: ExecutionLog) -> str:
+        return f"{obj.deployment.ruleset.name} {obj.deployment.version.version}"
+
+    @admin.display(description="served", ordering="served_version")
+    def served(self, obj: ExecutionLog) -> SafeString:
+        return format_html(
+            '<span class="canary-nowrap">{} · {}</span>', obj.served_version, obj.version.version
+        )
+
+    @admin.display(description="error rule", ordering="error_rule")
+    def error_rule_short(self, obj: ExecutionLog) -> str:
+        return obj.error_rule or NONE
+
+    @admin.display(description="ids (workflow / session / user)")
+    def ids(self, obj: ExecutionLog) -> SafeString:
+        found = [
+            (label, value)
+            for label, value in (
+                ("wf", obj.workflow_id),
+                ("session", obj.session_id),
+                ("user", obj.user_id),
+            )
+            if value
+        ]
+        if not found:
+            return format_html("{}", NONE)
+        return format_html_join("", '<span class="canary-id"><small>{}</small> {}</span>', found)
+
+    @admin.display(description="reprocess", boolean=True, ordering="needs_reprocess")
+    def reprocess(self, obj: ExecutionLog) -> bool:
+        return obj.needs_reprocess
 
     @admin.display(description="input")
     def input_display(self, obj: ExecutionLog) -> SafeString:
@@ -138,6 +172,9 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
 
 
 def _json_block(value: Any) -> SafeString:
+    """An object as a key/value table; anything else (a scalar, a list) as JSON."""
+    if isinstance(value, dict) and value:
+        return key_value_table(value)
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return format_html('<pre class="canary-json">{}</pre>', text)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -16,7 +17,13 @@ from django.utils.safestring import SafeString
 
 from canary.errors import DomainError, NotFound
 from deployments import admin_panels, selectors, transitions
-from deployments.admin.actions import ACTIONS, Situation, actions_for, why_no_action
+from deployments.admin.actions import (
+    ACTIONS,
+    DeploymentAction,
+    Situation,
+    actions_for,
+    why_no_action,
+)
 from deployments.admin.display import (
     NONE,
     ReadOnlyAdmin,
@@ -24,11 +31,14 @@ from deployments.admin.display import (
     domain_error_text,
     form_error_text,
     health_badge,
+    key_value_table,
+    minutes_text,
     percent,
-    pretty_json,
+    percent_of_one,
+    seconds_text,
     status_badge,
 )
-from deployments.admin.panels import event_details, measurement_panel
+from deployments.admin.panels import event_rows, measurement_panel
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, DeploymentEvent
 
@@ -43,6 +53,18 @@ class DeploymentChangeList(ChangeList):
             if row.status == DeploymentStatus.CANARY:
                 row.canary_health = admin_panels.health_for(row)
         self.result_list = rows
+
+
+CONFIG_FORMATTERS = {
+    "success_threshold": percent_of_one,
+    "error_threshold": percent_of_one,
+    "latency_multiplier": lambda value: f"{value} x v1 p95",
+    "duration_minutes": minutes_text,
+    "breaker_cooldown_seconds": seconds_text,
+    "initial_traffic_percentage": lambda value: f"{value}%",
+    "increment": lambda value: f"{value} percentage points",
+    "shadow_percentage": lambda value: f"{value}%",
+}
 
 
 @admin.register(Deployment)
@@ -115,6 +137,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
         ),
     ]
     change_form_template = "admin/deployments/deployment/change_form.html"
+    object_history_template = "admin/deployments/deployment/object_history.html"
 
     class Media:
         css = {"all": ["deployments/admin.css"]}
@@ -174,13 +197,13 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="canary config")
     def canary_config_display(self, obj: Deployment) -> SafeString:
-        return pretty_json(obj.canary_config)
+        return key_value_table(obj.canary_config, formatters=CONFIG_FORMATTERS)
 
     @admin.display(description="canary target filter")
     def target_filter_display(self, obj: Deployment) -> SafeString:
         if not obj.canary_target_filter:
             return format_html("{}", "everyone (no filter)")
-        return pretty_json(obj.canary_target_filter)
+        return key_value_table(obj.canary_target_filter)
 
     # the page
 
@@ -224,17 +247,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             }
             for action in actions_for(situation, request.user)
         ]
-        events = [
-            {
-                "when": event.created_at,
-                "actor": event.actor,
-                "action": event.get_action_display(),
-                "from_status": status_badge(event.from_status) if event.from_status else NONE,
-                "to_status": status_badge(event.to_status) if event.to_status else NONE,
-                "details": event_details(event),
-            }
-            for event in selectors.deployment_event_list(deployment=deployment)
-        ]
+        events = event_rows(selectors.deployment_event_list(deployment=deployment))
         query = f"?deployment={deployment.pk}"
         return {
             "canary_actions": buttons,
@@ -272,6 +285,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
                     messages.error(request, f"{label} refused: {domain_error_text(exc)}")
                     return HttpResponseRedirect(page)
                 messages.success(request, done)
+                self._log_console_action(request, deployment, spec, done)
                 if spec.leaves_page:
                     return HttpResponseRedirect(reverse("admin:deployments_deployment_changelist"))
                 return HttpResponseRedirect(page)
@@ -313,10 +327,71 @@ class DeploymentAdmin(ReadOnlyAdmin):
             request, "admin/deployments/deployment/action_confirm.html", context
         )
 
+    def _log_console_action(
+        self, request: HttpRequest, deployment: Deployment, spec: DeploymentAction, done: str
+    ) -> None:
+        """Fill Django's "Recent actions" and the page's History with what the console did.
+
+        The audit trail proper is the deployment's events (written by the service,
+        whoever acts); this entry only tells admin users what was done from here.
+        """
+        flag = DELETION if spec.leaves_page else CHANGE
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=[deployment],
+            action_flag=flag,
+            change_message=done,
+            single_object=True,
+        )
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Django's History, plus every lifecycle event (API, monitor and breaker included)."""
+        context = dict(extra_context or {})
+        deployment = self._deployment_or_none(object_id)
+        if deployment is not None and self.has_view_permission(request, deployment):
+            context["canary_events"] = event_rows(
+                selectors.deployment_event_list(deployment=deployment)
+            )
+        return super().history_view(request, object_id, extra_context=context)
+
 
 @admin.register(DeploymentEvent)
 class DeploymentEventAdmin(ReadOnlyAdmin):
-    list_display = ["deployment", "action", "actor", "from_status", "to_status", "created_at"]
+    list_display = ["created_at", "deployment", "action", "actor", "transition", "reason"]
     list_filter = ["action"]
     search_fields = ["actor"]
     list_select_related = ["deployment__ruleset", "deployment__version"]
+    ordering = ["-created_at", "-id"]
+    fields = [
+        "deployment",
+        "action",
+        "actor",
+        "transition",
+        "reason",
+        "payload_table",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ["deployments/admin.css"]}
+
+    @admin.display(description="from → to")
+    def transition(self, obj: DeploymentEvent) -> SafeString:
+        if not obj.from_status and not obj.to_status:
+            return format_html("{}", NONE)
+        return format_html(
+            "{} → {}",
+            status_badge(obj.from_status) if obj.from_status else NONE,
+            status_badge(obj.to_status) if obj.to_status else NONE,
+        )
+
+    @admin.display(description="reason")
+    def reason(self, obj: DeploymentEvent) -> str:
+        return (obj.payload or {}).get("reason") or NONE
+
+    @admin.display(description="payload")
+    def payload_table(self, obj: DeploymentEvent) -> SafeString:
+        return key_value_table(obj.payload)

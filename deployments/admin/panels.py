@@ -6,21 +6,56 @@ sentences for the template.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from deployments.admin.display import NONE, health_badge, milliseconds, percent
+from deployments.admin.display import (
+    NONE,
+    health_badge,
+    key_value_table,
+    milliseconds,
+    p_value,
+    percent,
+    status_badge,
+    when,
+)
 from deployments.choices import EventAction
 from deployments.models import DeploymentEvent
 
 
+def event_rows(events: Iterable[DeploymentEvent]) -> list[dict[str, Any]]:
+    """The history newest first, as an on-call reader scans it: what just happened, and why.
+
+    The reason has its own column; the rest of the payload is summed up in words,
+    with the whole payload as a key/value table for whoever needs every field.
+    """
+    ordered = sorted(events, key=lambda event: (event.created_at, event.pk), reverse=True)
+    return [
+        {
+            "when": when(event.created_at),
+            "actor": event.actor,
+            "action": event.get_action_display(),
+            "from_status": status_badge(event.from_status) if event.from_status else NONE,
+            "to_status": status_badge(event.to_status) if event.to_status else NONE,
+            "reason": (event.payload or {}).get("reason") or "",
+            "details": event_details(event),
+            "payload": key_value_table(
+                {k: v for k, v in (event.payload or {}).items() if k != "reason"}
+            )
+            if set(event.payload or {}) - {"reason"}
+            else None,
+        }
+        for event in ordered
+    ]
+
+
 def event_details(event: DeploymentEvent) -> str:
-    """The payload an approver needs, in words: reason, traffic, the other version."""
+    """The payload an approver needs, in words: traffic, the other version, compensation.
+
+    The reason is not repeated here: the history shows it in its own column.
+    """
     payload = event.payload or {}
     parts: list[str] = []
-    if "reason" in payload:
-        parts.append(f"reason: {payload['reason']}")
     if "from_traffic" in payload and "to_traffic" in payload:
         parts.append(f"traffic {payload['from_traffic']}% → {payload['to_traffic']}%")
     elif "traffic_percentage" in payload:
@@ -72,14 +107,14 @@ def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
         verdict = "significant" if errors.get("significant") else "not significant"
         lines.append(
             f"Error rate v2 minus v1: {percent(errors.get('difference'))} "
-            f"({errors.get('test')}, p = {errors.get('p_value'):.4f}, {verdict} at 95%; "
+            f"({errors.get('test')}, {p_value(errors.get('p_value'))}, {verdict} at 95%; "
             f"n = {errors.get('n_v1')} vs {errors.get('n_v2')})."
         )
     latency = evidence.get("latency")
     if latency:
         verdict = "significant" if latency.get("significant") else "not significant"
         lines.append(
-            f"Latency: {latency.get('test')}, p = {latency.get('p_value'):.4f}, {verdict} "
+            f"Latency: {latency.get('test')}, {p_value(latency.get('p_value'))}, {verdict} "
             f"(samples {latency.get('sample_v1')} vs {latency.get('sample_v2')})."
         )
     for check in evidence.get("thresholds") or []:
@@ -94,17 +129,6 @@ def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
             "recommend promotion yet."
         )
     return lines
-
-
-def _timestamp(iso: str | None) -> str:
-    """An ISO timestamp from the REST dicts, shortened to the second for reading."""
-    if not iso:
-        return NONE
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
 def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -127,6 +151,6 @@ def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "error_rate": percent(health.get("current_error_rate")),
             "success_rate": percent(health.get("current_success_rate")),
             "warnings": health.get("warnings") or [],
-            "checked_at": _timestamp(health.get("last_check_at")),
+            "checked_at": when(health.get("last_check_at")),
         }
     return panel

@@ -136,7 +136,7 @@ def test_approver_starts_raises_and_promotes_a_canary(
         assert line in history
     rows = page.locator("#canary-events tr.canary-event")
     assert rows.count() == 4  # created, canary started, traffic, promoted
-    last = rows.nth(3).inner_text()
+    last = rows.nth(0).inner_text()  # newest first
     assert "alice" in last and "Canary" in last and "Active" in last
     screenshot(page, "admin-deployment-page.png")
 
@@ -193,4 +193,4 @@ def test_rollback_without_a_reason_is_refused_with_a_message(
     submit(page)
     assert re.search(r"Rolled back v2\.0\.0 \(without compensation\)", success_message(page))
     assert page.inner_text(".canary-actions .canary-status-rolled_back") == "Rolled back"
-    assert "reason: v2 error rate 8%" in page.inner_text("#canary-events")
+    assert "v2 error rate 8%" in page.inner_text("#canary-events .canary-event-reason")
