@@ -27,7 +27,7 @@ from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from monitoring import health
+from monitoring import console, health
 from monitoring.models import ExecutionLog
 
 
@@ -47,7 +47,34 @@ def deployment_health_summary(deployment: Deployment) -> dict[str, Any] | None:
     return health.deployment_health(deployment=deployment)
 
 
-admin_panels.register(measurements=deployment_measurements, health=deployment_health_summary)
+def deployment_live(deployment: Deployment) -> dict[str, Any] | None:
+    """A canary's current step and breaker: what the monitor and the data plane do next."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    return {
+        "progress": console.canary_progress(deployment=deployment),
+        "breaker": console.breaker_detail(deployment=deployment),
+    }
+
+
+def running_canaries() -> list[dict[str, Any]]:
+    """Every running canary with its step and breaker, for the index page's first block."""
+    canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).select_related(
+        "ruleset", "version", "baseline__version"
+    )
+    return [
+        {"deployment": deployment, **(deployment_live(deployment) or {})}
+        for deployment in canaries.order_by("ruleset__name")
+    ]
+
+
+admin_panels.register(
+    measurements=deployment_measurements,
+    health=deployment_health_summary,
+    monitor=console.monitor_status,
+    live=deployment_live,
+    running=running_canaries,
+)
 
 
 class RuleSetVersionFilter(admin.SimpleListFilter):

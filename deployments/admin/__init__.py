@@ -21,7 +21,12 @@ Measurements come from ``deployments.admin_panels``, which ``monitoring``
 fills in: this package must not import ``assignments`` or ``monitoring``.
 """
 
+from django.contrib import admin
+
 from deployments.admin import deployments, rulesets, users
 from deployments.admin.display import ReadOnlyAdmin
 
 __all__ = ["ReadOnlyAdmin", "deployments", "rulesets", "users"]
+
+# The console's home leads with the monitor and the running canaries.
+admin.site.index_template = "admin/deployments/index.html"

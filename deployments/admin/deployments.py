@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -37,8 +38,15 @@ from deployments.admin.display import (
     percent_of_one,
     seconds_text,
     status_badge,
+    when,
 )
-from deployments.admin.panels import event_rows, measurement_panel
+from deployments.admin.panels import (
+    breaker_line,
+    event_rows,
+    measurement_panel,
+    monitor_banner,
+    step_lines,
+)
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, DeploymentEvent
 
@@ -253,12 +261,28 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_actions": buttons,
             "canary_no_action_reason": None if buttons else why_no_action(situation, request.user),
             "canary_events": events,
-            "canary_panel": measurement_panel(admin_panels.measurements_for(deployment)),
             "canary_status": status_badge(deployment.status),
             "canary_assignments_url": admin_link(
                 "admin:assignments_assignment_changelist", query=query
             ),
             "canary_logs_url": admin_link("admin:monitoring_executionlog_changelist", query=query),
+            **self._live_context(deployment),
+        }
+
+    def _live_context(self, deployment: Deployment) -> dict[str, Any]:
+        """The page's self-refreshing block: monitor, step, breaker and measurements."""
+        live = admin_panels.panel("live", deployment) or {}
+        is_canary = deployment.status == DeploymentStatus.CANARY
+        panel = measurement_panel(admin_panels.measurements_for(deployment))
+        if panel is not None:
+            # An ended deployment's recommendation is stale advice: the numbers stay.
+            panel["show_recommendation"] = is_canary
+        return {
+            "canary_panel": panel,
+            "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
+            "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
+            "canary_breaker": breaker_line(live.get("breaker")) if is_canary else None,
+            "canary_rendered_at": when(timezone.now()),
         }
 
     def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:

@@ -11,6 +11,7 @@ from typing import Any
 
 from deployments.admin.display import (
     NONE,
+    duration,
     health_badge,
     key_value_table,
     milliseconds,
@@ -154,3 +155,83 @@ def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "checked_at": when(health.get("last_check_at")),
         }
     return panel
+
+
+def monitor_banner(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The monitor's heartbeat in one line and a level (ok / warning / error) for its colour."""
+    if not data:
+        return None
+    every = duration(data.get("interval_seconds"))
+    if data.get("never_ran"):
+        return {
+            "level": "error",
+            "headline": "The monitor has never run",
+            "text": (
+                f"Nothing rolls back or advances canaries automatically (it should run every "
+                f"{every}). Start Celery beat and a worker."
+            ),
+            "never_ran": True,
+        }
+    last = when(data.get("last_started_at"))
+    ago = duration(data.get("since_last_seconds"))
+    outcome = data.get("last_outcome") or ""
+    if data.get("running"):
+        tail = "running now"
+    elif data.get("overdue_seconds"):
+        tail = f"next run overdue by {duration(data['overdue_seconds'])}"
+    else:
+        tail = f"next run expected {when(data.get('next_expected_at'))}"
+    text = f"Last run {last} ({ago} ago){': ' + outcome if outcome else ''}; {tail}."
+    if data.get("schedule_enabled") is False:
+        return {
+            "level": "error",
+            "headline": "The monitor's periodic task is disabled",
+            "text": text,
+        }
+    if not data.get("alive"):
+        return {
+            "level": "error",
+            "headline": "Monitor stale: beat looks down",
+            "text": f"{text} It should run every {every}.",
+        }
+    return {"level": "ok", "headline": f"Monitor alive (every {every})", "text": text}
+
+
+def step_lines(progress: Mapping[str, Any] | None, traffic: int) -> list[str]:
+    """The current traffic step and what the monitor will do with it, in sentences."""
+    if not progress:
+        return []
+    elapsed = duration(progress["elapsed_seconds"])
+    total = duration(progress["duration_seconds"])
+    if progress["step_done"]:
+        step = f"Step at {traffic}%: {elapsed} elapsed, past its {total}."
+    else:
+        left = duration(progress["remaining_seconds"])
+        step = f"Step at {traffic}%: {elapsed} of {total} elapsed, {left} left."
+    if not progress["auto_progress"]:
+        then = "Auto-progress is off: traffic changes only by hand."
+    elif progress["next_traffic"] is None:
+        then = "Auto-progress is on: after a healthy step at 100% the monitor promotes."
+    else:
+        then = (
+            f"Auto-progress is on: after a healthy step the monitor raises traffic to "
+            f"{progress['next_traffic']}%."
+        )
+    rollback = "Auto-rollback is on." if progress["auto_rollback"] else "Auto-rollback is off."
+    return [step, then, rollback]
+
+
+def breaker_line(detail: Mapping[str, Any] | None) -> dict[str, str]:
+    """The breaker's state with how close it is to opening, or how long it stays open."""
+    if not detail:
+        return {"state": "UNKNOWN", "text": "state unknown (breaker store unreachable)"}
+    state = detail["state"]
+    failures = f"{detail['consecutive_failures']} of {detail['failure_threshold']}"
+    if state == "OPEN":
+        left = detail.get("cooldown_left_seconds")
+        text = f"open: v1 serves everyone; HALF_OPEN in {duration(left)}"
+    elif state == "HALF_OPEN":
+        text = "half open: one trial request at a time reaches v2"
+    else:
+        text = f"{failures} consecutive v2 failures open it"
+    return {"state": state, "text": text}
