@@ -42,14 +42,32 @@ health_provider: Provider = _nothing
 
 
 panels: dict[str, Callable[..., Any]] = {}
+# Writes the console starts but a higher app owns (``"compensation_replay"``,
+# which queues a Celery task). Unlike panels, their errors reach the caller.
+operations: dict[str, Callable[..., Any]] = {}
 
 
-def register(*, measurements: Provider, health: Provider, **named: Callable[..., Any]) -> None:
+def register(
+    *,
+    measurements: Provider,
+    health: Provider,
+    operations_by_name: dict[str, Callable[..., Any]] | None = None,
+    **named: Callable[..., Any],
+) -> None:
     """Install the providers; called once by the app that owns the measurements."""
     global measurement_provider, health_provider
     measurement_provider = measurements
     health_provider = health
     panels.update(named)
+    operations.update(operations_by_name or {})
+
+
+def operation(name: str) -> Callable[..., Any]:
+    """The named operation; a LookupError when its app is not installed."""
+    try:
+        return operations[name]
+    except KeyError as exc:
+        raise LookupError(f"No console operation {name!r} is registered.") from exc
 
 
 def panel(name: str, *args: Any) -> Any:

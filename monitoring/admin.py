@@ -25,9 +25,9 @@ from assignments.admin import DeploymentFilter
 from deployments import admin_panels
 from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
-from deployments.choices import DeploymentStatus
+from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from monitoring import console, health
+from monitoring import compensation, console, health, tasks
 from monitoring.models import ExecutionLog
 
 
@@ -68,7 +68,29 @@ def running_canaries() -> list[dict[str, Any]]:
     ]
 
 
+COMPENSATION_LIST_SIZE = 20
+
+
+def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
+    """Manual compensation's counts and the first decisions v1 would have made differently.
+
+    Only for deployments with something to compensate (a status other than
+    "none"): the same numbers as ``GET /deployments/{id}/compensation``.
+    """
+    if deployment.compensation_status == CompensationStatus.NONE:
+        return None
+    summary = compensation.compensation_summary(deployment=deployment)
+    differences = compensation.compensation_differences(deployment=deployment)
+    return {
+        **summary,
+        "differences": list(differences[:COMPENSATION_LIST_SIZE]),
+        "total_differences": summary["differing"],
+    }
+
+
 admin_panels.register(
+    operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
+    compensation=deployment_compensation,
     measurements=deployment_measurements,
     health=deployment_health_summary,
     monitor=console.monitor_status,

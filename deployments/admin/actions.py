@@ -13,10 +13,15 @@ from typing import Any
 
 from django import forms
 
-from deployments import services, transitions
+from deployments import admin_panels, services, transitions
 from deployments.admin.display import CHANGE_DEPLOYMENT, DELETE_DEPLOYMENT
-from deployments.choices import CompensationStrategy, DeploymentStatus
+from deployments.choices import CompensationStatus, CompensationStrategy, DeploymentStatus
 from deployments.models import Deployment
+
+LIFECYCLE = "lifecycle"
+COMPENSATION = "compensation"
+COMPENSATION_REPLAY = "compensation-replay"
+COMPENSATION_COMPLETE = "compensation-complete"
 
 
 def _id_list(text: str) -> list[str]:
@@ -125,6 +130,11 @@ class Situation:
     active: Deployment | None  # another deployment of the rule set that is active
     canary: Deployment | None  # another deployment of the rule set that is in canary
 
+    @property
+    def is_baseline(self) -> bool:
+        """This deployment is v1 of the running canary."""
+        return self.canary is not None and self.canary.baseline_id == self.deployment.pk
+
     @classmethod
     def of(cls, deployment: Deployment) -> Situation:
         siblings = (
@@ -158,6 +168,8 @@ class DeploymentAction:
     run: Runner
     style: str = "default"  # CSS modifier of the button
     leaves_page: bool = False  # the deployment no longer exists afterwards
+    group: str = LIFECYCLE  # where the button sits: the actions bar or a panel
+    when: Callable[[Situation], bool] | None = None  # availability, for non-transitions
 
     def label_for(self, deployment: Deployment) -> str:
         if self.name == transitions.PROMOTE and deployment.status == DeploymentStatus.DRAFT:
@@ -166,15 +178,23 @@ class DeploymentAction:
 
     def available(self, situation: Situation) -> bool:
         """Allowed by the lifecycle table and by the rule set's other deployments."""
+        if self.when is not None:
+            return self.when(situation)
         deployment = situation.deployment
         if self.name not in transitions.allowed_actions(deployment.status):
             return False
+        if situation.is_baseline and self.name in (transitions.ROLLBACK, transitions.DEPRECATE):
+            return False  # always refused while a canary runs against it as v1
         if deployment.status == DeploymentStatus.DRAFT:
             if self.name == transitions.START_CANARY:
                 return situation.active is not None and situation.canary is None
             if self.name == transitions.PROMOTE:
                 return situation.active is None and situation.canary is None
         return True
+
+
+def _compensation_pending(s: Situation) -> bool:
+    return s.deployment.compensation_status == CompensationStatus.PENDING
 
 
 def _v(deployment: Deployment | None) -> str:
@@ -310,6 +330,36 @@ def _run_delete(deployment: Deployment, data: dict[str, Any], user: Any, form: f
     return f"Deleted the draft deployment of {_v(deployment)}."
 
 
+def _replay_consequence(s: Situation) -> str:
+    return (
+        f"Every execution of {_v(s.deployment)} flagged for reprocessing is evaluated again "
+        f"with {_v(s.deployment.baseline)}'s rules, in the background, once each. Nothing is "
+        "changed or sent anywhere: the page then lists the decisions v1 would have made "
+        "differently."
+    )
+
+
+def _complete_consequence(s: Situation) -> str:
+    return (
+        f"Compensation of {_v(s.deployment)} is recorded as done (an event names you); "
+        "the deployment stops showing compensation pending. Do this once the decisions "
+        "listed as differing have been dealt with."
+    )
+
+
+def _run_replay(deployment: Deployment, data: dict[str, Any], user: Any, form: forms.Form) -> str:
+    summary = admin_panels.operation("compensation_replay")(deployment=deployment)
+    return (
+        f"Replay queued for {summary['flagged']} flagged executions of {_v(deployment)}; "
+        "the differing decisions appear here as it runs."
+    )
+
+
+def _run_complete(deployment: Deployment, data: dict[str, Any], user: Any, form: forms.Form) -> str:
+    done = services.deployment_compensation_complete(deployment_id=deployment.pk, actor=user)
+    return f"Compensation of {_v(done)} marked complete."
+
+
 ACTIONS: dict[str, DeploymentAction] = {
     action.name: action
     for action in (
@@ -367,16 +417,39 @@ ACTIONS: dict[str, DeploymentAction] = {
             style="danger",
             leaves_page=True,
         ),
+        DeploymentAction(
+            COMPENSATION_REPLAY,
+            "Replay on v1",
+            CHANGE_DEPLOYMENT,
+            ActionForm,
+            _replay_consequence,
+            _run_replay,
+            group=COMPENSATION,
+            when=_compensation_pending,
+        ),
+        DeploymentAction(
+            COMPENSATION_COMPLETE,
+            "Mark compensation complete",
+            CHANGE_DEPLOYMENT,
+            ActionForm,
+            _complete_consequence,
+            _run_complete,
+            style="primary",
+            group=COMPENSATION,
+            when=_compensation_pending,
+        ),
     )
 }
 
 
-def actions_for(situation: Situation, user: Any) -> list[DeploymentAction]:
+def actions_for(situation: Situation, user: Any, group: str = LIFECYCLE) -> list[DeploymentAction]:
     """The buttons to show: allowed now by the lifecycle and by the user's role."""
     return [
         action
         for action in ACTIONS.values()
-        if action.available(situation) and user.has_perm(action.permission)
+        if action.group == group
+        and action.available(situation)
+        and user.has_perm(action.permission)
     ]
 
 
@@ -386,6 +459,11 @@ def why_no_action(situation: Situation, user: Any) -> str | None:
         return "Your role (Viewer) can look but not act; approvers and admins act."
     if deployment.status in (DeploymentStatus.ROLLED_BACK, DeploymentStatus.DEPRECATED):
         return f"A {deployment.get_status_display().lower()} deployment is read only."
+    if situation.is_baseline and situation.canary is not None:
+        return (
+            f"{_v(deployment)} is v1 of the canary {_v(situation.canary)}: it can be rolled "
+            "back or deprecated only after that canary is promoted or rolled back."
+        )
     if deployment.status == DeploymentStatus.DRAFT and situation.canary is not None:
         return (
             f"{_v(situation.canary)} is in canary for this rule set: promote or roll it back "

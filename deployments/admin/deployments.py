@@ -20,6 +20,7 @@ from canary.errors import DomainError, NotFound
 from deployments import admin_panels, selectors, transitions
 from deployments.admin.actions import (
     ACTIONS,
+    COMPENSATION,
     DeploymentAction,
     Situation,
     actions_for,
@@ -42,6 +43,7 @@ from deployments.admin.display import (
 )
 from deployments.admin.panels import (
     breaker_line,
+    compensation_panel,
     event_rows,
     measurement_panel,
     monitor_banner,
@@ -245,15 +247,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
     def _page_context(self, request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
         situation = Situation.of(deployment)
         buttons = [
-            {
-                "label": action.label_for(deployment),
-                "url": reverse(
-                    "admin:deployments_deployment_action", args=[deployment.pk, action.name]
-                ),
-                "style": action.style,
-                "name": action.name,
-            }
-            for action in actions_for(situation, request.user)
+            self._button(deployment, action) for action in actions_for(situation, request.user)
         ]
         events = event_rows(selectors.deployment_event_list(deployment=deployment))
         query = f"?deployment={deployment.pk}"
@@ -266,7 +260,29 @@ class DeploymentAdmin(ReadOnlyAdmin):
                 "admin:assignments_assignment_changelist", query=query
             ),
             "canary_logs_url": admin_link("admin:monitoring_executionlog_changelist", query=query),
+            "canary_compensation": compensation_panel(
+                admin_panels.panel("compensation", deployment)
+            ),
+            "canary_compensation_actions": [
+                self._button(deployment, action)
+                for action in actions_for(situation, request.user, group=COMPENSATION)
+            ],
+            "canary_compensation_logs_url": admin_link(
+                "admin:monitoring_executionlog_changelist",
+                query=f"{query}&needs_reprocess__exact=1",
+            ),
             **self._live_context(deployment),
+        }
+
+    @staticmethod
+    def _button(deployment: Deployment, action: DeploymentAction) -> dict[str, str]:
+        return {
+            "label": action.label_for(deployment),
+            "url": reverse(
+                "admin:deployments_deployment_action", args=[deployment.pk, action.name]
+            ),
+            "style": action.style,
+            "name": action.name,
         }
 
     def _live_context(self, deployment: Deployment) -> dict[str, Any]:
@@ -314,6 +330,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
                     return HttpResponseRedirect(reverse("admin:deployments_deployment_changelist"))
                 return HttpResponseRedirect(page)
             messages.error(request, f"{label} refused: {form_error_text(form)}")
+        elif not spec.available(situation) and spec.group == COMPENSATION:
+            messages.warning(request, "No compensation is pending for this deployment.")
+            return HttpResponseRedirect(page)
         elif not spec.available(situation):
             allowed = ", ".join(transitions.allowed_actions(deployment.status)) or "none"
             messages.warning(

@@ -17,6 +17,7 @@ from deployments.admin.display import (
     milliseconds,
     p_value,
     percent,
+    plain_value,
     status_badge,
     when,
 )
@@ -235,3 +236,43 @@ def breaker_line(detail: Mapping[str, Any] | None) -> dict[str, str]:
     else:
         text = f"{failures} consecutive v2 failures open it"
     return {"state": state, "text": text}
+
+
+def compensation_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Manual compensation in numbers, and the decisions v1 would have made differently."""
+    if not data:
+        return None
+    rows = [
+        {
+            "id": log.id,
+            "when": when(log.created_at),
+            "ids": ", ".join(
+                f"{label} {value}"
+                for label, value in (
+                    ("wf", log.workflow_id),
+                    ("session", log.session_id),
+                    ("user", log.user_id),
+                )
+                if value
+            )
+            or NONE,
+            "v2": _decision(log.success, log.output),
+            "v1": _decision(log.replay_success, log.replay_output),
+        }
+        for log in data.get("differences") or []
+    ]
+    return {
+        "status": data.get("compensation_status"),
+        "pending": bool(data.get("pending")),
+        "flagged": data.get("flagged", 0),
+        "processed": data.get("processed", 0),
+        "differing": data.get("differing", 0),
+        "rows": rows,
+        "more": max(0, int(data.get("total_differences") or 0) - len(rows)),
+    }
+
+
+def _decision(success: bool | None, output: Any) -> str:
+    if success is None:
+        return NONE
+    return plain_value(output) if success else "error"
