@@ -47,6 +47,7 @@ from deployments.admin.panels import (
     event_rows,
     measurement_panel,
     monitor_banner,
+    outcome_banner,
     step_lines,
 )
 from deployments.choices import DeploymentStatus
@@ -271,8 +272,35 @@ class DeploymentAdmin(ReadOnlyAdmin):
                 "admin:monitoring_executionlog_changelist",
                 query=f"{query}&needs_reprocess__exact=1",
             ),
+            "canary_outcome": outcome_banner(
+                deployment,
+                rollback_actor=self._rollback_actor(deployment),
+                baseline_of=situation.canary if situation.is_baseline else None,
+            ),
+            "canary_baseline_of": self._page_url(situation.canary)
+            if situation.is_baseline
+            else None,
             **self._live_context(deployment),
         }
+
+    @staticmethod
+    def _rollback_actor(deployment: Deployment) -> str | None:
+        if deployment.status != DeploymentStatus.ROLLED_BACK:
+            return None
+        event = (
+            DeploymentEvent.objects.filter(
+                deployment=deployment, to_status=DeploymentStatus.ROLLED_BACK
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        return event.actor if event else None
+
+    @staticmethod
+    def _page_url(deployment: Deployment | None) -> str | None:
+        if deployment is None:
+            return None
+        return reverse("admin:deployments_deployment_change", args=[deployment.pk])
 
     @staticmethod
     def _button(deployment: Deployment, action: DeploymentAction) -> dict[str, str]:
@@ -289,10 +317,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
         """The page's self-refreshing block: monitor, step, breaker and measurements."""
         live = admin_panels.panel("live", deployment) or {}
         is_canary = deployment.status == DeploymentStatus.CANARY
-        panel = measurement_panel(admin_panels.measurements_for(deployment))
-        if panel is not None:
-            # An ended deployment's recommendation is stale advice: the numbers stay.
-            panel["show_recommendation"] = is_canary
+        panel = measurement_panel(admin_panels.measurements_for(deployment), ended=not is_canary)
         return {
             "canary_panel": panel,
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,

@@ -101,7 +101,7 @@ def _metric_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return [(label, cell(v1, key, fmt), cell(v2, key, fmt)) for label, key, fmt in specs]
 
 
-def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
+def _evidence_lines(comparison: Mapping[str, Any], *, ended: bool = False) -> list[str]:
     evidence = comparison.get("evidence") or {}
     lines: list[str] = []
     errors = evidence.get("error_rate")
@@ -125,7 +125,7 @@ def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
         shown = milliseconds(observed) if check.get("name") == "latency_p95" else percent(observed)
         lines.append(f"{check.get('rule')}: observed {shown} — {mark}.")
     lines.extend(breach.get("message", "") for breach in evidence.get("breaches") or [])
-    if "enough_samples" in evidence and not evidence["enough_samples"]:
+    if not ended and "enough_samples" in evidence and not evidence["enough_samples"]:
         lines.append(
             f"Fewer than {evidence.get('min_samples')} requests on v1 or v2: not enough to "
             "recommend promotion yet."
@@ -133,8 +133,14 @@ def _evidence_lines(comparison: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Turn the provider's REST-shaped dicts into rows and sentences for the template."""
+def measurement_panel(
+    data: Mapping[str, Any] | None, *, ended: bool = False
+) -> dict[str, Any] | None:
+    """Turn the provider's REST-shaped dicts into rows and sentences for the template.
+
+    An ``ended`` deployment (no longer a canary) keeps its numbers but shows no
+    recommendation: advice about a decision already taken only misleads.
+    """
     if not data:
         return None
     comparison = data.get("comparison") or {}
@@ -142,8 +148,10 @@ def measurement_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
     summary = comparison.get("comparison") or {}
     panel: dict[str, Any] = {
         "rows": _metric_rows(comparison),
-        "recommendation": summary.get("recommendation"),
-        "evidence": _evidence_lines(comparison),
+        "recommendation": None if ended else summary.get("recommendation"),
+        "show_recommendation": not ended,
+        "ended": ended,
+        "evidence": _evidence_lines(comparison, ended=ended),
         "health": None,
     }
     if health:
@@ -276,3 +284,41 @@ def _decision(success: bool | None, output: Any) -> str:
     if success is None:
         return NONE
     return plain_value(output) if success else "error"
+
+
+def outcome_banner(
+    deployment: Any, *, rollback_actor: str | None, baseline_of: Any
+) -> dict[str, str] | None:
+    """What an approver must read first on a page that is not a running canary.
+
+    A rolled-back deployment leads with why; a deprecated one with when; an
+    active deployment that is v1 of a running canary says so, since "active at
+    100%" would be wrong while the canary takes its share.
+    """
+    if deployment.status == "rolled_back":
+        by = f" by {rollback_actor}" if rollback_actor else ""
+        return {
+            "level": "error",
+            "headline": f"Rolled back {when(deployment.rolled_back_at)}{by}",
+            "text": f"Reason: {deployment.rollback_reason or NONE}",
+        }
+    if deployment.status == "deprecated":
+        return {
+            "level": "muted",
+            "headline": f"Deprecated {when(deployment.deprecated_at)}",
+            "text": "It no longer serves traffic; the numbers below are final.",
+        }
+    if baseline_of is not None:
+        share = 100 - baseline_of.traffic_percentage
+        return {
+            "level": "warning",
+            "headline": (
+                f"Baseline of canary {baseline_of.version.version} at "
+                f"{baseline_of.traffic_percentage}%"
+            ),
+            "text": (
+                f"This deployment is v1: it serves the other {share}% of new contexts and "
+                "everyone the canary does not. Act on the canary's page."
+            ),
+        }
+    return None
