@@ -261,6 +261,8 @@ CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
 # Grafana's base URL (e.g. http://127.0.0.1:3000); when set, each deployment page
 # links its dashboard (ops/grafana/dashboards/canary.json).
 CANARY_GRAFANA_URL = os.environ.get("CANARY_GRAFANA_URL", "").rstrip("/")
+# How often a canary's page re-fetches its live block (monitor, numbers, chart).
+CANARY_CONSOLE_REFRESH_SECONDS = env_int("CANARY_CONSOLE_REFRESH_SECONDS", 30)
 
 # API tokens (django-rest-knox): only a SHA-512 of each is stored; a token is shown
 # once, when issued. New tokens expire after this many days (0: never).

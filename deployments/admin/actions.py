@@ -75,6 +75,37 @@ class StartCanaryForm(ActionForm):
         return {key: ids for key, ids in found.items() if ids} or None
 
 
+TRAFFIC_PRESETS = (10, 25, 50, 100)
+
+
+class TrafficSlider(forms.NumberInput):
+    """A 0-100 slider with the canary's steps marked, preset buttons and the current value.
+
+    Still one ``<input name=traffic_percentage>``: without JavaScript the
+    browser's own slider posts the same field; ``deployments/admin.js`` only
+    shows the value beside it and wires the preset buttons.
+    """
+
+    input_type = "range"
+    template_name = "admin/deployments/widgets/traffic_slider.html"
+
+    def __init__(self, *, current: int, increment: int) -> None:
+        super().__init__(attrs={"min": 0, "max": 100, "step": 1, "data-canary-slider": ""})
+        self.current = current
+        self.increment = max(1, increment)
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        steps = set(range(0, 101, self.increment)) | {100, self.current}
+        presets = sorted(
+            {min(100, self.current + self.increment), *TRAFFIC_PRESETS} - {self.current}
+        )
+        context["widget"].update(
+            steps=sorted(steps), presets=presets, current=self.current, increment=self.increment
+        )
+        return context
+
+
 class TrafficForm(ActionForm):
     traffic_percentage = forms.IntegerField(
         label="New canary traffic (%)",
@@ -90,6 +121,9 @@ class TrafficForm(ActionForm):
         initial.setdefault("traffic_percentage", min(100, deployment.traffic_percentage + step))
         initial.setdefault("expected_traffic", deployment.traffic_percentage)
         super().__init__(*args, deployment=deployment, **kwargs)
+        self.fields["traffic_percentage"].widget = TrafficSlider(
+            current=deployment.traffic_percentage, increment=step
+        )
 
 
 class RollbackForm(ActionForm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.views.main import ChangeList
@@ -50,7 +51,7 @@ from deployments.admin.panels import (
     outcome_banner,
     step_lines,
 )
-from deployments.choices import DeploymentStatus
+from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, DeploymentEvent
 
 
@@ -64,6 +65,17 @@ class DeploymentChangeList(ChangeList):
             if row.status == DeploymentStatus.CANARY:
                 row.canary_health = admin_panels.health_for(row)
         self.result_list = rows
+
+
+GRAFANA_DASHBOARD = "d/canary-overview/canary-deployments"  # ops/grafana/dashboards/canary.json
+
+
+def grafana_url(deployment: Deployment) -> str | None:
+    """The shipped dashboard filtered to this deployment, when CANARY_GRAFANA_URL is set."""
+    base = getattr(settings, "CANARY_GRAFANA_URL", "")
+    if not base:
+        return None
+    return f"{base}/{GRAFANA_DASHBOARD}?var-deployment={deployment.pk}"
 
 
 CONFIG_FORMATTERS = {
@@ -224,7 +236,29 @@ class DeploymentAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.action_view),
             name="deployments_deployment_action",
         )
-        return [action, *super().get_urls()]
+        live = path(
+            "<path:object_id>/live/",
+            self.admin_site.admin_view(self.live_view),
+            name="deployments_deployment_live",
+        )
+        return [action, live, *super().get_urls()]
+
+    def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The page's live block alone, for the page to re-fetch in place (admin.js).
+
+        Headers carry the status and traffic so the page can tell its buttons are stale.
+        """
+        deployment = self._deployment_or_none(object_id)
+        if deployment is None:
+            raise Http404("No such deployment.")
+        if not self.has_view_permission(request, deployment):
+            raise PermissionDenied
+        context = {"original": deployment, **self._page_context(request, deployment)}
+        response = TemplateResponse(request, "admin/deployments/deployment/live.html", context)
+        response["X-Canary-Status"] = deployment.status
+        response["X-Canary-Traffic"] = str(deployment.traffic_percentage)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def change_view(
         self,
@@ -280,6 +314,12 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_baseline_of": self._page_url(situation.canary)
             if situation.is_baseline
             else None,
+            "canary_grafana_url": grafana_url(deployment),
+            "canary_refresh_url": reverse("admin:deployments_deployment_live", args=[deployment.pk])
+            if deployment.status == DeploymentStatus.CANARY
+            or deployment.compensation_status == CompensationStatus.PENDING
+            else None,
+            "canary_refresh_seconds": settings.CANARY_CONSOLE_REFRESH_SECONDS,
             **self._live_context(deployment),
         }
 

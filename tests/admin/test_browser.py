@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from deployments import services
 from deployments.models import Deployment, DeploymentEvent
 from tests.admin.conftest import PASSWORD, make_staff
 from tests.monitoring.logs import add_logs
@@ -194,3 +195,42 @@ def test_rollback_without_a_reason_is_refused_with_a_message(
     assert re.search(r"Rolled back v2\.0\.0 \(without compensation\)", success_message(page))
     assert page.inner_text(".canary-actions .canary-status-rolled_back") == "Rolled back"
     assert "v2 error rate 8%" in page.inner_text("#canary-events .canary-event-reason")
+
+
+def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment, settings: Any
+):
+    settings.CANARY_CONSOLE_REFRESH_SECONDS = 1
+    make_staff("sam", "approver")
+    base = live_server.url
+    log_in(page, base, "sam")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(deployment_page(base, canary_v2))
+
+    # New executions show up without a reload; the page itself stays put.
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v1", [8.0] * 7)
+    add_logs(canary, "v2", [9.0] * 11)
+    page.wait_for_function(
+        "document.querySelector('#canary-comparison') &&"
+        " document.querySelector('#canary-comparison').innerText.includes('11')"
+    )
+    assert int(page.get_attribute("#canary-live", "data-refreshed") or 0) >= 1
+    screenshot(page, "admin-canary-page.png")
+
+    confirm(page, "traffic", "now serves 10% of new contexts")
+    assert page.get_attribute("#id_traffic_percentage", "type") == "range"
+    page.click("[data-canary-preset='50']")
+    assert page.input_value("#id_traffic_percentage") == "50"
+    assert page.inner_text("#id_traffic_percentage_shown") == "50%"
+    screenshot(page, "admin-traffic-slider.png")
+    submit(page)
+    assert "serves 50% of new contexts" in success_message(page)
+    assert Deployment.objects.get(pk=canary_v2.pk).traffic_percentage == 50
+
+    # A change made elsewhere (the monitor, a colleague) marks the buttons as stale.
+    services.deployment_set_traffic(
+        deployment_id=canary_v2.pk, traffic_percentage=60, actor="colleague"
+    )
+    page.wait_for_selector("#canary-changed:not([hidden])")
+    assert "now canary at 60% traffic" in page.inner_text("#canary-changed")
