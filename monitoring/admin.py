@@ -27,7 +27,7 @@ from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from monitoring import compensation, console, health, tasks
+from monitoring import compensation, console, health, selectors, tasks
 from monitoring.models import ExecutionLog
 
 
@@ -71,6 +71,13 @@ def running_canaries() -> list[dict[str, Any]]:
 COMPENSATION_LIST_SIZE = 20
 
 
+def deployment_chart(deployment: Deployment, since: Any) -> list[dict[str, Any]] | None:
+    """Per-minute rows for the canary page's charts (``selectors.minute_series``)."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    return selectors.minute_series(deployment_id=deployment.pk, since=since)
+
+
 def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
     """Manual compensation's counts and the first decisions v1 would have made differently.
 
@@ -91,6 +98,7 @@ def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
 admin_panels.register(
     operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
     compensation=deployment_compensation,
+    chart=deployment_chart,
     measurements=deployment_measurements,
     health=deployment_health_summary,
     monitor=console.monitor_status,

@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 
 from canary.errors import DomainError, NotFound
 from deployments import admin_panels, selectors, transitions
+from deployments.admin import charts
 from deployments.admin.actions import (
     ACTIONS,
     COMPENSATION,
@@ -45,13 +46,14 @@ from deployments.admin.display import (
 from deployments.admin.panels import (
     breaker_line,
     compensation_panel,
+    event_details,
     event_rows,
     measurement_panel,
     monitor_banner,
     outcome_banner,
     step_lines,
 )
-from deployments.choices import CompensationStatus, DeploymentStatus
+from deployments.choices import CompensationStatus, DeploymentStatus, EventAction
 from deployments.models import Deployment, DeploymentEvent
 
 
@@ -77,6 +79,13 @@ def grafana_url(deployment: Deployment) -> str | None:
         return None
     return f"{base}/{GRAFANA_DASHBOARD}?var-deployment={deployment.pk}"
 
+
+CHART_MARKERS = {
+    EventAction.START_CANARY,
+    EventAction.SET_TRAFFIC,
+    EventAction.ROLLBACK,
+    EventAction.PROMOTE,
+}
 
 CONFIG_FORMATTERS = {
     "success_threshold": percent_of_one,
@@ -359,12 +368,33 @@ class DeploymentAdmin(ReadOnlyAdmin):
         is_canary = deployment.status == DeploymentStatus.CANARY
         panel = measurement_panel(admin_panels.measurements_for(deployment), ended=not is_canary)
         return {
+            "canary_charts": self._charts(deployment) if is_canary else None,
             "canary_panel": panel,
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
             "canary_breaker": breaker_line(live.get("breaker")) if is_canary else None,
             "canary_rendered_at": when(timezone.now()),
         }
+
+    @staticmethod
+    def _charts(deployment: Deployment) -> list[SafeString] | None:
+        """The last hour per minute, v1 vs v2, with traffic changes marked."""
+        minutes = charts.minutes_window()
+        rows = admin_panels.panel("chart", deployment, minutes[0])
+        if rows is None:
+            return None
+        markers = [
+            (event.created_at, f"{event.get_action_display()}: {event_details(event)}")
+            for event in selectors.deployment_event_list(deployment=deployment)
+            if event.action in CHART_MARKERS and event.created_at >= minutes[0]
+        ]
+        found = charts.charts_for(
+            rows,
+            minutes=minutes,
+            error_threshold=deployment.canary_config.get("error_threshold"),
+            markers=markers,
+        )
+        return [charts.render(chart, minutes) for chart in found]
 
     def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """Confirmation page (GET) and the action itself (POST, CSRF-checked by Django)."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent
@@ -208,14 +210,22 @@ def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
     page.goto(deployment_page(base, canary_v2))
 
     # New executions show up without a reload; the page itself stays put.
+    now = timezone.now()
+    Deployment.objects.filter(pk=canary_v2.pk).update(started_at=now - timedelta(minutes=30))
     canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
-    add_logs(canary, "v1", [8.0] * 7)
-    add_logs(canary, "v2", [9.0] * 11)
+    for minutes_ago in range(12, 0, -1):
+        at = now - timedelta(minutes=minutes_ago)
+        add_logs(canary, "v1", [8.0 + (i % 7) for i in range(40)], errors=minutes_ago % 2, at=at)
+        add_logs(canary, "v2", [9.0 + (i % 9) for i in range(10)], errors=minutes_ago % 3, at=at)
     page.wait_for_function(
         "document.querySelector('#canary-comparison') &&"
-        " document.querySelector('#canary-comparison').innerText.includes('11')"
+        " document.querySelector('#canary-comparison').innerText.includes('480')"
     )
     assert int(page.get_attribute("#canary-live", "data-refreshed") or 0) >= 1
+    # The charts: three SVGs, each with a v1 and a v2 line.
+    assert page.locator("#canary-charts svg").count() == 3
+    assert page.locator("#canary-charts path.series-v1").count() == 3
+    assert page.locator("#canary-charts path.series-v2").count() == 3
     screenshot(page, "admin-canary-page.png")
 
     confirm(page, "traffic", "now serves 10% of new contexts")
