@@ -137,7 +137,6 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
         "served",
         "outcome",
         "latency",
-        "error_rule_short",
         "ids",
         "reprocess",
     ]
@@ -173,19 +172,25 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
     ]
     fields = readonly_fields
 
-    @admin.display(description="outcome", ordering="success")
+    @admin.display(description="outcome / error rule", ordering="success")
     def outcome(self, obj: ExecutionLog) -> SafeString:
-        css = "healthy" if obj.success else "unhealthy"
-        label = "success" if obj.success else "error"
-        return format_html('<span class="canary-badge canary-health-{}">{}</span>', css, label)
+        # The failing rule sits under the badge: one column fewer keeps the row on screen.
+        if obj.success:
+            return format_html('<span class="canary-badge canary-health-healthy">ok</span>')
+        return format_html(
+            '<span class="canary-badge canary-health-unhealthy">error</span>'
+            '<small class="canary-error-rule">{}</small>',
+            obj.error_rule or NONE,
+        )
 
     @admin.display(description="latency", ordering="latency_ms")
     def latency(self, obj: ExecutionLog) -> str:
         return milliseconds(obj.latency_ms)
 
-    @admin.display(description="deployment", ordering="deployment")
+    @admin.display(description="rule set", ordering="deployment")
     def deployment_short(self, obj: ExecutionLog) -> str:
-        return f"{obj.deployment.ruleset.name} {obj.deployment.version.version}"
+        # The versions are in "served"; the deployment filter names the release.
+        return obj.deployment.ruleset.name
 
     @admin.display(description="served", ordering="served_version")
     def served(self, obj: ExecutionLog) -> SafeString:
@@ -197,7 +202,7 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
     def error_rule_short(self, obj: ExecutionLog) -> str:
         return obj.error_rule or NONE
 
-    @admin.display(description="ids (workflow / session / user)")
+    @admin.display(description="ids")
     def ids(self, obj: ExecutionLog) -> SafeString:
         found = [
             (label, value)
@@ -212,7 +217,7 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
             return format_html("{}", NONE)
         return format_html_join("", '<span class="canary-id"><small>{}</small> {}</span>', found)
 
-    @admin.display(description="reprocess", boolean=True, ordering="needs_reprocess")
+    @admin.display(description="flagged", boolean=True, ordering="needs_reprocess")
     def reprocess(self, obj: ExecutionLog) -> bool:
         return obj.needs_reprocess
 
