@@ -18,6 +18,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from canary.celery import app as celery_app
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent
 from tests.admin.conftest import PASSWORD, make_staff
@@ -244,3 +245,54 @@ def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
     )
     page.wait_for_selector("#canary-changed:not([hidden])")
     assert "now canary at 60% traffic" in page.inner_text("#canary-changed")
+
+
+def test_replay_and_mark_complete_from_the_compensation_panel(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    Deployment.objects.filter(pk=canary_v2.pk).update(compensation_strategy="manual")
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v2", [1.0] * 12, errors=3)
+    services.deployment_rollback(
+        deployment_id=canary_v2.pk, reason="v2 decides zone C wrongly", actor="t"
+    )
+    make_staff("carl", "approver")
+    base = live_server.url
+    log_in(page, base, "carl")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(deployment_page(base, canary_v2))
+    assert "Reason: v2 decides zone C wrongly" in page.inner_text("#canary-outcome")
+    assert "12 v2 executions flagged" in page.inner_text("#canary-compensation-counts")
+
+    celery_app.conf.task_always_eager = True  # the live server runs in this process
+    try:
+        confirm(page, "compensation-replay", "evaluated again with v1.0.0")
+        submit(page)
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert "Replay queued for 12 flagged executions" in success_message(page)
+    assert "12 replayed on v1" in page.inner_text("#canary-compensation-counts")
+    screenshot(page, "admin-compensation-panel.png")
+
+    confirm(page, "compensation-complete", "recorded as done")
+    submit(page)
+    assert "Compensation of v2.0.0 marked complete." in success_message(page)
+    assert "Compensation: completed" in page.inner_text("#canary-compensation")
+    assert page.locator("#canary-compensation a.canary-button").count() == 0
+    assert Deployment.objects.get(pk=canary_v2.pk).compensation_status == "completed"
+
+
+def test_a_viewer_sees_no_action_anywhere(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    make_staff("vera", "viewer")
+    base = live_server.url
+    log_in(page, base, "vera")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{base}/admin/")
+    assert "thermostat\tv2.0.0 / v1.0.0\t10%" in page.inner_text("#canary-running")
+    screenshot(page, "admin-running-canaries.png")
+    page.goto(deployment_page(base, canary_v2))
+    assert page.locator("a.canary-button").count() == 0
+    page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+    assert page.locator("select[name=action]").count() == 0
