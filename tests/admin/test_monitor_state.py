@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -46,14 +47,15 @@ def test_a_live_monitor_shows_last_and_next_run(console: Console, canary_v2: Dep
     ran(minutes_ago=1)
     body = page(console, canary_v2)
     assert "Monitor alive (every 5 min)" in body and "canary-level-ok" in body
-    assert "(1 min ago): checked 1, rolled back 0; next run expected" in body
+    # NOTE: the page reads the clock itself; a slow test run adds seconds.
+    assert re.search(r"\(1 min( \d+ s)? ago\): checked 1, rolled back 0; next run expected", body)
 
 
 def test_a_stale_monitor_is_red(console: Console, canary_v2: Deployment):
     ran(minutes_ago=20)
     body = page(console, canary_v2)
     assert "Monitor stale: beat looks down" in body and "canary-level-error" in body
-    assert "next run overdue by 15 min" in body
+    assert re.search(r"next run overdue by 15 min( \d+ s)?\.", body)
 
 
 def test_step_elapsed_remaining_and_breaker_failures(console: Console, canary_v2: Deployment):
@@ -73,7 +75,7 @@ def test_an_open_breaker_counts_its_cooldown_down(console: Console, canary_v2: D
     )
     body = page(console, canary_v2)
     assert 'class="canary-breaker-OPEN">OPEN</strong> — open: v1 serves everyone' in body
-    assert "HALF_OPEN in 45 s" in body or "HALF_OPEN in 44 s" in body
+    assert re.search(r"HALF_OPEN in (4\d|3\d) s", body)
 
 
 def test_index_lists_running_canaries_first(console: Console, canary_v2: Deployment):
