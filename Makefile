@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 export DEBUG ?= 1
 
-.PHONY: run serve test lint format migrate venv clean
+.PHONY: run serve test test-js lint format migrate venv clean
+JS := clients/react
 
 venv: $(STAMP)
 
@@ -31,9 +32,17 @@ serve: venv
 	DEBUG=0 ./scripts/serve.sh
 
 # pytest's exit code 5 (no tests collected) counts as a failure.
-test: venv
+test: venv test-js
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$status
+
+# The React package (clients/react): typecheck and vitest, when node is installed.
+# Dependencies come from the lockfile (npm ci), again only when it changed.
+test-js:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: skipping the React package's tests (CI runs them)" >&2; exit 0; fi; \
+	cd $(JS) && if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		npm ci --no-audit --no-fund --loglevel=error; fi && npm test
 
 lint: venv
 	$(BIN)/ruff check .
@@ -44,4 +53,4 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var db.sqlite3 staticfiles
+	rm -rf $(VENV) var db.sqlite3 staticfiles $(JS)/node_modules $(JS)/dist

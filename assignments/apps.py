@@ -28,3 +28,10 @@ class AssignmentsConfig(AppConfig):
             signals.token_deleted, sender=AuthToken, dispatch_uid="canary.token_gone"
         )
         post_save.connect(signals.user_saved, sender=get_user_model(), dispatch_uid="canary.user")
+
+        # CORS on resolve, decided per request by client tokens' origins.
+        from corsheaders.signals import check_request_enabled
+
+        from assignments.cors import resolve_cors_allowed
+
+        check_request_enabled.connect(resolve_cors_allowed, dispatch_uid="assignments.cors")

@@ -27,7 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    close_old_connections,
+    transaction,
+)
 
 from canary.redis import redis_client, redis_enabled
 
@@ -78,13 +84,18 @@ def _decode(raw: list[Any]) -> list[Entry]:
     ]
 
 
+# Failures of the database or its schema, not of an entry: a missing column while a
+# deploy runs new code before its migration is one. The entries stay pending.
+_NOT_THE_ENTRY = (OperationalError, InterfaceError, ProgrammingError)
+
+
 def _write(stream: str, entries: list[Entry]) -> None:
-    """Write a batch; raises (nothing acknowledged) while the database is unreachable."""
+    """Write a batch; raises (nothing acknowledged) while the database cannot take it."""
     sink = _sinks[stream]
     try:
         with transaction.atomic():
             sink(entries)
-    except (OperationalError, InterfaceError):
+    except _NOT_THE_ENTRY:
         raise  # the entries stay pending and are written once the database is back
     except Exception:
         # One bad entry must not hold back the rest: write them one by one and
@@ -94,7 +105,7 @@ def _write(stream: str, entries: list[Entry]) -> None:
             try:
                 with transaction.atomic():
                     sink([entry])
-            except (OperationalError, InterfaceError):
+            except _NOT_THE_ENTRY:
                 raise
             except Exception:
                 logger.exception("dropping undrainable entry %s of %s", entry[0], stream)

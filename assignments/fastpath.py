@@ -9,7 +9,8 @@ claim, and the execution record), answer.
 
 Anything else is handed to the full Django application untouched, which answers
 exactly as the API always has: a missing or unknown token (DRF authenticates it
-against the database and caches it for the next request), a body the fast path
+against the database and caches it for the next request), a client token or a
+request with an ``Origin`` (a browser: CORS), a body the fast path
 does not accept without doubt (DRF's serializers name the field in a 400), a
 host not allowed, Redis unreachable. The hand-over happens only before anything
 is stored, so a request is never half-served twice.
@@ -35,6 +36,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from assignments import buffer, router, services
 from assignments.api.serializers import IDENTIFIER_PATTERN, execute_answer, resolve_answer
+from assignments.client_tokens import is_client_token
 from assignments.routing import canonical_ruleset_id
 from canary.api.authentication import token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
@@ -103,6 +105,12 @@ class DataPlaneFastPath:
             raise _Decline
         token = authorization[7:].strip()
         if not token or " " in token or canonical_ruleset_id(rid) is None:
+            raise _Decline
+        # NOTE: client tokens (resolve only, looked up in the database on every
+        # request so a revocation holds at once) and cross-origin requests (CORS,
+        # decided by django-cors-headers) are always Django's: this path can then
+        # never run execute for a client token, nor answer a browser without CORS.
+        if is_client_token(token) or "HTTP_ORIGIN" in environ:
             raise _Decline
         check = services.ClientCheck(token_digest=token_digest(token), throttle=self._throttle())
         try:

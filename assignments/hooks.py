@@ -15,6 +15,18 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ShadowOutcome:
+    """The other version evaluated on the same input (SPEC 9.1); never returned."""
+
+    version_id: Any
+    success: bool
+    output: Any
+    rule: str | None  # the matched rule, or the rule the evaluation failed in
+    error_message: str
+    latency_ms: float
+
+
+@dataclass(frozen=True)
 class ExecutionRecord:
     deployment_id: Any
     version_id: Any
@@ -29,6 +41,8 @@ class ExecutionRecord:
     input: Any
     output: Any
     executed_at: datetime
+    matched_rule: str | None = None
+    shadow: ShadowOutcome | None = None
     # The breaker counted no failures when the request was routed: a v2 success
     # changes nothing, so it need not be written.
     breaker_clean: bool = False

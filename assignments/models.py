@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
-from deployments.models import Deployment, RuleSetVersion
+from deployments.models import Deployment, RuleSet, RuleSetVersion
 
 
 class Tier(models.TextChoices):
@@ -59,3 +60,31 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tier}:{self.identifier} -> {self.assigned_version}"
+
+
+class ClientToken(models.Model):
+    """A browser-safe token: ``resolve`` only, on the listed rule sets, from the listed origins.
+
+    Only a SHA-512 digest of the token is stored (as for API tokens); revoking one
+    deletes its row, and every request looks the digest up, so a revocation holds
+    in every process at once (``assignments.client_tokens``).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    token_prefix = models.CharField(
+        max_length=16, help_text="The token's first characters, to tell tokens apart."
+    )
+    digest = models.CharField(max_length=128, unique=True)
+    rulesets = models.ManyToManyField(RuleSet, related_name="client_tokens")
+    allowed_origins = models.JSONField(
+        default=list, help_text="Origins (scheme://host[:port]) a browser may call resolve from."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.token_prefix}…)"

@@ -12,6 +12,7 @@ decisions are made from PostgreSQL alone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -28,14 +29,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from assignments import router, sticky
-from assignments.hooks import ExecutionRecord, hooks
+from assignments.hooks import ExecutionRecord, ShadowOutcome, hooks
 from assignments.models import Assignment
 from assignments.routing import RoutingState, canonical_ruleset_id, routing_state_for
 from canary.errors import Conflict, DomainError, NotFound
 from canary.redis import redis_client, redis_enabled
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from deployments.rule_language import CompiledRuleSet
+from deployments.rule_language import CompiledRuleSet, eval_limits
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ class Resolution:
     # No failures counted by the breaker: a v2 success need not update it.
     breaker_clean: bool = False
     rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
+    # Set when this request is shadowed (SPEC 9.1): the version not served.
+    shadow_version_id: str | None = None
+    shadow_rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -287,11 +291,28 @@ def _resolution_from(
     return _resolution(state, served, priority, gate_state, clean=clean)
 
 
+def _shadow_wanted(state: RoutingState) -> bool:
+    """Sampled by ``shadow_percentage``; a dark launch (0% traffic) shadows every request."""
+    if state.traffic_percentage == 0:
+        return True
+    share = (state.canary_config or {}).get("shadow_percentage", 100)
+    return share >= 100 or (share > 0 and random.random() * 100 < share)
+
+
 def _resolution(
-    state: RoutingState, served: str, priority: str | None, breaker_state: str, *, clean: bool
+    state: RoutingState,
+    served: str,
+    priority: str | None,
+    breaker_state: str,
+    *,
+    clean: bool,
+    shadow: bool | None = None,
 ) -> Resolution:
     assert state.canary is not None and state.active is not None
     ref = state.canary if served == router.V2 else state.active
+    other = state.active if served == router.V2 else state.canary
+    if shadow is None:
+        shadow = _shadow_wanted(state)
     return Resolution(
         ruleset_id=state.ruleset_id,
         deployment_id=state.canary.deployment_id,
@@ -304,6 +325,8 @@ def _resolution(
         breaker_state=breaker_state,
         breaker_clean=clean,
         rules=ref.rules,
+        shadow_version_id=other.version_id if shadow else None,
+        shadow_rules=other.rules if shadow else None,
     )
 
 
@@ -444,8 +467,9 @@ def dataplane_execute(
     assert resolution.rules is not None
     outcome = _evaluate(resolution.rules, input)
     if resolution.canary_running:
+        shadow = _shadow_after(resolution, outcome, input)
         hooks.record_execution(
-            _execution_record(resolution, outcome, input, context, now),
+            _execution_record(resolution, outcome, input, context, now, shadow),
             resolution.canary_config or {},
         )
     return _result(resolution, outcome)
@@ -458,11 +482,24 @@ class _Outcome:
     matched_rule: str | None
     error: dict[str, Any] | None
     latency_ms: float
+    exhausted: bool = False
+
+    def as_shadow(self, version_id: str) -> ShadowOutcome:
+        return ShadowOutcome(
+            version_id=version_id,
+            success=self.success,
+            output=self.output,
+            rule=self.error["rule"] if self.error else self.matched_rule,
+            error_message=self.error["message"] if self.error else "",
+            latency_ms=self.latency_ms,
+        )
 
 
-def _evaluate(rules: CompiledRuleSet, input: Mapping[str, Any]) -> _Outcome:
+def _evaluate(
+    rules: CompiledRuleSet, input: Mapping[str, Any], budget_ms: float | None = None
+) -> _Outcome:
     started = time.perf_counter()
-    evaluation = rules.evaluate(input)
+    evaluation = rules.evaluate(input, budget_ms=budget_ms)
     latency_ms = (time.perf_counter() - started) * 1000
     error = (
         {"rule": evaluation.error.rule, "message": evaluation.error.message}
@@ -470,8 +507,29 @@ def _evaluate(rules: CompiledRuleSet, input: Mapping[str, Any]) -> _Outcome:
         else None
     )
     return _Outcome(
-        evaluation.success, evaluation.output, evaluation.matched_rule, error, latency_ms
+        evaluation.success,
+        evaluation.output,
+        evaluation.matched_rule,
+        error,
+        latency_ms,
+        evaluation.exhausted,
     )
+
+
+def _shadow_after(
+    resolution: Resolution, served: _Outcome, input: Mapping[str, Any]
+) -> ShadowOutcome | None:
+    """The other version on the same input, within what the served evaluation left of
+    the budget; one that runs out is not recorded (it says nothing about the rules)."""
+    if resolution.shadow_rules is None or resolution.shadow_version_id is None:
+        return None
+    remaining = eval_limits().budget_ms - served.latency_ms
+    if remaining <= 0:
+        return None
+    shadow = _evaluate(resolution.shadow_rules, input, budget_ms=remaining)
+    if shadow.exhausted:
+        return None
+    return shadow.as_shadow(resolution.shadow_version_id)
 
 
 def _execute_in_one_trip(
@@ -495,15 +553,24 @@ def _execute_in_one_trip(
         if state.canary is None or state.active is None:
             return None
         guess = _candidate(state, context)
-        guessed_rules = (state.canary if guess == router.V2 else state.active).rules
-        # NOTE: a version that could be slow is not evaluated on a guess: with a
-        # wrong guess the execute would pay for two evaluations (over the budget).
-        guessed = _evaluate(guessed_rules, input) if guessed_rules.is_cheap() else None
+        other = router.V1 if guess == router.V2 else router.V2
+        shadow = _shadow_wanted(state)
+        before = _evaluate_before_routing(state, input, guess, other if shadow else None)
         entry = None
-        if guessed is not None:
-            guessed_as_served = _resolution(state, guess, None, "CLOSED", clean=False)
+        if before:
+            guessed = before[guess]
+            guessed_as_served = _resolution(state, guess, None, "CLOSED", clean=False, shadow=False)
             entry = sticky.ExecutionEntry.of(
-                _execution_record(guessed_as_served, guessed, input, context, now)
+                _execution_record(
+                    guessed_as_served,
+                    guessed,
+                    input,
+                    context,
+                    now,
+                    before[other].as_shadow(_version_ref(state, other).version_id)
+                    if other in before
+                    else None,
+                )
             )
         try:
             answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
@@ -522,20 +589,61 @@ def _execute_in_one_trip(
             return None  # the breaker's full logic, and a separate record
         resolution = _resolution_from(state, context, now, answer, will_execute=True)
         config = resolution.canary_config or {}
-        if answer.logged and guessed is not None:
-            outcome = guessed
+        served = resolution.canary_version
+        unserved = router.V1 if served == router.V2 else router.V2
+        unserved_ref = _version_ref(state, unserved)
+        # The shadow decision was drawn before routing; keep it.
+        resolution = dataclasses.replace(
+            resolution,
+            shadow_version_id=unserved_ref.version_id if shadow else None,
+            shadow_rules=unserved_ref.rules if shadow else None,
+        )
+        if answer.logged and served in before:
+            outcome = before[served]
+            record_shadow = (
+                before[unserved].as_shadow(unserved_ref.version_id) if unserved in before else None
+            )
             # Stored by the routing call already: count it and feed the breaker.
             hooks.observe_execution(
-                _execution_record(resolution, outcome, input, context, now), config
+                _execution_record(resolution, outcome, input, context, now, record_shadow),
+                config,
             )
         else:
             assert resolution.rules is not None
             outcome = _evaluate(resolution.rules, input)
+            if shadow and unserved in before:  # the wrong guess is the shadow
+                record_shadow = before[unserved].as_shadow(unserved_ref.version_id)
+            else:
+                record_shadow = _shadow_after(resolution, outcome, input)
             hooks.record_execution(
-                _execution_record(resolution, outcome, input, context, now), config
+                _execution_record(resolution, outcome, input, context, now, record_shadow),
+                config,
             )
         return _result(resolution, outcome)
     return None
+
+
+def _version_ref(state: RoutingState, version: str) -> Any:
+    assert state.canary is not None and state.active is not None
+    return state.canary if version == router.V2 else state.active
+
+
+def _evaluate_before_routing(
+    state: RoutingState, input: Mapping[str, Any], guess: str, shadow: str | None
+) -> dict[str, _Outcome]:
+    """Outcomes evaluated before the routing call, by version (empty: evaluate after).
+
+    NOTE: only versions whose worst case is a small part of the budget are
+    evaluated on a guess, so a wrong guess never doubles an expensive evaluation.
+    A shadowed request evaluates both, in random order, so neither version's
+    latency systematically benefits from warm caches.
+    """
+    versions = [guess] if shadow is None else [guess, shadow]
+    if not all(_version_ref(state, version).rules.is_cheap() for version in versions):
+        return {}
+    if len(versions) == 2 and random.random() < 0.5:
+        versions.reverse()
+    return {version: _evaluate(_version_ref(state, version).rules, input) for version in versions}
 
 
 def _execution_record(
@@ -544,6 +652,7 @@ def _execution_record(
     input: Mapping[str, Any],
     context: router.RoutingContext,
     now: datetime,
+    shadow: ShadowOutcome | None = None,
 ) -> ExecutionRecord:
     return ExecutionRecord(
         deployment_id=resolution.deployment_id,
@@ -559,6 +668,8 @@ def _execution_record(
         input=input,
         output=outcome.output,
         executed_at=now,
+        matched_rule=outcome.matched_rule,
+        shadow=shadow,
         breaker_clean=resolution.breaker_clean,
     )
 

@@ -18,12 +18,14 @@ Keys (raw, shared with the script):
 
 An execute evaluates, before the call, the version the context will most
 likely get (the one its hash bucket gives, which is what a new context gets and
-what a sticky one was given unless traffic changed since), so the script can
-also append the execution record when it routes there (``EXECUTION_STREAM``):
+what a sticky one was given unless traffic changed since), or both versions when
+the request is shadowed (SPEC 9.1), so the script can also append the execution
+record when it routes to a version already evaluated (``EXECUTION_STREAM``):
 fields ``v`` (served version), ``c`` (deployment, ids, input, time) and ``o1``
-or ``o2`` (that version's outcome). One round-trip answers the request and
-makes it durable; when the guess was wrong, the caller evaluates the served
-version and appends its record with a second call.
+and/or ``o2`` (each evaluated version's outcome; the one not served is the
+shadow). One round-trip answers the request and makes it durable; when the
+guess was wrong, the caller evaluates the served version and appends its record
+with a second call.
 """
 
 from __future__ import annotations
@@ -93,9 +95,13 @@ elseif found ~= 1 then
   created = 1
 end
 local logged = 0
-if ARGV[15] ~= '' and version == ARGV[16] then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*',
-    'v', version, 'c', ARGV[15], 'o' .. string.sub(version, 2), ARGV[17])
+if ARGV[15] ~= '' and ARGV[15 + tonumber(string.sub(version, 2))] ~= '' then
+  -- The served version was evaluated before the call: its record (with the other
+  -- version's outcome beside it when the request is shadowed) is complete.
+  local fields = {'v', version, 'c', ARGV[15]}
+  if ARGV[16] ~= '' then fields[#fields + 1] = 'o1'; fields[#fields + 1] = ARGV[16] end
+  if ARGV[17] ~= '' then fields[#fields + 1] = 'o2'; fields[#fields + 1] = ARGV[17] end
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', unpack(fields))
   logged = 1
 end
 return {'ok', user, gen, breaker, found, version, created, logged}
@@ -140,13 +146,34 @@ def breaker_key(deployment_id: str) -> str:
     return f"canary:breaker:{deployment_id}"
 
 
+def outcome_document(
+    *,
+    success: bool,
+    output: Any,
+    matched_rule: str | None,
+    error_rule: str | None,
+    error_message: str,
+    latency_ms: float,
+) -> bytes:
+    """One version's outcome as the execution stream stores it (``o1``/``o2``)."""
+    return orjson.dumps(
+        {
+            "success": success,
+            "output": output,
+            "rule": matched_rule,
+            "error_rule": error_rule,
+            "error_message": error_message,
+            "latency_ms": latency_ms,
+        }
+    )
+
+
 @dataclass(frozen=True)
 class ExecutionEntry:
-    """An execute's record for ``EXECUTION_STREAM``, if it is served ``version``."""
+    """An execute's record for ``EXECUTION_STREAM``: common part and outcomes by version."""
 
     common: bytes  # JSON
-    version: str
-    outcome: bytes  # JSON
+    outcomes: dict[str, bytes]  # "v1"/"v2" -> outcome JSON (``outcome_document``)
 
     @classmethod
     def of(cls, record: ExecutionRecord) -> ExecutionEntry:
@@ -161,18 +188,36 @@ class ExecutionEntry:
             "input": record.input,
             "created_at": record.executed_at.timestamp(),
         }
-        outcome = {
-            "success": record.success,
-            "output": record.output,
-            "error_rule": record.error_rule,
-            "error_message": record.error_message,
-            "latency_ms": record.latency_ms,
+        outcomes = {
+            version: outcome_document(
+                success=record.success,
+                output=record.output,
+                matched_rule=record.matched_rule,
+                error_rule=record.error_rule,
+                error_message=record.error_message,
+                latency_ms=record.latency_ms,
+            )
         }
-        return cls(orjson.dumps(common), version, orjson.dumps(outcome))
+        shadow = record.shadow
+        if shadow is not None:
+            other = router.V1 if version == router.V2 else router.V2
+            common[f"{other}_version_id"] = str(shadow.version_id)
+            outcomes[other] = outcome_document(
+                success=shadow.success,
+                output=shadow.output,
+                matched_rule=shadow.rule if shadow.success else None,
+                error_rule=None if shadow.success else shadow.rule,
+                error_message=shadow.error_message,
+                latency_ms=shadow.latency_ms,
+            )
+        return cls(orjson.dumps(common), outcomes)
 
-    def fields(self) -> dict[str, bytes | str]:
-        """As ``XADD`` fields (what ``route.lua`` appends when it routes to ``version``)."""
-        return {"v": self.version, "c": self.common, f"o{self.version[1:]}": self.outcome}
+    def fields(self, served_version: str) -> dict[str, bytes | str]:
+        """As ``XADD`` fields (what ``route.lua`` appends when it routes to ``served_version``)."""
+        fields: dict[str, bytes | str] = {"v": served_version, "c": self.common}
+        for version, outcome in self.outcomes.items():
+            fields[f"o{version[1:]}"] = outcome
+        return fields
 
 
 ROUTE_SHA = hashlib.sha1(ROUTE_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
@@ -232,7 +277,7 @@ def route(
     ``deployment_id`` None: no canary, only token, generation and rate are checked.
     ``candidate``: the decision for a new context (with no ids: the request's
     random draw). ``execution``: append this execute's record if it is served
-    ``execution.version`` (``RouteAnswer.logged``).
+    a version it holds the outcome of (``RouteAnswer.logged``).
     """
     present = present or []
     keys = [
@@ -265,8 +310,8 @@ def route(
         f"{now:.6f}",
         expires,
         execution.common if execution else "",
-        execution.version if execution else "",
-        execution.outcome if execution else "",
+        execution.outcomes.get(router.V1, b"") if execution else "",
+        execution.outcomes.get(router.V2, b"") if execution else "",
     ]
     raw = _evalsha(client, keys, args)
     outcome = _text(raw[0]) or "ok"

@@ -46,6 +46,21 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class NotReady(Conflict):
+    """Promote refused: ``canary_config.enforce_readiness`` is on and a required check fails.
+
+    ``checks`` carries the whole checklist so the caller sees what to wait for.
+    """
+
+    code = "not_ready"
+
+
+class AlreadyApproved(Conflict):
+    """The same person pressed promote twice: four eyes need a second pair."""
+
+    code = "already_approved"
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (the task queue) is unreachable; nothing changed, try again later."""
 

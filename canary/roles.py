@@ -48,6 +48,9 @@ _ADMINISTER = [
     ("knox", "view_authtoken"),
     ("knox", "add_authtoken"),
     ("knox", "delete_authtoken"),
+    ("assignments", "view_clienttoken"),
+    ("assignments", "add_clienttoken"),
+    ("assignments", "delete_clienttoken"),
     ("django_celery_beat", "change_periodictask"),
 ]
 

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "corsheaders",
     "deployments",
     "assignments",
     "monitoring",
@@ -77,6 +78,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_guid.middleware.guid_middleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Before CommonMiddleware, as django-cors-headers asks: it answers preflights itself.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -180,6 +183,8 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: decides `canary_ct_` tokens (resolve only) and leaves the rest to knox.
+        "assignments.api.authentication.ClientTokenAuthentication",
         "canary.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -214,7 +219,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"DeploymentStatusEnum": "deployments.choices.DeploymentStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "DeploymentStatusEnum": "deployments.choices.DeploymentStatus",
+        "ServedVersionEnum": ["v1", "v2"],
+    },
 }
 
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport,
@@ -244,6 +252,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Product settings.
 CANARY_SESSION_TTL = env_int("CANARY_SESSION_TTL", 24 * 60 * 60)
 CANARY_MONITOR_INTERVAL_SECONDS = env_int("CANARY_MONITOR_INTERVAL_SECONDS", 300)
+# A canary running longer than this many days gets the `stale_canary` health warning
+# and a daily notification (the guide's advice: no canary should run over a week).
+CANARY_STALE_DAYS = env_int("CANARY_STALE_DAYS", 7)
 # Notifications: Slack incoming webhook and e-mail (Django's mail settings).
 SLACK_WEBHOOK_URL = os.environ.get("SLACK_WEBHOOK_URL", "")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
@@ -273,20 +284,27 @@ REST_KNOX = {
     "AUTO_REFRESH": False,
 }
 
-# API tokens (django-rest-knox): only a SHA-512 of each is stored; a token is shown
-# once, when issued. New tokens expire after this many days (0: never).
-CANARY_TOKEN_TTL_DAYS = env_int("CANARY_TOKEN_TTL_DAYS", 365)
-REST_KNOX = {
-    "AUTH_HEADER_PREFIX": "Bearer",
-    "TOKEN_TTL": timedelta(days=CANARY_TOKEN_TTL_DAYS) if CANARY_TOKEN_TTL_DAYS > 0 else None,
-    "AUTO_REFRESH": False,
-}
-
 # Rate limits per client (user, or address when anonymous); "" turns one off.
 CANARY_THROTTLE_RATES = {
     "dataplane": os.environ.get("CANARY_DATAPLANE_RATE", "100000/minute"),
     "api": os.environ.get("CANARY_API_RATE", "1200/minute"),
+    # Requests bearing a client token, per client address (the token itself is
+    # limited as a client, under "dataplane").
+    "client_address": os.environ.get("CANARY_CLIENT_ADDRESS_RATE", "600/minute"),
 }
+
+# CORS (django-cors-headers): only `resolve`, and only for origins a client token
+# lists (assignments.cors decides per request; no origin is allowed here).
+CORS_URLS_REGEX = r"^/api/v1/rulesets/[^/]+/resolve/?$"
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_ALLOW_METHODS = ["GET", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["authorization"]
+CORS_EXPOSE_HEADERS = ["X-Canary-Version", "X-Request-ID"]
+CORS_ALLOW_CREDENTIALS = False
+CORS_PREFLIGHT_MAX_AGE = env_int("CANARY_CORS_MAX_AGE", 600)
+
+# The demo page at /demo/ (the React package at work); on by default with DEBUG.
+CANARY_DEMO = env_bool("CANARY_DEMO", DEBUG)
 # Wrong tokens allowed per client address per minute before 429s; 0 turns it off.
 CANARY_AUTH_FAILURES_PER_MINUTE = env_int("CANARY_AUTH_FAILURES_PER_MINUTE", 20)
 
@@ -332,7 +350,9 @@ DJANGO_GUID = {
     "GUID_HEADER_NAME": "X-Request-ID",
     "VALIDATE_GUID": False,
     "RETURN_HEADER": True,
-    "EXPOSE_HEADER": True,
+    # NOTE: django-cors-headers exposes it (CORS_EXPOSE_HEADERS) where CORS applies;
+    # django-guid's own header would overwrite that list.
+    "EXPOSE_HEADER": False,
 }
 
 # Structured JSON logs by default; LOG_FORMAT=plain for a human at a terminal.

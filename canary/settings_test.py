@@ -18,5 +18,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # Limits are exercised by their own tests (which set rates); elsewhere they would
 # only make the suite depend on how fast it runs.
-CANARY_THROTTLE_RATES = {"dataplane": "", "api": ""}
+CANARY_THROTTLE_RATES = {"dataplane": "", "api": "", "client_address": ""}
 CANARY_AUTH_FAILURES_PER_MINUTE = 0

@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
+    # The React package's demo; answers 404 unless CANARY_DEMO (on with DEBUG).
+    path("demo/", include("assignments.demo.urls")),
 ]
 
 handler400 = "canary.api.error_views.bad_request"

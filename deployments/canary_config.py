@@ -23,6 +23,9 @@ MAX_MIN_SAMPLES = 1_000_000
 MAX_FAILURE_THRESHOLD = 10_000
 MAX_BREAKER_COOLDOWN_SECONDS = 24 * 60 * 60  # a day
 MAX_LATENCY_MULTIPLIER = 100
+MAX_LATENCY_FLOOR_MS = 60_000.0  # a minute
+MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary stale
+MAX_REQUIRED_APPROVALS = 5
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -65,6 +68,15 @@ def _multiplier(value: Any) -> str | None:
     return None
 
 
+def _latency_floor(value: Any) -> str | None:
+    problem = _finite_number(value)
+    if problem:
+        return problem
+    if not 0 <= value <= MAX_LATENCY_FLOOR_MS:
+        return f"Must be at least 0 and at most {MAX_LATENCY_FLOOR_MS:g}."
+    return None
+
+
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "Must be true or false."
 
@@ -88,6 +100,13 @@ FIELDS: dict[str, Field] = {
     "auto_progress": Field(False, _boolean),
     "failure_threshold": Field(5, _int_between(1, MAX_FAILURE_THRESHOLD)),
     "breaker_cooldown_seconds": Field(60, _int_between(1, MAX_BREAKER_COOLDOWN_SECONDS)),
+    # Paired evaluation (SPEC 9.1) and the latency rule's absolute floor (9.2).
+    "shadow_percentage": Field(100, _int_between(0, 100)),
+    "latency_floor_ms": Field(1.0, _latency_floor, float),
+    # Release governance (SPEC 9.3): the readiness checklist and four-eyes approvals.
+    "readiness_minutes": Field(60, _int_between(1, MAX_READINESS_MINUTES)),
+    "enforce_readiness": Field(False, _boolean),
+    "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
 }
 
 

@@ -21,6 +21,7 @@ class EventAction(models.TextChoices):
     START_CANARY = "start_canary", "Canary started"
     SET_TRAFFIC = "set_traffic", "Traffic changed"
     PROMOTE = "promote", "Promoted"
+    APPROVE = "approve", "Promotion approved (more approvals pending)"
     ROLLBACK = "rollback", "Rolled back"
     DEPRECATE = "deprecate", "Deprecated"
     SUPERSEDE = "supersede", "Superseded by a promotion"

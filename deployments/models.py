@@ -159,3 +159,36 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor}"
+
+
+class PromotionApproval(models.Model):
+    """One approver's "yes" to promoting a canary, while more approvals are required.
+
+    Rows live only while a promotion is pending: a traffic change, a rollback or
+    the promote itself deletes them (the ``approve`` events keep the history).
+    The unique constraints make "the same person twice" impossible even for two
+    requests that race past the service's checks.
+    """
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.CharField(max_length=150, help_text="The approver's username.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "approver"], name="one_approval_per_approver"
+            ),
+            models.UniqueConstraint(
+                fields=["deployment", "user"],
+                condition=Q(user__isnull=False),
+                name="one_approval_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.approver} approved {self.deployment_id}"

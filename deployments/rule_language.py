@@ -217,6 +217,8 @@ class Evaluation:
     output: Any
     matched_rule: str | None
     error: RuleError | None
+    # Stopped by the wall-clock budget: says nothing about the version's rules.
+    exhausted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +274,7 @@ class CompiledRuleSet:
         limit = eval_limits().rule_cost_limit
         return sum(rule.cost for rule in self._rules) * 10 <= limit
 
-    def evaluate(self, input: Mapping[str, Any]) -> Evaluation:
+    def evaluate(self, input: Mapping[str, Any], *, budget_ms: float | None = None) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
 
         Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,
@@ -284,7 +286,8 @@ class CompiledRuleSet:
         before the cost check); and once ``CANARY_EVAL_BUDGET_MS`` of wall-clock time has
         passed the evaluation stops, at the end of the rule that was running, with an
         error naming it. The cost check bounds any one rule by the budget, so an
-        evaluation never takes much more than twice the budget.
+        evaluation never takes much more than twice the budget. ``budget_ms`` narrows
+        the wall-clock budget (a shadow evaluation gets what the served one left).
         """
         started = _clock()
         if not isinstance(input, dict):
@@ -303,7 +306,7 @@ class CompiledRuleSet:
             if isinstance(exc, _FATAL):
                 raise
             return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
-        deadline = started + limits.budget_ms / 1000
+        deadline = started + (limits.budget_ms if budget_ms is None else budget_ms) / 1000
         costly = self._costly_rules(limits)
         for position, rule in enumerate(self._rules):
             if costly and position in costly:
@@ -316,7 +319,8 @@ class CompiledRuleSet:
             if _clock() > deadline:
                 count = f"rule {position + 1} of {len(self._rules)}"
                 message = f"evaluation exceeded the {limits.budget_ms} ms budget"
-                return _failure(rule.name, f"{message} (stopped after {count})")
+                error = RuleError(rule.name, f"{message} (stopped after {count})")
+                return Evaluation(False, None, None, error, exhausted=True)
             if outcome:
                 return Evaluation(True, rule.output.value(), rule.name, None)
         return Evaluation(True, self._default.value(), None, None)

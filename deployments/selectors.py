@@ -10,7 +10,13 @@ from django.db.models import QuerySet
 
 from canary.errors import NotFound
 from deployments.choices import DeploymentStatus
-from deployments.models import Deployment, DeploymentEvent, RuleSet, RuleSetVersion
+from deployments.models import (
+    Deployment,
+    DeploymentEvent,
+    PromotionApproval,
+    RuleSet,
+    RuleSetVersion,
+)
 from deployments.rule_language import CompiledRuleSet, compiled_for
 
 
@@ -62,6 +68,15 @@ def deployment_active_for(*, ruleset_id: Any) -> Deployment | None:
 
 def deployment_event_list(*, deployment: Deployment) -> QuerySet[DeploymentEvent]:
     return DeploymentEvent.objects.filter(deployment=deployment).order_by("created_at", "id")
+
+
+def deployment_pending_approvers(*, deployment: Deployment) -> list[str]:
+    """Who has approved a promotion that still waits for more approvals, oldest first."""
+    return list(
+        PromotionApproval.objects.filter(deployment=deployment)
+        .order_by("created_at", "id")
+        .values_list("approver", flat=True)
+    )
 
 
 def _get_or_404(queryset: QuerySet, pk: Any, label: str) -> Any:

@@ -19,11 +19,18 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canary.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from canary.errors import (
+    AlreadyApproved,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    NotReady,
+    ValidationFailed,
+)
 from deployments import transitions
 from deployments.canary_config import CanaryConfigError, normalize_canary_config
 from deployments.choices import (
@@ -32,10 +39,12 @@ from deployments.choices import (
     DeploymentStatus,
     EventAction,
 )
+from deployments.hooks import hooks as promotion_hooks
 from deployments.models import (
     SEMVER_PATTERN,
     Deployment,
     DeploymentEvent,
+    PromotionApproval,
     RuleSet,
     RuleSetVersion,
 )
@@ -46,7 +55,11 @@ from deployments.rule_language import (
     compile_rules,
 )
 from deployments.selectors import compiled_rules_for, ruleset_version_latest
-from deployments.signals import deployment_transitioned, deployment_transitioning
+from deployments.signals import (
+    deployment_transitioned,
+    deployment_transitioning,
+    promotion_approval_recorded,
+)
 
 SYSTEM_MONITOR = "system:monitor"
 SYSTEM_BREAKER = "system:breaker"
@@ -342,7 +355,7 @@ def deployment_start_canary(
         pct = canary_pct
         if pct is None:
             pct = deployment.canary_config.get("initial_traffic_percentage", 10)
-        pct = _percentage_or_400("canary_pct", pct, low=1)
+        pct = _percentage_or_400("canary_pct", pct, low=0)
         siblings = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
             pk=deployment.pk
         )
@@ -414,6 +427,7 @@ def deployment_set_traffic(
         payload.update(from_traffic=deployment.traffic_percentage, to_traffic=pct)
         if reason:
             payload["reason"] = reason
+        _clear_approvals(deployment, payload)
         deployment.traffic_percentage = pct
         return {"traffic_percentage"}
 
@@ -428,14 +442,75 @@ def deployment_set_traffic(
     )
 
 
+@dataclass(frozen=True)
+class PromoteOutcome:
+    """What one promote request did: promoted, or recorded one approval of several."""
+
+    deployment: Deployment
+    promoted: bool
+    approved_by: tuple[str, ...] = ()
+    required_approvals: int = 1
+
+    @property
+    def approvals(self) -> int:
+        return len(self.approved_by)
+
+
 def deployment_promote(
     *,
     deployment_id: Any,
     actor: Actor,
     expected_status: str | None = None,
+    override_reason: str | None = None,
     now: datetime | None = None,
 ) -> Deployment:
-    """Canary → active (its baseline deprecated), or a draft's initial release."""
+    """Canary → active (its baseline deprecated), or a draft's initial release.
+
+    Subject to the governance gates of ``deployment_promote_or_approve``; the
+    deployment comes back still ``canary`` when this call only recorded an approval.
+    """
+    return deployment_promote_or_approve(
+        deployment_id=deployment_id,
+        actor=actor,
+        expected_status=expected_status,
+        override_reason=override_reason,
+        now=now,
+    ).deployment
+
+
+def deployment_promote_or_approve(
+    *,
+    deployment_id: Any,
+    actor: Actor,
+    expected_status: str | None = None,
+    override_reason: str | None = None,
+    now: datetime | None = None,
+) -> PromoteOutcome:
+    """Promote, behind the release-governance gates of SPEC 9.3 (a canary only).
+
+    - ``enforce_readiness``: an unready canary is refused (``NotReady``, 409 with
+      the checks) unless ``override_reason`` is given; the promote event then
+      carries the reason and the failed checks.
+    - ``required_approvals`` > 1: each approver's call records one approval (an
+      ``approve`` event) until the last one promotes; the same approver twice is
+      ``AlreadyApproved``. Everything happens under the rule set's row lock, so
+      two approvers pressing at once give exactly one promote.
+    """
+    override = _text_or_400("override_reason", override_reason, MAX_REASON).strip()
+    if override_reason is not None and not override:
+        raise ValidationFailed({"override_reason": ["May not be blank when given."]})
+    _settle_if_readiness_enforced(deployment_id)
+    pending: list[PromoteOutcome] = []
+
+    def gate(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> bool:
+        if deployment.status != DeploymentStatus.CANARY:
+            return True
+        _check_readiness(deployment, now, override, payload)
+        outcome = _record_approval(deployment, actor, now, payload)
+        if outcome is None:
+            return True
+        pending.append(outcome)
+        return False
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
         if deployment.status == DeploymentStatus.DRAFT:
@@ -473,15 +548,123 @@ def deployment_promote(
         deployment.promoted_at = now
         return {"traffic_percentage", "promoted_at", "started_at"}
 
-    return _transition(
+    deployment = _transition(
         deployment_id=deployment_id,
         action=transitions.PROMOTE,
         event=EventAction.PROMOTE,
         actor=actor,
+        gate=gate,
         before=apply,
         expected_status=expected_status,
         now=now,
     )
+    if pending:
+        return pending[0]
+    return PromoteOutcome(deployment=deployment, promoted=True)
+
+
+def _settle_if_readiness_enforced(deployment_id: Any) -> None:
+    """Let readiness see every answered request; only worth the wait when it can refuse."""
+    try:
+        deployments = Deployment.objects.filter(pk=deployment_id)
+        config = deployments.values_list("canary_config", flat=True).first()
+    except (ValueError, TypeError, DjangoValidationError):
+        return  # a malformed id: the locked read reports it
+    if config and config.get("enforce_readiness"):
+        promotion_hooks.settle()
+
+
+def _check_readiness(
+    deployment: Deployment, now: datetime, override: str, payload: dict[str, Any]
+) -> None:
+    if not deployment.canary_config.get("enforce_readiness", False):
+        return
+    verdict = promotion_hooks.readiness(deployment, now)
+    if verdict.ready:
+        payload["ready"] = True
+        return
+    failed = verdict.failed_checks()
+    if not override:
+        names = ", ".join(check["name"] for check in failed) or "readiness"
+        raise NotReady(
+            f"The canary is not ready to promote (failed: {names}). Wait for the checks, "
+            "or promote with an override_reason, which is recorded.",
+            checks=verdict.checks,
+        )
+    payload.update(ready=False, override_reason=override, failed_checks=failed)
+
+
+def _record_approval(
+    deployment: Deployment, actor: Actor, now: datetime, payload: dict[str, Any]
+) -> PromoteOutcome | None:
+    """Four eyes: None when this call completes the approvals (promote), else the pending state."""
+    required = int(deployment.canary_config.get("required_approvals", 1))
+    if required <= 1:
+        return None
+    label = actor_label(actor)
+    if label.startswith("system:") or actor is None:
+        raise Conflict(
+            f"Promoting this canary needs {required} approvals from people; "
+            f"{label} cannot give one.",
+            required_approvals=required,
+        )
+    user = _actor_user(actor)
+    approvals = PromotionApproval.objects.filter(deployment=deployment)
+    approved_by = list(approvals.values_list("approver", flat=True))
+    mine = approvals.filter(approver=label)
+    if user is not None:
+        mine = approvals.filter(models.Q(approver=label) | models.Q(user_id=user.pk))
+    if mine.exists():
+        raise AlreadyApproved(
+            f"{label} has already approved this promotion; it needs {required} approvals "
+            f"from different approvers ({len(approved_by)} so far).",
+            approvals=len(approved_by),
+            required_approvals=required,
+            approved_by=approved_by,
+        )
+    approved_by.append(label)
+    if len(approved_by) >= required:
+        approvals.delete()
+        payload.update(approved_by=approved_by, required_approvals=required)
+        return None
+    PromotionApproval.objects.create(
+        deployment=deployment, approver=label, user=user, created_at=now
+    )
+    event_payload = {**payload, "approvals": len(approved_by), "required_approvals": required}
+    event_payload["approved_by"] = approved_by
+    _record_event(
+        deployment,
+        action=EventAction.APPROVE,
+        actor=actor,
+        from_status=deployment.status,
+        to_status=deployment.status,
+        payload=event_payload,
+        at=now,
+    )
+    transaction.on_commit(
+        lambda: promotion_approval_recorded.send(
+            sender=Deployment,
+            deployment=deployment,
+            approver=label,
+            approved_by=list(approved_by),
+            required_approvals=required,
+        )
+    )
+    return PromoteOutcome(
+        deployment=deployment,
+        promoted=False,
+        approved_by=tuple(approved_by),
+        required_approvals=required,
+    )
+
+
+def _clear_approvals(deployment: Deployment, payload: dict[str, Any]) -> None:
+    """A traffic change or a rollback voids pending approvals: they approved another state."""
+    approvals = PromotionApproval.objects.filter(deployment=deployment)
+    cleared = list(approvals.values_list("approver", flat=True))
+    if cleared:
+        approvals.delete()
+        payload["approvals_cleared"] = cleared
 
 
 def deployment_rollback(
@@ -509,6 +692,7 @@ def deployment_rollback(
             compensation_strategy=deployment.compensation_strategy,
             from_traffic=deployment.traffic_percentage,
         )
+        _clear_approvals(deployment, payload)
         deployment.traffic_percentage = 0
         deployment.rolled_back_at = now
         deployment.rollback_reason = reason
@@ -602,6 +786,9 @@ def deployment_compensation_complete(*, deployment_id: Any, actor: Actor) -> Dep
 
 Before = Callable[[Deployment, datetime, dict[str, Any]], set[str]]
 After = Callable[[Deployment, str, datetime], None]
+# Runs under the locks after the transition is known to be allowed; False means it
+# made its own change (an approval) and the transition does not happen.
+Gate = Callable[[Deployment, datetime, dict[str, Any]], bool]
 
 
 @dataclass(frozen=True)
@@ -679,22 +866,25 @@ def _transition(
     actor: Actor,
     before: Before | None = None,
     after: After | None = None,
+    gate: Gate | None = None,
     expected_status: str | None = None,
     now: datetime | None = None,
 ) -> Deployment:
     with transaction.atomic(durable=True):
         deployment = _lock(deployment_id)
-        # The rule set's row is locked: the data plane sees a new generation
-        # exactly when this change commits.
-        RuleSet.objects.filter(pk=deployment.ruleset_id).update(
-            routing_generation=F("routing_generation") + 1
-        )
         from_status = deployment.status
         _check_unchanged(deployment, expected_status)
         to_status = _check(from_status, action)
         assert to_status is not None
         now = now or timezone.now()
         payload: dict[str, Any] = {}
+        if gate is not None and not gate(deployment, now, payload):
+            return deployment
+        # The rule set's row is locked: the data plane sees a new generation
+        # exactly when this change commits.
+        RuleSet.objects.filter(pk=deployment.ruleset_id).update(
+            routing_generation=F("routing_generation") + 1
+        )
         fields = {"status", "updated_at"}
         if before is not None:
             fields |= before(deployment, now, payload)

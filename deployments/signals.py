@@ -13,3 +13,8 @@ from django.dispatch import Signal
 
 deployment_transitioning = Signal()
 deployment_transitioned = Signal()
+
+# Sent after commit when an approver's promote recorded an approval but more are
+# required (SPEC 9.3): ``deployment``, ``approver``, ``approved_by`` (usernames so
+# far) and ``required_approvals``. Monitoring notifies the other approvers.
+promotion_approval_recorded = Signal()

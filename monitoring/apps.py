@@ -9,8 +9,13 @@ class MonitoringConfig(AppConfig):
         from assignments import buffer
         from assignments.hooks import hooks
         from assignments.sticky import EXECUTION_STREAM
-        from deployments.signals import deployment_transitioned, deployment_transitioning
-        from monitoring import receivers, services
+        from deployments.hooks import hooks as promotion_hooks
+        from deployments.signals import (
+            deployment_transitioned,
+            deployment_transitioning,
+            promotion_approval_recorded,
+        )
+        from monitoring import governance, receivers, services
 
         # The data plane records executions and asks the breaker through these seams.
         hooks.record_execution = services.execution_record
@@ -24,5 +29,11 @@ class MonitoringConfig(AppConfig):
         )
         deployment_transitioned.connect(
             receivers.after_rollback, dispatch_uid="monitoring.after_rollback"
+        )
+        # Release governance (SPEC 9.3): the promote gate judges with monitoring's evidence.
+        promotion_hooks.readiness = governance.readiness_gate
+        promotion_hooks.settle = governance.settle
+        promotion_approval_recorded.connect(
+            receivers.after_approval, dispatch_uid="monitoring.after_approval"
         )
         from monitoring import admin  # noqa: F401 (registers the admin's measurement panels)

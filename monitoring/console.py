@@ -22,8 +22,9 @@ from deployments.models import Deployment
 from monitoring import breaker
 from monitoring.breaker_store import breaker_store
 from monitoring.models import JobRun
-from monitoring.monitor import MONITOR_JOB, step_started_at
+from monitoring.monitor import MONITOR_JOB
 from monitoring.schedule import MONITOR_TASK_NAME
+from monitoring.selectors import step_started_at
 
 logger = logging.getLogger(__name__)
 

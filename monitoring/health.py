@@ -9,9 +9,22 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring import analysis
-from monitoring.selectors import latency_sample, version_stats, window_stats
+from monitoring import analysis, governance, paired
+from monitoring.selectors import (
+    evidence_at,
+    latency_sample_deterministic,
+    paired_counts,
+    paired_latency_direction,
+    paired_latency_ratio,
+    shadow_changes,
+    shadow_differences,
+    version_stats,
+)
 from monitoring.services import breaker_state_for
+
+# Unpaired latency samples per version: the rank interval compares every pair of
+# the two samples (a million differences at 1,000 each).
+UNPAIRED_SAMPLE = 1_000
 
 
 def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
@@ -31,29 +44,47 @@ def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) ->
     }
 
 
+def _verdict(deployment: Deployment, now: Any) -> tuple[Any, list[Any], str]:
+    """The evidence, the breaches and the breaker state: one source for health,
+    comparison and the monitor, so they never disagree."""
+    config = deployment.canary_config
+    evidence = evidence_at(deployment, now)
+    breaches = analysis.rollback_breaches(evidence, config)
+    breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
+    return evidence, breaches, breaker_state
+
+
 def deployment_comparison(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
+    """Repeatable: exact counts and percentiles, and latency samples picked by id hash."""
     drain_now()
     now = timezone.now()
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
-    stats = version_stats(deployment_id=deployment.pk, since=since)
-    windows = window_stats(deployment_id=deployment.pk, now=now)
-    breaches = analysis.rollback_breaches(config=deployment.canary_config, **windows)
+    stats = version_stats(deployment_id=deployment.pk, since=since, until=now)
+    pairs = paired_counts(deployment_id=deployment.pk, since=since, until=now)
+    evidence, breaches, breaker_state = _verdict(deployment, now)
+    if pairs.pairs:
+        ratio = paired_latency_ratio(deployment_id=deployment.pk, since=since, until=now)
+        above, below = paired_latency_direction(deployment_id=deployment.pk, since=since, until=now)
+        latency = analysis.paired_latency_test(ratio, above, below)
+    elif stats["v1"] and stats["v2"]:
+        latency = analysis.latency_test(
+            latency_sample_deterministic(
+                deployment_id=deployment.pk, version="v1", since=since, limit=UNPAIRED_SAMPLE
+            ),
+            latency_sample_deterministic(
+                deployment_id=deployment.pk, version="v2", since=since, limit=UNPAIRED_SAMPLE
+            ),
+        )
+    else:
+        latency = None
     answer = analysis.compare(
         v1=stats["v1"],
         v2=stats["v2"],
-        v1_latencies=latency_sample(
-            deployment_id=deployment.pk,
-            version="v1",
-            since=since,
-            total=stats["v1"].total_requests if stats["v1"] else 0,
-        ),
-        v2_latencies=latency_sample(
-            deployment_id=deployment.pk,
-            version="v2",
-            since=since,
-            total=stats["v2"].total_requests if stats["v2"] else 0,
-        ),
+        pairs=pairs,
+        latency=latency,
+        evidence=evidence,
         breaches=breaches,
+        breaker_state=breaker_state,
         config=deployment.canary_config,
     )
     return {
@@ -61,17 +92,19 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
         **answer,
         "v1_metrics": stats["v1"].as_dict() if stats["v1"] else None,
         "v2_metrics": stats["v2"].as_dict() if stats["v2"] else None,
-        "window": {"window_minutes": window_minutes, "since": since.isoformat() if since else None},
+        "window": {
+            "window_minutes": window_minutes,
+            "since": since.isoformat() if since else None,
+            "until": now.isoformat(),
+        },
     }
 
 
 def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
     drain_now()
     now = timezone.now()
-    config = deployment.canary_config
-    windows = window_stats(deployment_id=deployment.pk, now=now)
-    breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
-    breaches = analysis.rollback_breaches(config=config, **windows)
+    config = analysis.with_defaults(deployment.canary_config)
+    evidence, breaches, breaker_state = _verdict(deployment, now)
     warnings = [breach.message for breach in breaches]
     if breaker_state == "OPEN":
         warnings.append(
@@ -87,16 +120,75 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
         warnings.append(
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."
         )
-    warnings.extend(analysis.health_warnings(config=config, **windows))
-    v2_now = windows["v2_5m"]
+    warnings.extend(analysis.health_warnings(evidence, config))
+    warnings.extend(filter(None, [governance.stale_warning(deployment, now)]))
+    v2_now = evidence.v2_5m
     return {
         "deployment_id": str(deployment.pk),
         "health_status": analysis.health_status(
-            breaches=breaches, breaker_state=breaker_state, warnings=warnings
+            breaches=breaches,
+            breaker_state=breaker_state,
+            warnings=warnings,
+            has_data=evidence.has_data,
         ),
         "circuit_breaker_state": breaker_state,
         "current_error_rate": v2_now.error_rate if v2_now else None,
         "current_success_rate": v2_now.success_rate if v2_now else None,
         "last_check_at": now.isoformat(),
         "warnings": warnings,
+        "dark_launch": deployment.status == "canary" and deployment.traffic_percentage == 0,
     }
+
+
+def deployment_shadow(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
+    """Paired evaluation of v2 beside v1 on the same inputs (SPEC 9.1)."""
+    drain_now()
+    now = timezone.now()
+    since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
+    counts = paired_counts(deployment_id=deployment.pk, since=since, until=now)
+    disagreed = counts.pairs - counts.agreed
+    test = paired.mcnemar(counts.only_v1_failed, counts.only_v2_failed)
+    ratio = paired_latency_ratio(deployment_id=deployment.pk, since=since, until=now)
+    return {
+        "deployment_id": str(deployment.pk),
+        "dark_launch": deployment.status == "canary" and deployment.traffic_percentage == 0,
+        "shadow_percentage": analysis.with_defaults(deployment.canary_config)["shadow_percentage"],
+        "evaluated": counts.pairs,
+        "agreed": counts.agreed,
+        "disagreed": disagreed,
+        "disagreement_rate": disagreed / counts.pairs if counts.pairs else None,
+        "disagreement_rate_ci": paired.wilson_interval(disagreed, counts.pairs),
+        "outcomes": {
+            "both_succeeded": counts.both_succeeded,
+            "only_v1_failed": counts.only_v1_failed,
+            "only_v2_failed": counts.only_v2_failed,
+            "both_failed": counts.both_failed,
+        },
+        "mcnemar": {
+            "statistic": test["statistic"],
+            "p_value": test["p_value"],
+            "worse": test["worse"],
+        },
+        "latency": {
+            "pairs": ratio["pairs"],
+            "v2_over_v1_median_ratio": ratio["v2_over_v1_median_ratio"],
+            "ci": ratio["ci"],
+        },
+        "changes": shadow_changes(deployment_id=deployment.pk, since=since),
+        "window": {
+            "window_minutes": window_minutes,
+            "since": since.isoformat() if since else None,
+            "until": now.isoformat(),
+        },
+    }
+
+
+def shadow_differences_page(*, deployment: Deployment, window_minutes: int | None) -> Any:
+    """The queryset of disagreeing executions, for the view to paginate."""
+    drain_now()
+    since = (
+        timezone.now() - timedelta(minutes=window_minutes)
+        if window_minutes
+        else deployment.started_at
+    )
+    return shadow_differences(deployment_id=deployment.pk, since=since)

@@ -25,6 +25,8 @@ class ExecutionLog(models.Model):
     latency_ms = models.FloatField()
     error_rule = models.CharField(max_length=100, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
+    # The rule whose condition matched ("" when the default output applied or it failed).
+    matched_rule = models.CharField(max_length=100, blank=True, default="")
     user_id = models.CharField(max_length=200, blank=True, default="")
     session_id = models.CharField(max_length=200, blank=True, default="")
     workflow_id = models.CharField(max_length=200, blank=True, default="")
@@ -36,6 +38,16 @@ class ExecutionLog(models.Model):
     replay_success = models.BooleanField(null=True, blank=True)
     replay_output = models.JSONField(null=True, blank=True)
     replay_differs = models.BooleanField(null=True, blank=True)
+    # Paired (shadow) evaluation: the other version on the same input, never
+    # returned to the caller. All null when the request was not shadowed.
+    shadow_success = models.BooleanField(null=True, blank=True)
+    shadow_output = models.JSONField(null=True, blank=True)
+    # The shadow's matched rule, or the rule it failed in.
+    shadow_rule = models.CharField(max_length=100, blank=True, default="")
+    shadow_error_message = models.TextField(blank=True, default="")
+    shadow_latency_ms = models.FloatField(null=True, blank=True)
+    # Same success and an equal output in both versions.
+    agreed = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=False)
 
     class Meta:
@@ -47,6 +59,12 @@ class ExecutionLog(models.Model):
             ),
             # Time windows across both versions (the monitor's, health's, rollups' tail).
             models.Index(fields=["deployment", "created_at"], name="execlog_deployment_time_idx"),
+            # The few pairs whose versions disagree, newest first (``/shadow/differences``).
+            models.Index(
+                fields=["deployment", "-created_at"],
+                name="execlog_disagreement_idx",
+                condition=models.Q(agreed=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -144,3 +162,27 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.until:%Y-%m-%d %H:%M}"
+
+
+class GovernanceRecord(models.Model):
+    """The monitor's last readiness verdict per canary, and what it has already told people.
+
+    The verdict feeds the ``canary_ready`` gauge (the same value in every process).
+    Each ``*_notified_*`` field is claimed with a compare-and-set update before a
+    notification is sent, so overlapping or repeated monitor runs notify once: once
+    per stretch at 50% for "ready", once per traffic step for a pending approval,
+    once per day of a stale canary's age.
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="governance_record"
+    )
+    ready = models.BooleanField(default=False)
+    checks = models.JSONField(default=list, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    ready_notified_for = models.CharField(max_length=64, blank=True, default="")
+    approval_notified_for = models.CharField(max_length=64, blank=True, default="")
+    stale_notified_day = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "ready" if self.ready else "not ready"

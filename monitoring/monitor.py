@@ -21,12 +21,12 @@ from django.utils import timezone
 from assignments.buffer import drain_now
 from canary.errors import DomainError
 from deployments import services as lifecycle
-from deployments.choices import DeploymentStatus, EventAction
-from deployments.models import Deployment, DeploymentEvent
-from monitoring import analysis
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
+from monitoring import analysis, governance
 from monitoring.models import HealthRecord, JobRun
 from monitoring.notifications import notify
-from monitoring.selectors import version_stats, window_stats
+from monitoring.selectors import evidence_at, paired_counts, step_started_at, version_stats
 from monitoring.services import breaker_state_for
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
                 _evaluate(deployment, now, report)
             except Exception:
                 logger.exception("monitor failed on deployment %s", deployment.pk)
+            _governance_check(deployment, now)
         outcome = (
             f"checked {report.checked}, rolled back {len(report.rolled_back)}, "
             f"progressed {len(report.progressed)}, promoted {len(report.promoted)}"
@@ -95,13 +96,16 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
 
 
 def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
-    config = deployment.canary_config
-    windows = window_stats(deployment_id=deployment.pk, now=now)
-    breaches = analysis.rollback_breaches(config=config, **windows)
+    config = analysis.with_defaults(deployment.canary_config)
+    evidence = evidence_at(deployment, now)
+    breaches = analysis.rollback_breaches(evidence, config)
     breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
-    warnings = analysis.health_warnings(config=config, **windows)
+    warnings = analysis.health_warnings(evidence, config)
     status = analysis.health_status(
-        breaches=breaches, breaker_state=breaker_state, warnings=warnings
+        breaches=breaches,
+        breaker_state=breaker_state,
+        warnings=warnings,
+        has_data=evidence.has_data,
     )
     reasons = [breach.message for breach in breaches]
     if breaker_state == "OPEN":
@@ -120,8 +124,19 @@ def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> N
         ):
             report.rolled_back.append(str(deployment.pk))
         return
-    if config.get("auto_progress") and status != "unhealthy":
+    mismatch = bool(evidence.sample_ratio and evidence.sample_ratio.get("mismatch"))
+    if mismatch:
+        logger.warning("sample ratio mismatch on %s: progression paused", deployment.pk)
+    if config.get("auto_progress") and status != "unhealthy" and not mismatch:
         _progress(deployment, now, report)
+
+
+def _governance_check(deployment: Deployment, now: datetime) -> None:
+    """Readiness for the gauge, "ready" and stale-canary notifications (SPEC 9.3)."""
+    try:
+        governance.governance_check(deployment_id=deployment.pk, now=now)
+    except Exception:
+        logger.exception("governance check failed on deployment %s", deployment.pk)
 
 
 def _record_health(deployment: Deployment, status: str, reasons: list[str], now: datetime) -> None:
@@ -149,19 +164,6 @@ def _act(change: Any) -> bool:
     return True
 
 
-def step_started_at(deployment: Deployment) -> datetime | None:
-    """When the current traffic step began: the canary's start or its last traffic change."""
-    event = (
-        DeploymentEvent.objects.filter(
-            deployment=deployment,
-            action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
-        )
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    return event.created_at if event else deployment.started_at
-
-
 def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
     """Raise traffic by ``increment`` (or promote at 100) after a healthy step."""
     config = deployment.canary_config
@@ -170,15 +172,28 @@ def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> N
         return
     step = version_stats(deployment_id=deployment.pk, since=started, until=now)
     v2 = step["v2"]
+    pairs = paired_counts(deployment_id=deployment.pk, since=started, until=now)
+    if pairs.pairs >= config["min_samples"]:
+        # Judged on the same inputs in both versions: what v2 would have done to everyone.
+        v2_error_rate = pairs.v2_errors / pairs.pairs
+        enough = True
+    else:
+        v2_error_rate = v2.error_rate if v2 is not None else 1.0
+        enough = v2 is not None and v2.total_requests >= config["min_samples"]
+    basis = f" on {pairs.pairs} paired inputs" if pairs.pairs >= config["min_samples"] else ""
     step_healthy = (
-        v2 is not None
-        and v2.total_requests >= config["min_samples"]
-        and v2.error_rate <= config["error_threshold"]
-        and v2.success_rate >= config["success_threshold"]
+        enough
+        and v2_error_rate <= config["error_threshold"]
+        and 1 - v2_error_rate >= config["success_threshold"]
     )
     if not step_healthy:
         return
     if deployment.traffic_percentage >= 100:
+        # Approvals and enforced readiness are for people to clear: wait (and ask them).
+        if not governance.auto_promote_allowed(
+            deployment=deployment, now=now, step=started.isoformat()
+        ):
+            return
         if _act(
             lambda: lifecycle.deployment_promote(
                 deployment_id=deployment.pk,
@@ -197,8 +212,8 @@ def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> N
             actor=SYSTEM_MONITOR,
             reason=(
                 f"Automatic progression: healthy for {config['duration_minutes']} minutes "
-                f"at {deployment.traffic_percentage}% ({v2.total_requests} v2 requests, "
-                f"error rate {v2.error_rate:.2%})."
+                f"at {deployment.traffic_percentage}% (v2 error rate {v2_error_rate:.2%}"
+                f"{basis})."
             ),
             expected_status=DeploymentStatus.CANARY,
             now=now,

@@ -83,6 +83,38 @@ class DeploymentStateCollector(Collector):
             traffic.add_metric([str(deployment_id)], float(percentage))
         yield status
         yield traffic
+        yield from _governance_gauges()
+
+
+def _governance_gauges() -> Iterator[GaugeMetricFamily]:
+    """``canary_pending_approvals`` (live, from the approval rows) and ``canary_ready`` (the
+    monitor's last verdict, so a scrape never runs the statistics) for every canary."""
+    from django.db.models import Count
+
+    from deployments.choices import DeploymentStatus
+    from deployments.models import Deployment
+
+    pending = GaugeMetricFamily(
+        "canary_pending_approvals",
+        "Approvals recorded for a canary's promotion that still waits for more.",
+        labels=["deployment_id"],
+    )
+    ready = GaugeMetricFamily(
+        "canary_ready",
+        "1 when every required readiness check passed at the monitor's last run, else 0.",
+        labels=["deployment_id"],
+    )
+    canaries = (
+        Deployment.objects.filter(status=DeploymentStatus.CANARY)
+        .annotate(pending=Count("approvals"))
+        .values_list("id", "pending", "governance_record__ready")
+    )
+    for deployment_id, approvals, is_ready in canaries:
+        pending.add_metric([str(deployment_id)], float(approvals))
+        if is_ready is not None:
+            ready.add_metric([str(deployment_id)], 1.0 if is_ready else 0.0)
+    yield pending
+    yield ready
 
 
 def render_metrics() -> bytes:

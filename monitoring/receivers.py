@@ -49,3 +49,25 @@ def after_rollback(
             headline=f"Rolled back by {actor}",
             reason=deployment.rollback_reason,
         )
+
+
+def after_approval(
+    sender: Any,
+    deployment: Deployment,
+    approver: str,
+    approved_by: list[str],
+    required_approvals: int,
+    **kwargs: Any,
+) -> None:
+    """After commit: one approval is in, the others are asked for theirs."""
+    missing = required_approvals - len(approved_by)
+    notify(
+        deployment=deployment,
+        headline=f"Promotion awaits {missing} more approval{'s' if missing != 1 else ''}",
+        reason=(
+            f"{approver} approved promoting this canary ({len(approved_by)} of "
+            f"{required_approvals}; approved by {', '.join(approved_by)}). Another approver "
+            "completes the promotion by pressing promote; a traffic change or a rollback "
+            "clears the approvals."
+        ),
+    )

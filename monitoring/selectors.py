@@ -12,17 +12,34 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.db import connection
-from django.db.models import Aggregate, Avg, Count, FloatField, Q, QuerySet, Sum
+from django.db.models import (
+    Aggregate,
+    Avg,
+    BigIntegerField,
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    JSONField,
+    Q,
+    QuerySet,
+    Sum,
+    When,
+)
 from django.utils import timezone
 
-from monitoring import rollups
-from monitoring.analysis import VersionStats
+from monitoring import paired, rollups
+from monitoring.analysis import Evidence, VersionStats
 from monitoring.models import ExecutionLog
+from monitoring.paired import PairedCounts
 
 VERSIONS = ("v1", "v2")
 LATENCY_SAMPLE_SIZE = 5_000
-SAMPLE_SORT_LIMIT = 50_000  # above this many rows, sample pages instead of sorting
 
 
 class PercentileCont(Aggregate):
@@ -30,8 +47,12 @@ class PercentileCont(Aggregate):
     template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression: str, fraction: float) -> None:
+    def __init__(self, expression: Any, fraction: float) -> None:
         super().__init__(expression, fraction=float(fraction))
+
+
+class PercentileDisc(PercentileCont):
+    function = "percentile_disc"
 
 
 def _window(deployment_id: Any, since: datetime | None, until: datetime | None) -> QuerySet:
@@ -162,47 +183,288 @@ def _percentile(ordered: QuerySet, total: int, fraction: float) -> float:
     return values[0] + (values[1] - values[0]) * (rank - low)
 
 
-def latency_sample(
-    *,
-    deployment_id: Any,
-    version: str,
-    since: datetime | None = None,
-    total: int | None = None,
-    limit: int = LATENCY_SAMPLE_SIZE,
-) -> list[float]:
-    """Up to ``limit`` latencies drawn at random from the window.
+# --- paired (shadow) evaluation ------------------------------------------------------
 
-    With many rows on PostgreSQL, ``TABLESAMPLE SYSTEM`` reads only a random
-    fraction of the table's pages (sized to yield about three times ``limit`` of
-    this version's rows) instead of sorting every row by ``random()``.
+_V2_ONLY_FAILED = Q(served_version="v2", success=False, shadow_success=True) | Q(
+    served_version="v1", success=True, shadow_success=False
+)
+_V1_ONLY_FAILED = Q(served_version="v1", success=False, shadow_success=True) | Q(
+    served_version="v2", success=True, shadow_success=False
+)
+
+
+def _side(version: str, served: Any, shadow: Any, output_field: Any = None) -> Case:
+    """A column of ``version``'s side of a pair, whichever version was served."""
+    return Case(
+        When(served_version=version, then=served),
+        default=shadow,
+        output_field=output_field,
+    )
+
+
+def _paired_window(deployment_id: Any, since: datetime | None, until: datetime | None) -> QuerySet:
+    return _window(deployment_id, since, until).filter(shadow_success__isnull=False)
+
+
+def paired_counts(
+    *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
+) -> PairedCounts:
+    """How both versions fared on the same inputs in the window (one query)."""
+    row = _paired_window(deployment_id, since, until).aggregate(
+        both_succeeded=Count("id", filter=Q(success=True, shadow_success=True)),
+        only_v1_failed=Count("id", filter=_V1_ONLY_FAILED),
+        only_v2_failed=Count("id", filter=_V2_ONLY_FAILED),
+        both_failed=Count("id", filter=Q(success=False, shadow_success=False)),
+        agreed=Count("id", filter=Q(agreed=True)),
+    )
+    return PairedCounts(**row)
+
+
+def paired_latency_p95(
+    *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
+) -> tuple[float, float] | None:
+    """(v1 p95, v2 p95) over the window's pairs, each measured on the same inputs."""
+    logs = _paired_window(deployment_id, since, until).filter(shadow_latency_ms__isnull=False)
+    v1 = _side("v1", F("latency_ms"), F("shadow_latency_ms"), FloatField())
+    v2 = _side("v2", F("latency_ms"), F("shadow_latency_ms"), FloatField())
+    if connection.vendor == "postgresql":
+        row = logs.aggregate(
+            n=Count("id"), v1=PercentileCont(v1, 0.95), v2=PercentileCont(v2, 0.95)
+        )
+        return None if not row["n"] else (float(row["v1"]), float(row["v2"]))
+    pairs = list(logs.annotate(a=v1, b=v2).values_list("a", "b"))
+    if not pairs:
+        return None
+    return (
+        _percentile_of(sorted(a for a, _ in pairs), 0.95),
+        _percentile_of(sorted(b for _, b in pairs), 0.95),
+    )
+
+
+def _percentile_of(values: list[float], fraction: float) -> float:
+    rank = fraction * (len(values) - 1)
+    low, high = math.floor(rank), math.ceil(rank)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+def paired_latency_ratio(
+    *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    """Median of v2/v1 latency per pair, with a distribution-free 95% interval.
+
+    The interval's ends are order statistics (``paired.median_ci_ranks``), so the
+    answer is exact and the same on every call.
+    """
+    logs = _paired_window(deployment_id, since, until).filter(
+        shadow_latency_ms__gt=0, latency_ms__gt=0
+    )
+    ratio = ExpressionWrapper(
+        _side("v2", F("latency_ms"), F("shadow_latency_ms"), FloatField())
+        / _side("v1", F("latency_ms"), F("shadow_latency_ms"), FloatField()),
+        output_field=FloatField(),
+    )
+    n = logs.count()
+    answer: dict[str, Any] = {"pairs": n, "v2_over_v1_median_ratio": None, "ci": None}
+    if n == 0:
+        return answer
+    ranks = paired.median_ci_ranks(n)
+    if connection.vendor == "postgresql":
+        aggregates: dict[str, Any] = {"median": PercentileCont(ratio, 0.5)}
+        if ranks:
+            # percentile_disc(f) is the value at rank ceil(f * n); (r - 0.5) / n is rank r.
+            aggregates["low"] = PercentileDisc(ratio, (ranks[0] - 0.5) / n)
+            aggregates["high"] = PercentileDisc(ratio, (ranks[1] - 0.5) / n)
+        row = logs.aggregate(**aggregates)
+        answer["v2_over_v1_median_ratio"] = float(row["median"])
+        if ranks:
+            answer["ci"] = [float(row["low"]), float(row["high"])]
+        return answer
+    values = sorted(logs.annotate(r=ratio).values_list("r", flat=True))
+    answer["v2_over_v1_median_ratio"] = _percentile_of(values, 0.5)
+    if ranks:
+        answer["ci"] = [values[ranks[0] - 1], values[ranks[1] - 1]]
+    return answer
+
+
+def shadow_changes(
+    *, deployment_id: Any, since: datetime | None = None, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The most frequent decision changes: (v1 rule, output) -> (v2 rule, output), counted."""
+    rows = (
+        _paired_window(deployment_id, since, None)
+        .filter(agreed=False)
+        .annotate(**_pair_sides())
+        .values("v1_rule", "v2_rule", "v1_output", "v2_output", "v1_success", "v2_success")
+        .annotate(count=Count("id"))
+        .order_by("-count", "v1_rule", "v2_rule")[:limit]
+    )
+    return [
+        {
+            "v1_rule": row["v1_rule"] or None,
+            "v2_rule": row["v2_rule"] or None,
+            "v1_output": _json_value(row["v1_output"]),
+            "v2_output": _json_value(row["v2_output"]),
+            "v1_success": row["v1_success"],
+            "v2_success": row["v2_success"],
+            "count": row["count"],
+        }
+        for row in rows
+    ]
+
+
+def _json_value(value: Any) -> Any:
+    # Grouped JSON comes back as text on some backends.
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _pair_sides() -> dict[str, Any]:
+    rule = {
+        version: Case(
+            When(served_version=version, success=True, then=F("matched_rule")),
+            When(served_version=version, then=F("error_rule")),
+            default=F("shadow_rule"),
+            output_field=CharField(),
+        )
+        for version in VERSIONS
+    }
+    return {
+        "v1_rule": rule["v1"],
+        "v2_rule": rule["v2"],
+        "v1_output": _side("v1", F("output"), F("shadow_output"), JSONField()),
+        "v2_output": _side("v2", F("output"), F("shadow_output"), JSONField()),
+        "v1_success": _side("v1", F("success"), F("shadow_success"), BooleanField()),
+        "v2_success": _side("v2", F("success"), F("shadow_success"), BooleanField()),
+    }
+
+
+def shadow_differences(*, deployment_id: Any, since: datetime | None = None) -> QuerySet:
+    """The executions whose versions disagreed, newest first, with both sides annotated."""
+    return (
+        _paired_window(deployment_id, since, None)
+        .filter(agreed=False)
+        .annotate(**_pair_sides())
+        .order_by("-created_at", "-id")
+    )
+
+
+def latency_sample_deterministic(
+    *, deployment_id: Any, version: str, since: datetime | None, limit: int = LATENCY_SAMPLE_SIZE
+) -> list[float]:
+    """Up to ``limit`` latencies of ``version``, the same ones on every call.
+
+    Rows are picked by a hash of their id (not by physical order or a fresh random
+    draw), so the sample is spread over the whole window, identical for both
+    versions' method, and repeatable.
     """
     logs = _window(deployment_id, since, None).filter(served_version=version)
-    if connection.vendor != "postgresql" or not total or total <= SAMPLE_SORT_LIMIT:
-        return list(logs.order_by("?").values_list("latency_ms", flat=True)[:limit])
-    percent = min(100.0, 100.0 * 3 * limit / total)
-    table = ExecutionLog._meta.db_table
-    conditions = ["deployment_id = %s", "served_version = %s"]
-    params: list[Any] = [percent, str(deployment_id), version]
+    total = logs.count()
+    if total <= limit:
+        return list(logs.values_list("latency_ms", flat=True))
+    # Keep about 1.25 x limit rows by id hash, then the first ``limit`` of them by that hash.
+    modulus = 1_000_003
+    keep = max(1, int(modulus * min(1.0, 1.25 * limit / total)))
+    # A multiplicative hash modulo a prime: a fixed permutation of ids, within bigint.
+    picked = logs.annotate(
+        h=ExpressionWrapper(F("id") % modulus * 2654435761 % modulus, BigIntegerField())
+    )
+    return list(
+        picked.filter(h__lt=keep).order_by("h", "id").values_list("latency_ms", flat=True)[:limit]
+    )
+
+
+def new_context_split(*, deployment_id: Any, since: datetime | None) -> tuple[int, int]:
+    """(v2 contexts, all contexts) among the assignments made since ``since``."""
+    from assignments.models import Assignment
+
+    rows = Assignment.objects.filter(deployment_id=deployment_id)
     if since is not None:
-        conditions.append("created_at >= %s")
-        params.append(since)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT latency_ms FROM {table} TABLESAMPLE SYSTEM (%s) "  # noqa: S608 - fixed names
-            f"WHERE {' AND '.join(conditions)} LIMIT {int(limit)}",
-            params,
+        rows = rows.filter(assigned_at__gte=since)
+    counts = rows.aggregate(total=Count("id"), v2=Count("id", filter=Q(assigned_version="v2")))
+    return counts["v2"], counts["total"]
+
+
+def step_started_at(deployment: Any) -> datetime | None:
+    """When the current traffic step began: the canary's start or its last traffic change."""
+    from deployments.choices import EventAction
+    from deployments.models import DeploymentEvent
+
+    event = (
+        DeploymentEvent.objects.filter(
+            deployment=deployment,
+            action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
         )
-        return [row[0] for row in cursor.fetchall()]
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return event.created_at if event else deployment.started_at
 
 
-def window_stats(
-    *, deployment_id: Any, now: datetime | None = None
-) -> dict[str, VersionStats | None]:
-    """The monitor's windows: v1 and v2 over 5 minutes, v2 over 10 minutes."""
+def sample_ratio(deployment: Any) -> dict[str, Any] | None:
+    """v2's share of the contexts assigned since the current step began, tested (SPEC 9.2).
+
+    None with a target filter: contexts outside it are pinned to v1 by design, so
+    the planned share of all contexts is unknown.
+    """
+    if deployment.canary_target_filter:
+        return None
+    since = step_started_at(deployment)
+    v2, total = new_context_split(deployment_id=deployment.pk, since=since)
+    result = paired.sample_ratio_test(v2, total, deployment.traffic_percentage)
+    result["since"] = since.isoformat() if since else None
+    return result
+
+
+def monitor_look(deployment: Any, now: datetime) -> int:
+    """Which monitor look this is since the canary started (1 for the first run)."""
+    from django.conf import settings
+
+    if deployment.started_at is None:
+        return 1
+    interval = max(1.0, float(settings.CANARY_MONITOR_INTERVAL_SECONDS))
+    elapsed = (now - deployment.started_at).total_seconds()
+    return max(1, math.ceil(elapsed / interval))
+
+
+def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
+    """What the monitor, health and comparison judge a canary on, at ``now``."""
     now = now or timezone.now()
-    five = version_stats(deployment_id=deployment_id, since=now - timedelta(minutes=5), until=now)
-    ten = version_stats(deployment_id=deployment_id, since=now - timedelta(minutes=10), until=now)
-    return {"v1_5m": five["v1"], "v2_5m": five["v2"], "v2_10m": ten["v2"]}
+    five_ago, ten_ago = now - timedelta(minutes=5), now - timedelta(minutes=10)
+    five = version_stats(deployment_id=deployment.pk, since=five_ago, until=now)
+    ten = version_stats(deployment_id=deployment.pk, since=ten_ago, until=now)
+    pairs_5m = paired_counts(deployment_id=deployment.pk, since=five_ago, until=now)
+    return Evidence(
+        v1_5m=five["v1"],
+        v2_5m=five["v2"],
+        v1_10m=ten["v1"],
+        v2_10m=ten["v2"],
+        pairs_5m=pairs_5m,
+        pairs_10m=paired_counts(deployment_id=deployment.pk, since=ten_ago, until=now),
+        paired_p95_5m=paired_latency_p95(deployment_id=deployment.pk, since=five_ago, until=now)
+        if pairs_5m.pairs
+        else None,
+        look=monitor_look(deployment, now),
+        sample_ratio=sample_ratio(deployment),
+    )
+
+
+def paired_latency_direction(
+    *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
+) -> tuple[int, int]:
+    """(pairs where v2 was slower, pairs where v2 was faster), for the sign test."""
+    logs = _paired_window(deployment_id, since, until).filter(shadow_latency_ms__isnull=False)
+    v2_slower = Q(served_version="v2", latency_ms__gt=F("shadow_latency_ms")) | Q(
+        served_version="v1", shadow_latency_ms__gt=F("latency_ms")
+    )
+    v2_faster = Q(served_version="v2", latency_ms__lt=F("shadow_latency_ms")) | Q(
+        served_version="v1", shadow_latency_ms__lt=F("latency_ms")
+    )
+    row = logs.aggregate(slower=Count("id", filter=v2_slower), faster=Count("id", filter=v2_faster))
+    return row["slower"], row["faster"]
 
 
 def minute_series(

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from assignments.buffer import stream_entry_id
-from assignments.hooks import BreakerGate, ExecutionRecord
+from assignments.hooks import BreakerGate, ExecutionRecord, ShadowOutcome
 from assignments.sticky import EXECUTION_STREAM, ExecutionEntry
 from canary.errors import DomainError
 from canary.redis import redis_client, redis_enabled
@@ -79,8 +79,42 @@ def _row_fields(record: ExecutionRecord) -> dict[str, Any]:
         "workflow_id": record.workflow_id or "",
         "input": record.input,
         "output": record.output,
+        "matched_rule": (record.matched_rule or "")[:100],
         "created_at": record.executed_at,
+        **_shadow_fields(record.success, record.output, record.shadow),
     }
+
+
+def _shadow_fields(success: bool, output: Any, shadow: ShadowOutcome | None) -> dict[str, Any]:
+    if shadow is None:
+        return {}
+    return {
+        "shadow_success": shadow.success,
+        "shadow_output": shadow.output,
+        "shadow_rule": (shadow.rule or "")[:100],
+        "shadow_error_message": shadow.error_message,
+        "shadow_latency_ms": shadow.latency_ms,
+        "agreed": outcomes_agree(success, output, shadow.success, shadow.output),
+    }
+
+
+def outcomes_agree(success: bool, output: Any, other_success: bool, other_output: Any) -> bool:
+    """Same success and equal output, compared as JSON values (as PostgreSQL's jsonb does)."""
+    return success == other_success and _json_equal(output, other_output)
+
+
+def _json_equal(left: Any, right: Any) -> bool:
+    # NOTE: in Python True == 1 and 1 == 1.0; in JSON a bool is never a number,
+    # while 1 and 1.0 are the same number.
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_json_equal(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_json_equal, left, right))
+    if isinstance(left, int | float) and isinstance(right, int | float):
+        return left == right
+    return type(left) is type(right) and left == right
 
 
 def _append_to_stream(record: ExecutionRecord) -> bool:
@@ -88,7 +122,7 @@ def _append_to_stream(record: ExecutionRecord) -> bool:
     try:
         redis_client().xadd(
             EXECUTION_STREAM,
-            ExecutionEntry.of(record).fields(),
+            ExecutionEntry.of(record).fields(record.served_version),
             maxlen=settings.CANARY_STREAM_MAXLEN,
             approximate=True,
         )
@@ -113,15 +147,17 @@ def execution_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None
         version = fields[b"v"].decode()
         common = orjson.loads(fields[b"c"])
         outcome = orjson.loads(fields[f"o{version[1]}".encode()])
-        parsed.append((stream_entry_id(entry_id), version, common, outcome))
-    deployment_ids = {common["deployment_id"] for _, _, common, _ in parsed}
+        shadow_raw = fields.get(b"o1" if version == "v2" else b"o2")
+        shadow = orjson.loads(shadow_raw) if shadow_raw else None
+        parsed.append((stream_entry_id(entry_id), version, common, outcome, shadow))
+    deployment_ids = {common["deployment_id"] for _, _, common, _, _ in parsed}
     known = dict(
         Deployment.objects.filter(pk__in=deployment_ids).values_list("pk", "compensation_status")
     )
     pending = {str(pk) for pk, status in known.items() if status == CompensationStatus.PENDING}
     existing = {str(pk) for pk in known}
     rows = []
-    for row_id, version, common, outcome in parsed:
+    for row_id, version, common, outcome, shadow in parsed:
         deployment_id = common["deployment_id"]
         if deployment_id not in existing:
             continue  # its deployment is gone (deleted with everything it had)
@@ -140,26 +176,51 @@ def execution_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None
                 workflow_id=common["workflow_id"],
                 input=common["input"],
                 output=outcome["output"],
+                matched_rule=(outcome.get("rule") or "")[:100],
                 needs_reprocess=version == "v2" and deployment_id in pending,
                 created_at=datetime.fromtimestamp(common["created_at"], tz=UTC),
+                **_shadow_fields(
+                    outcome["success"],
+                    outcome["output"],
+                    None
+                    if shadow is None
+                    else ShadowOutcome(
+                        version_id=None,
+                        success=shadow["success"],
+                        output=shadow["output"],
+                        rule=shadow.get("rule") or shadow.get("error_rule"),
+                        error_message=shadow["error_message"],
+                        latency_ms=shadow["latency_ms"],
+                    ),
+                ),
             )
         )
     ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
 
 
+# ``o``: the served version's outcome; ``s``: the shadow's, when the request was shadowed.
+# jsonb equality is JSON equality (1 = 1.0, true <> 1), as ``outcomes_agree``.
 _INSERT_EXECUTIONS = """
 INSERT INTO monitoring_executionlog (
     id, deployment_id, served_version, version_id, success, latency_ms, error_rule,
     error_message, user_id, session_id, workflow_id, input, output, needs_reprocess,
-    created_at
+    created_at, matched_rule, shadow_success, shadow_output, shadow_rule,
+    shadow_error_message, shadow_latency_ms, agreed
 )
 SELECT e.id, d.id, e.v, (e.c ->> (e.v || '_version_id'))::uuid, (e.o ->> 'success')::boolean,
     (e.o ->> 'latency_ms')::float8, left(coalesce(e.o ->> 'error_rule', ''), 100),
     coalesce(e.o ->> 'error_message', ''), e.c ->> 'user_id', e.c ->> 'session_id',
     e.c ->> 'workflow_id', e.c -> 'input', e.o -> 'output',
     e.v = 'v2' AND d.compensation_status = 'pending',
-    to_timestamp((e.c ->> 'created_at')::float8)
-FROM jsonb_to_recordset(%s::jsonb) AS e(id bigint, v text, c jsonb, o jsonb)
+    to_timestamp((e.c ->> 'created_at')::float8),
+    left(coalesce(e.o ->> 'rule', ''), 100),
+    (e.s ->> 'success')::boolean, e.s -> 'output',
+    left(coalesce(e.s ->> 'rule', e.s ->> 'error_rule', ''), 100),
+    coalesce(e.s ->> 'error_message', ''), (e.s ->> 'latency_ms')::float8,
+    CASE WHEN e.s IS NULL THEN NULL
+        ELSE (e.o -> 'success') = (e.s -> 'success') AND (e.o -> 'output') = (e.s -> 'output')
+    END
+FROM jsonb_to_recordset(%s::jsonb) AS e(id bigint, v text, c jsonb, o jsonb, s jsonb)
 JOIN deployments_deployment d ON d.id = (e.c ->> 'deployment_id')::uuid
 ON CONFLICT (id) DO NOTHING
 """
@@ -171,9 +232,10 @@ def _execution_write_batch_sql(entries: list[tuple[str, dict[bytes, bytes]]]) ->
     for entry_id, fields in entries:
         version = fields[b"v"]
         outcome = fields[b"o" + version[1:]]
+        shadow = fields.get(b"o1" if version == b"v2" else b"o2") or b"null"
         documents.append(
-            b'{"id":%d,"v":"%s","c":%s,"o":%s}'
-            % (stream_entry_id(entry_id), version, fields[b"c"], outcome)
+            b'{"id":%d,"v":"%s","c":%s,"o":%s,"s":%s}'
+            % (stream_entry_id(entry_id), version, fields[b"c"], outcome, shadow)
         )
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_EXECUTIONS, [(b"[" + b",".join(documents) + b"]").decode()])

@@ -223,7 +223,7 @@ class FaultPlanner:
     """Builds each request's input; spreads v2 faults evenly (error diffusion), not randomly.
 
     An exact share keeps a short demo from wandering around its threshold: with
-    8%, every 12th or 13th request expected on v2 omits ``zone``.
+    8%, every 12th or 13th request omits ``zone``, which only v2 reads.
     """
 
     def __init__(
@@ -258,14 +258,18 @@ class FaultPlanner:
         if self.base_size > 0:
             data[LATENCY_FIELD] = [0] * self.base_size
         planned = PlannedRequest(user_id, data, self.predictor.predict(user_id))
-        if planned.predicted != router.V2 or elapsed < self.fault_after:
+        if elapsed < self.fault_after:
             return planned
+        # NOTE: bad inputs reach every request, as in production: v1 ignores the
+        # key and succeeds, so v2's shadow fails on v1's traffic too (SPEC 9.1).
         if self.v2_error_rate > 0:
             self._error_credit += self.v2_error_rate
             if self._error_credit >= 1 - 1e-9:
                 self._error_credit -= 1
                 del data[ERROR_KEY]
-                planned.injected_error = True
+                planned.injected_error = planned.predicted == router.V2
+        if planned.predicted != router.V2:
+            return planned
         if self.slow_size > 0:
             data[LATENCY_FIELD] = [0] * self.slow_size
             planned.injected_latency = True

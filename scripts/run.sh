@@ -20,5 +20,5 @@ pids+=($!)
 $BIN/python manage.py runserver "${CANARY_BIND:-127.0.0.1:8000}" &
 pids+=($!)
 
-echo "Canary: http://${CANARY_BIND:-127.0.0.1:8000}/admin/ (demo / demo-password), API at /api/v1/, docs at /api/docs/"
+echo "Canary: http://${CANARY_BIND:-127.0.0.1:8000}/admin/ (demo / demo-password), API at /api/v1/, docs at /api/docs/, front-end demo at /demo/"
 wait -n

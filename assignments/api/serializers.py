@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from assignments.models import Assignment
+from assignments.models import Assignment, ClientToken
 from canary.api.serializers import JSONObjectField, StrictInputSerializer
 from deployments.api.serializers import RuleErrorSerializer
 from deployments.rule_language import InputBoundsError, check_input_bounds
@@ -152,3 +152,40 @@ def execute_answer(result: Any) -> dict[str, Any]:
 
 def max_input_bytes() -> int:
     return settings.CANARY_MAX_INPUT_BYTES
+
+
+class ClientTokenCreateInputSerializer(StrictInputSerializer):
+    """Shapes only; the service checks the values (and names the field in a 400)."""
+
+    name = serializers.CharField(max_length=200)
+    ruleset_ids = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+    allowed_origins = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+
+
+class ClientTokenOutputSerializer(serializers.ModelSerializer):
+    ruleset_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ClientToken
+        fields = [
+            "id",
+            "name",
+            "token_prefix",
+            "ruleset_ids",
+            "allowed_origins",
+            "created_at",
+            "created_by",
+        ]
+
+    def get_ruleset_ids(self, obj: ClientToken) -> list[str]:
+        return sorted(str(ruleset.pk) for ruleset in obj.rulesets.all())
+
+
+class ClientTokenCreatedOutputSerializer(ClientTokenOutputSerializer):
+    token = serializers.SerializerMethodField(help_text="The token itself, shown this once.")
+
+    class Meta(ClientTokenOutputSerializer.Meta):
+        fields = [*ClientTokenOutputSerializer.Meta.fields, "token"]
+
+    def get_token(self, obj: ClientToken) -> str:
+        return self.context["token"]

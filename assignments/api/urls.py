@@ -1,6 +1,15 @@
 from django.urls import re_path
 
-from assignments.api.views import DeploymentAssignmentsView, ExecuteView, ResolveView
+from assignments.api.views import (
+    ClientTokenViewSet,
+    DeploymentAssignmentsView,
+    ExecuteView,
+    ResolveView,
+)
+from canary.api.routers import OptionalSlashRouter
+
+router = OptionalSlashRouter()
+router.register("client-tokens", ClientTokenViewSet, basename="client-token")
 
 urlpatterns = [
     re_path(r"^rulesets/(?P<ruleset_id>[^/]+)/execute/?$", ExecuteView.as_view(), name="execute"),
@@ -10,4 +19,5 @@ urlpatterns = [
         DeploymentAssignmentsView.as_view(),
         name="deployment-assignments",
     ),
+    *router.urls,
 ]

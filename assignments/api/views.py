@@ -1,7 +1,8 @@
-"""The data plane over HTTP: execute and resolve, plus a deployment's assignments.
+"""The data plane over HTTP: execute and resolve, a deployment's assignments, client tokens.
 
-Plain ``APIView``s rather than viewsets: the hot path keeps DRF's
-authentication, parsing and error handling and nothing else.
+Plain ``APIView``s rather than viewsets for the hot path: it keeps DRF's
+authentication, parsing and error handling and nothing else. ``resolve`` is the
+one endpoint a client token may call (``accepts_client_tokens``).
 """
 
 from __future__ import annotations
@@ -9,15 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from assignments import selectors, services
+from assignments import client_tokens, selectors, services
+from assignments.api.authentication import client_grant
 from assignments.api.serializers import (
     AssignmentListOutputSerializer,
     AssignmentOutputSerializer,
+    ClientTokenCreatedOutputSerializer,
+    ClientTokenCreateInputSerializer,
+    ClientTokenOutputSerializer,
     ContextQuerySerializer,
     ExecuteInputSerializer,
     ExecuteOutputSerializer,
@@ -25,10 +31,12 @@ from assignments.api.serializers import (
     execute_answer,
     resolve_answer,
 )
+from assignments.api.throttling import ClientAddressThrottle
 from assignments.router import RoutingContext
 from canary.api.limits import refuse_oversized_body
 from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
+from canary.api.throttling import ScopedClientThrottle
 from deployments.api.serializers import validated
 from deployments.selectors import deployment_get
 
@@ -63,10 +71,15 @@ class ExecuteView(APIView):
 
 class ResolveView(APIView):
     permission_classes = [IsAuthenticated]
+    throttle_classes = [ScopedClientThrottle, ClientAddressThrottle]
     throttle_scope = "dataplane"
+    accepts_client_tokens = True
 
     @extend_schema(parameters=CONTEXT_PARAMETERS, responses=ResolveOutputSerializer)
     def get(self, request: Request, ruleset_id: str) -> Response:
+        grant = client_grant(request)
+        if grant is not None:
+            client_tokens.client_token_check_scope(grant=grant, ruleset_id=ruleset_id)
         data = validated(ContextQuerySerializer, request.query_params.dict())
         resolution = services.dataplane_resolve(ruleset_id=ruleset_id, context=_context(data))
         response = Response(resolve_answer(resolution))
@@ -104,3 +117,38 @@ class DeploymentAssignmentsView(APIView):
                 "total": paginator.page.paginator.count,
             }
         )
+
+
+class ClientTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Browser-safe tokens for ``resolve`` (Admin): issue, list, revoke (SPEC §9.5)."""
+
+    serializer_class = ClientTokenOutputSerializer
+    permission_classes = [RolePermission]
+    required_permissions = {
+        "list": "assignments.view_clienttoken",
+        "retrieve": "assignments.view_clienttoken",
+        "create": "assignments.add_clienttoken",
+        "destroy": "assignments.delete_clienttoken",
+    }
+
+    def get_queryset(self) -> Any:
+        return client_tokens.client_token_list()
+
+    def get_object(self) -> Any:
+        return client_tokens.client_token_get(token_id=self.kwargs["pk"])
+
+    @extend_schema(
+        request=ClientTokenCreateInputSerializer,
+        responses={201: ClientTokenCreatedOutputSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        data = validated(ClientTokenCreateInputSerializer, request.data)
+        created, token = client_tokens.client_token_create(actor=request.user, **data)
+        created = client_tokens.client_token_get(token_id=created.pk)
+        body = ClientTokenCreatedOutputSerializer(created, context={"token": token}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        client_tokens.client_token_revoke(token_id=pk, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

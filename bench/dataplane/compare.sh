@@ -14,6 +14,7 @@
 #
 # Knobs: SERVER=gunicorn (3 sync workers instead of granian) PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
 #        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir SETTLE=10
+#        SHADOW_PERCENTAGE=0 (the canary's shadow_percentage; default 100: paired evaluation on)
 #        (seconds between the two turns, once Canary's database is dropped)
 # Exits non-zero on any non-2xx answer or socket error from Canary.
 set -euo pipefail

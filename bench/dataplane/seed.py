@@ -157,7 +157,13 @@ def main() -> None:
         ruleset_id=ruleset.pk,
         version="v2.0.0",
         changelog="tighter geo, returns and new-account thresholds",
-        canary_config={"initial_traffic_percentage": 10, "increment": 10, "duration_minutes": 60},
+        canary_config={
+            "initial_traffic_percentage": 10,
+            "increment": 10,
+            "duration_minutes": 60,
+            # SHADOW_PERCENTAGE=0 measures execute without paired evaluation.
+            "shadow_percentage": int(os.environ.get("SHADOW_PERCENTAGE", "100")),
+        },
         actor=actor,
     )
     services.deployment_start_canary(deployment_id=v2.pk, actor=actor, canary_pct=10)

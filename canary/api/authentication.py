@@ -82,30 +82,31 @@ class BearerTokenAuthentication(TokenAuthentication):
         try:
             authenticated = super().authenticate(request)
         except AuthenticationFailed:
-            limit = settings.CANARY_AUTH_FAILURES_PER_MINUTE
-            if limit and self._count_failure(request) > limit:
-                raise Throttled(
-                    wait=60, detail="Too many failed authentication attempts."
-                ) from None
+            refuse_wrong_token(request)
             raise
         if authenticated is not None:
             user, token = authenticated
             remember_token(token.digest, user.pk, token.expiry)
         return authenticated
 
-    def _count_failure(self, request: Request) -> int:
-        # Counted only on failure, so valid tokens cost nothing extra.
-        key = self._failure_key(request)
-        cache.add(key, 0, 60)
-        try:
-            return cache.incr(key) or 0
-        except ValueError:  # expired between add and incr, or the cache is unavailable
-            return 0
 
-    @staticmethod
-    def _failure_key(request: Request) -> str:
-        address = request.META.get("REMOTE_ADDR", "unknown")
-        return f"auth-failures:{address}"
+def refuse_wrong_token(request: Request) -> None:
+    """Count a wrong token from this address; past the limit, answer 429 instead of 401.
+
+    Counted only on failure, so valid tokens cost nothing extra. Shared by API
+    tokens and client tokens, so guessing either kind draws on one budget.
+    """
+    limit = settings.CANARY_AUTH_FAILURES_PER_MINUTE
+    if not limit:
+        return
+    key = f"auth-failures:{request.META.get('REMOTE_ADDR', 'unknown')}"
+    cache.add(key, 0, 60)
+    try:
+        count = cache.incr(key) or 0
+    except ValueError:  # expired between add and incr, or the cache is unavailable
+        count = 0
+    if count > limit:
+        raise Throttled(wait=60, detail="Too many failed authentication attempts.")
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

@@ -24,8 +24,15 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 class ScopedClientThrottle(BaseThrottle):
     """Keyed by user when authenticated, by client address otherwise."""
 
+    def scope_of(self, view: Any) -> str:
+        return getattr(view, "throttle_scope", None) or "api"
+
+    def ident_of(self, request: Request) -> Any:
+        user = request.user
+        return user.pk if user and user.is_authenticated else self.get_ident(request)
+
     def allow_request(self, request: Request, view: Any) -> bool:
-        scope = getattr(view, "throttle_scope", None) or "api"
+        scope = self.scope_of(view)
         rate = settings.CANARY_THROTTLE_RATES.get(scope) or None
         if rate is None:
             return True
@@ -33,9 +40,7 @@ class ScopedClientThrottle(BaseThrottle):
         now = time.time()
         window = int(now // duration)
         self.retry_after = duration - (now % duration)
-        user = request.user
-        ident = user.pk if user and user.is_authenticated else self.get_ident(request)
-        key = f"throttle:{scope}:{ident}:{window}"
+        key = f"throttle:{scope}:{self.ident_of(request)}:{window}"
         cache.add(key, 0, duration + 1)
         try:
             count = cache.incr(key)

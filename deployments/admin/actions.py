@@ -330,9 +330,16 @@ def _run_traffic(deployment: Deployment, data: dict[str, Any], user: Any, form: 
 
 
 def _run_promote(deployment: Deployment, data: dict[str, Any], user: Any, form: forms.Form) -> str:
-    done = services.deployment_promote(
+    outcome = services.deployment_promote_or_approve(
         deployment_id=deployment.pk, actor=user, expected_status=data["expected_status"]
     )
+    if not outcome.promoted:  # four eyes: more approvals are required (SPEC 9.3)
+        return (
+            f"Approval recorded, promotion pending: {outcome.approvals} of "
+            f"{outcome.required_approvals} approvals ({', '.join(outcome.approved_by)}); "
+            f"another approver's promote completes it."
+        )
+    done = outcome.deployment
     return f"Promoted: {_v(done)} serves 100% of traffic."
 
 

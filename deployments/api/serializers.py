@@ -161,7 +161,7 @@ class TargetFilterSerializer(StrictInputSerializer):
 
 class StartCanaryInputSerializer(LifecycleInputSerializer):
     canary_pct = serializers.IntegerField(
-        min_value=1,
+        min_value=0,
         max_value=100,
         required=False,
         allow_null=True,
@@ -180,7 +180,25 @@ class RollbackInputSerializer(LifecycleInputSerializer):
 
 
 class PromoteInputSerializer(LifecycleInputSerializer):
-    pass
+    override_reason = StrictCharField(
+        max_length=MAX_REASON,
+        required=False,
+        help_text=(
+            "Promote a canary that is not ready although canary_config.enforce_readiness is "
+            "on; recorded on the promote event with the failed checks."
+        ),
+    )
+
+
+class PromotionPendingOutputSerializer(serializers.Serializer):
+    """202: the approval is recorded; the canary waits for more approvers."""
+
+    deployment_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=[DeploymentStatus.CANARY])
+    approvals = serializers.IntegerField()
+    required_approvals = serializers.IntegerField()
+    approved_by = serializers.ListField(child=serializers.CharField())
+    detail = serializers.CharField()
 
 
 class DeprecateInputSerializer(LifecycleInputSerializer):

@@ -21,6 +21,7 @@ from deployments.api.serializers import (
     DeploymentUpdateInputSerializer,
     DeprecateInputSerializer,
     PromoteInputSerializer,
+    PromotionPendingOutputSerializer,
     RollbackInputSerializer,
     RuleSetCreateInputSerializer,
     RuleSetOutputSerializer,
@@ -182,15 +183,40 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         )
         return self._respond(deployment)
 
-    @extend_schema(request=PromoteInputSerializer, responses=DeploymentOutputSerializer)
+    @extend_schema(
+        request=PromoteInputSerializer,
+        responses={200: DeploymentOutputSerializer, 202: PromotionPendingOutputSerializer},
+        description=(
+            "Promote to 100%. With canary_config.required_approvals > 1 each approver's call "
+            "records an approval (202) until the last one promotes (200); the same approver "
+            "twice is 409 already_approved. With enforce_readiness an unready canary is 409 "
+            "not_ready (with the checks) unless override_reason is given."
+        ),
+    )
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
         seen = self.get_object()
         data = validated(PromoteInputSerializer, request.data)
-        deployment = services.deployment_promote(
-            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
+        outcome = services.deployment_promote_or_approve(
+            deployment_id=pk,
+            actor=request.user,
+            expected_status=self._expected_status(data, seen),
+            override_reason=data.get("override_reason"),
         )
-        return self._respond(deployment)
+        if outcome.promoted:
+            return self._respond(outcome.deployment)
+        pending = {
+            "deployment_id": outcome.deployment.pk,
+            "status": outcome.deployment.status,
+            "approvals": outcome.approvals,
+            "required_approvals": outcome.required_approvals,
+            "approved_by": list(outcome.approved_by),
+            "detail": f"Approval recorded ({outcome.approvals} of {outcome.required_approvals});"
+            " another approver's promote completes it.",
+        }
+        return Response(
+            PromotionPendingOutputSerializer(pending).data, status=status.HTTP_202_ACCEPTED
+        )
 
     @extend_schema(request=RollbackInputSerializer, responses=DeploymentOutputSerializer)
     @action(detail=True, methods=["post"])

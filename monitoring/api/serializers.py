@@ -5,6 +5,8 @@ The views build their answers as dicts; these serializers only describe them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from deployments.choices import CompensationStatus, CompensationStrategy
@@ -46,26 +48,50 @@ class ComparisonAnalysisSerializer(serializers.Serializer):
     v1_is_more_reliable = serializers.BooleanField()
     v2_is_faster = serializers.BooleanField()
     significant_difference = serializers.BooleanField()
+    basis = serializers.ChoiceField(
+        choices=["paired", "unpaired"],
+        help_text="paired: both versions evaluated on the same inputs (shadow evaluation).",
+    )
+
+
+def _interval(**kwargs: Any) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True, **kwargs
+    )
 
 
 class ErrorRateTestSerializer(serializers.Serializer):
+    """Paired (McNemar, with ``pairs``) or unpaired (Agresti-Caffo, with ``n_v1``/``n_v2``)."""
+
     test = serializers.CharField()
     p_value = serializers.FloatField()
     significant = serializers.BooleanField()
-    difference = serializers.FloatField()
-    confidence_interval = serializers.ListField(child=serializers.FloatField())
+    difference = serializers.FloatField(allow_null=True)
+    confidence_interval = _interval()
     confidence_level = serializers.FloatField()
-    n_v1 = serializers.IntegerField()
-    n_v2 = serializers.IntegerField()
+    adjusted_difference = serializers.FloatField(required=False)
+    n_v1 = serializers.IntegerField(required=False)
+    n_v2 = serializers.IntegerField(required=False)
+    pairs = serializers.IntegerField(required=False)
+    only_v1_failed = serializers.IntegerField(required=False)
+    only_v2_failed = serializers.IntegerField(required=False)
 
 
 class LatencyTestSerializer(serializers.Serializer):
+    """Paired (sign test, median v2/v1 ratio) or unpaired (Mann-Whitney, median shift)."""
+
     test = serializers.CharField()
     p_value = serializers.FloatField()
-    u_statistic = serializers.FloatField(allow_null=True)
     significant = serializers.BooleanField()
-    sample_v1 = serializers.IntegerField()
-    sample_v2 = serializers.IntegerField()
+    confidence_level = serializers.FloatField()
+    u_statistic = serializers.FloatField(allow_null=True, required=False)
+    median_difference_ms = serializers.FloatField(allow_null=True, required=False)
+    confidence_interval_ms = _interval(required=False)
+    sample_v1 = serializers.IntegerField(required=False)
+    sample_v2 = serializers.IntegerField(required=False)
+    pairs = serializers.IntegerField(required=False)
+    v2_over_v1_median_ratio = serializers.FloatField(allow_null=True, required=False)
+    confidence_interval = _interval(required=False)
 
 
 class ThresholdCheckSerializer(serializers.Serializer):
@@ -80,6 +106,17 @@ class BreachSerializer(serializers.Serializer):
     message = serializers.CharField()
     observed = serializers.FloatField()
     threshold = serializers.FloatField()
+    p_value = serializers.FloatField(allow_null=True)
+
+
+class SampleRatioSerializer(serializers.Serializer):
+    contexts = serializers.IntegerField()
+    v2_contexts = serializers.IntegerField()
+    observed_share = serializers.FloatField(allow_null=True)
+    expected_share = serializers.FloatField()
+    p_value = serializers.FloatField(allow_null=True)
+    mismatch = serializers.BooleanField()
+    since = serializers.DateTimeField(allow_null=True)
 
 
 class ComparisonEvidenceSerializer(serializers.Serializer):
@@ -87,6 +124,10 @@ class ComparisonEvidenceSerializer(serializers.Serializer):
     latency = LatencyTestSerializer(allow_null=True)
     thresholds = ThresholdCheckSerializer(many=True)
     breaches = BreachSerializer(many=True)
+    breaker_state = serializers.CharField()
+    sample_ratio = SampleRatioSerializer(allow_null=True)
+    look = serializers.IntegerField(help_text="The monitor's look since the canary started.")
+    look_alpha = serializers.FloatField(help_text="The significance level spent at this look.")
     min_samples = serializers.IntegerField()
     enough_samples = serializers.BooleanField()
 
@@ -103,12 +144,82 @@ class ComparisonOutputSerializer(serializers.Serializer):
 
 class HealthOutputSerializer(serializers.Serializer):
     deployment_id = serializers.UUIDField()
-    health_status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"])
-    circuit_breaker_state = serializers.ChoiceField(choices=["CLOSED", "OPEN", "HALF_OPEN"])
+    health_status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy", "no_data"])
+    circuit_breaker_state = serializers.ChoiceField(
+        choices=["CLOSED", "OPEN", "HALF_OPEN", "UNKNOWN"]
+    )
     current_error_rate = serializers.FloatField(allow_null=True)
     current_success_rate = serializers.FloatField(allow_null=True)
     last_check_at = serializers.DateTimeField()
     warnings = serializers.ListField(child=serializers.CharField())
+    dark_launch = serializers.BooleanField(help_text="A canary at 0%: v2 runs only in shadow.")
+
+
+class ShadowOutcomesSerializer(serializers.Serializer):
+    both_succeeded = serializers.IntegerField()
+    only_v1_failed = serializers.IntegerField()
+    only_v2_failed = serializers.IntegerField()
+    both_failed = serializers.IntegerField()
+
+
+class McNemarSerializer(serializers.Serializer):
+    statistic = serializers.FloatField()
+    p_value = serializers.FloatField()
+    worse = serializers.ChoiceField(choices=["v1", "v2"], allow_null=True)
+
+
+class ShadowLatencySerializer(serializers.Serializer):
+    pairs = serializers.IntegerField()
+    v2_over_v1_median_ratio = serializers.FloatField(allow_null=True)
+    ci = _interval()
+
+
+class ShadowChangeSerializer(serializers.Serializer):
+    v1_rule = serializers.CharField(allow_null=True)
+    v2_rule = serializers.CharField(allow_null=True)
+    v1_output = serializers.JSONField(allow_null=True)
+    v2_output = serializers.JSONField(allow_null=True)
+    v1_success = serializers.BooleanField()
+    v2_success = serializers.BooleanField()
+    count = serializers.IntegerField()
+
+
+class ShadowOutputSerializer(serializers.Serializer):
+    deployment_id = serializers.UUIDField()
+    dark_launch = serializers.BooleanField()
+    shadow_percentage = serializers.IntegerField()
+    evaluated = serializers.IntegerField()
+    agreed = serializers.IntegerField()
+    disagreed = serializers.IntegerField()
+    disagreement_rate = serializers.FloatField(allow_null=True)
+    disagreement_rate_ci = _interval()
+    outcomes = ShadowOutcomesSerializer()
+    mcnemar = McNemarSerializer()
+    latency = ShadowLatencySerializer()
+    changes = ShadowChangeSerializer(many=True)
+    window = WindowSerializer()
+
+
+class ShadowDifferenceSerializer(serializers.Serializer):
+    execution_id = serializers.IntegerField()
+    executed_at = serializers.DateTimeField()
+    served_version = serializers.ChoiceField(choices=["v1", "v2"])
+    input = serializers.JSONField()
+    v1_output = serializers.JSONField(allow_null=True)
+    v2_output = serializers.JSONField(allow_null=True)
+    v1_rule = serializers.CharField(allow_null=True)
+    v2_rule = serializers.CharField(allow_null=True)
+    v1_success = serializers.BooleanField()
+    v2_success = serializers.BooleanField()
+
+
+class ShadowDifferencesOutputSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = ShadowDifferenceSerializer(many=True)
 
 
 class CompensationSummarySerializer(serializers.Serializer):
@@ -159,3 +270,37 @@ class SchedulerJobSerializer(serializers.Serializer):
 class SchedulerJobsOutputSerializer(serializers.Serializer):
     jobs = SchedulerJobSerializer(many=True)
     total = serializers.IntegerField()
+
+
+class ReadinessCheckSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(
+        choices=[
+            "time_at_traffic",
+            "success_rate",
+            "p95_latency",
+            "breaker_closed",
+            "min_samples",
+            "sample_ratio",
+            "shadow_agreement",
+        ]
+    )
+    passed = serializers.BooleanField()
+    required = serializers.BooleanField(help_text="False: informational, never blocks.")
+    observed = serializers.JSONField(
+        allow_null=True, help_text="The measured value (a number, or the breaker state)."
+    )
+    detail = serializers.CharField()
+
+
+class ReadinessOutputSerializer(serializers.Serializer):
+    deployment_id = serializers.UUIDField()
+    status = serializers.CharField()
+    ready = serializers.BooleanField()
+    checks = ReadinessCheckSerializer(many=True)
+    detail = serializers.CharField()
+    enforce_readiness = serializers.BooleanField()
+    required_approvals = serializers.IntegerField()
+    approved_by = serializers.ListField(
+        child=serializers.CharField(), help_text="Approvals of a promotion still pending."
+    )
+    checked_at = serializers.DateTimeField()

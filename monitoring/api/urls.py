@@ -7,6 +7,9 @@ from monitoring.api.views import (
     DeploymentComparisonView,
     DeploymentHealthView,
     DeploymentMetricsView,
+    DeploymentReadinessView,
+    DeploymentShadowDifferencesView,
+    DeploymentShadowView,
     SchedulerJobsView,
 )
 
@@ -16,6 +19,14 @@ urlpatterns = [
         r"^deployments/(?P<deployment_id>[^/]+)/comparison/?$", DeploymentComparisonView.as_view()
     ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/health/?$", DeploymentHealthView.as_view()),
+    re_path(r"^deployments/(?P<deployment_id>[^/]+)/shadow/?$", DeploymentShadowView.as_view()),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/shadow/differences/?$",
+        DeploymentShadowDifferencesView.as_view(),
+    ),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/readiness/?$", DeploymentReadinessView.as_view()
+    ),
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/compensation/?$", CompensationView.as_view()),
     re_path(
         r"^deployments/(?P<deployment_id>[^/]+)/compensation/complete/?$",

@@ -14,14 +14,17 @@ from canary.api.serializers import StrictInputSerializer
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
-from monitoring import compensation, health, tasks
+from monitoring import compensation, governance, health, tasks
 from monitoring.api.serializers import (
     ComparisonOutputSerializer,
     CompensationOutputSerializer,
     CompensationReplayOutputSerializer,
     HealthOutputSerializer,
     MetricsOutputSerializer,
+    ReadinessOutputSerializer,
     SchedulerJobsOutputSerializer,
+    ShadowDifferencesOutputSerializer,
+    ShadowOutputSerializer,
 )
 from monitoring.scheduler import scheduler_jobs
 
@@ -69,6 +72,82 @@ class DeploymentHealthView(_DeploymentReadView):
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         return Response(health.deployment_health(deployment=deployment))
+
+
+class DeploymentShadowView(_DeploymentReadView):
+    """Paired evaluation: v2 beside v1 on the same inputs (SPEC 9.1)."""
+
+    @extend_schema(parameters=[WINDOW_PARAMETER], responses=ShadowOutputSerializer)
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        query = validated(WindowQuerySerializer, request.query_params.dict())
+        return Response(
+            health.deployment_shadow(
+                deployment=deployment, window_minutes=query.get("window_minutes")
+            )
+        )
+
+
+class ShadowDifferencesQuerySerializer(WindowQuerySerializer):
+    page = serializers.IntegerField(min_value=1, required=False)
+    page_size = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+
+
+class DeploymentShadowDifferencesView(_DeploymentReadView):
+    """The inputs on which the versions disagreed, newest first."""
+
+    @extend_schema(
+        parameters=[
+            WINDOW_PARAMETER,
+            OpenApiParameter("page", int, required=False),
+            OpenApiParameter("page_size", int, required=False),
+        ],
+        responses=ShadowDifferencesOutputSerializer,
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        query = validated(ShadowDifferencesQuerySerializer, request.query_params.dict())
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(
+            health.shadow_differences_page(
+                deployment=deployment, window_minutes=query.get("window_minutes")
+            ),
+            request,
+            view=self,
+        )
+        return Response(
+            {
+                "total": paginator.page.paginator.count,
+                "page": paginator.page.number,
+                "page_size": paginator.get_page_size(request),
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "results": [
+                    {
+                        "execution_id": log.id,
+                        "executed_at": log.created_at,
+                        "served_version": log.served_version,
+                        "input": log.input,
+                        "v1_output": log.v1_output,
+                        "v2_output": log.v2_output,
+                        "v1_rule": log.v1_rule or None,
+                        "v2_rule": log.v2_rule or None,
+                        "v1_success": log.v1_success,
+                        "v2_success": log.v2_success,
+                    }
+                    for log in page
+                ],
+            }
+        )
+
+
+class DeploymentReadinessView(_DeploymentReadView):
+    """The guide's pre-promote checklist, each check with what was observed and why."""
+
+    @extend_schema(responses=ReadinessOutputSerializer)
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        return Response(governance.deployment_readiness(deployment=deployment))
 
 
 class CompensationView(_DeploymentReadView):

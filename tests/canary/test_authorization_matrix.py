@@ -24,6 +24,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from assignments.client_tokens import client_token_create
+from assignments.models import ClientToken
 from deployments import services
 from deployments.models import Deployment, RuleSet
 from tests.samples import DEFAULT_OUTPUT, V1_RULES
@@ -81,6 +83,7 @@ class World:
     draft: Deployment
     other_draft: Deployment
     other_active: Deployment
+    client_token: ClientToken
 
     def id_for(self, target: str) -> str:
         return str(getattr(self, target).pk)
@@ -145,6 +148,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{id}/metrics"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/comparison"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/health"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/readiness"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow/differences"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/assignments"): _rule("viewer", on="canary"),
     # compensation: nothing is pending or flagged, so an authorised call is a 409
     ("GET", "/api/v1/deployments/{id}/compensation"): _rule("viewer", on="canary"),
@@ -152,6 +158,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/deployments/{id}/compensation/replay"): _rule("approver", 409, on="canary"),
     # the scheduler
     ("GET", "/api/v1/scheduler/jobs"): _rule("viewer"),
+    # client tokens (browser-safe, resolve only): Admins manage them
+    ("GET", "/api/v1/client-tokens"): _rule("admin"),
+    ("POST", "/api/v1/client-tokens"): _rule(
+        "admin",
+        201,
+        body=lambda w: {
+            "name": "web",
+            "ruleset_ids": [str(w.ruleset.pk)],
+            "allowed_origins": ["https://app.example.com"],
+        },
+    ),
+    ("GET", "/api/v1/client-tokens/{id}"): _rule("admin", on="client_token"),
+    ("DELETE", "/api/v1/client-tokens/{id}"): _rule("admin", 204, on="client_token"),
 }
 
 
@@ -172,7 +191,10 @@ def world(ruleset: RuleSet, active_v1: Deployment, canary_v2: Deployment) -> Wor
     first = services.deployment_create(ruleset_id=other.pk, version="1.0.0", actor="t")
     other_active = services.deployment_promote(deployment_id=first.pk, actor="t")
     other_draft = services.deployment_create(ruleset_id=other.pk, version="2.0.0", actor="t")
-    return World(ruleset, canary_v2, draft, other_draft, other_active)
+    client_token, _ = client_token_create(
+        name="web", ruleset_ids=[str(ruleset.pk)], allowed_origins=["https://a.test"], actor="t"
+    )
+    return World(ruleset, canary_v2, draft, other_draft, other_active, client_token)
 
 
 def url_for(path: str, rule_target: str | None, world: World) -> str:

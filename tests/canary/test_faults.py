@@ -117,7 +117,7 @@ def test_a_worker_killed_mid_run_loses_no_verdict(roles: None) -> None:
 
     assert monitor_run().skipped is True  # the dead run's lease still holds
     later = timezone.now() + monitor_lease() + timedelta(seconds=1)
-    add_logs(canary, "v2", [1.0] * 50, errors=10, at=later - timedelta(minutes=1))
+    add_logs(canary, "v2", [1.0] * 50, errors=10, at=later - timedelta(minutes=1), paired=True)
     report = monitor_run(now=later)  # the next period
     assert report.rolled_back == [str(canary.pk)]
     assert DeploymentEvent.objects.filter(deployment=canary, action="rollback").count() == 1

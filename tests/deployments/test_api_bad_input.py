@@ -186,7 +186,7 @@ def draft_v2_again(ruleset: RuleSet, canary_v2: Deployment) -> Deployment:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"canary_pct": 0}, "canary_pct"),
+        ({"canary_pct": -1}, "canary_pct"),
         ({"canary_pct": 101}, "canary_pct"),
         ({"canary_pct": "ten"}, "canary_pct"),
         ({"canary_target_filter": {"teams": ["a"]}}, "canary_target_filter"),

@@ -23,6 +23,11 @@ def test_defaults_match_the_contract() -> None:
         "auto_progress": False,
         "failure_threshold": 5,
         "breaker_cooldown_seconds": 60,
+        "shadow_percentage": 100,
+        "latency_floor_ms": 1.0,
+        "readiness_minutes": 60,
+        "enforce_readiness": False,
+        "required_approvals": 1,
     }
 
 
@@ -62,6 +67,11 @@ def test_base_is_kept_for_partial_updates() -> None:
         ("failure_threshold", 0),
         ("breaker_cooldown_seconds", 0),
         ("breaker_cooldown_seconds", None),
+        ("readiness_minutes", 0),
+        ("enforce_readiness", "true"),
+        ("required_approvals", 0),
+        ("required_approvals", 6),
+        ("required_approvals", 2.0),
     ],
 )
 def test_out_of_range_or_wrong_type_names_the_field(field: str, value: object) -> None:
@@ -106,6 +116,8 @@ def test_every_number_is_bounded_and_finite(field: str, value: object) -> None:
         ("latency_multiplier", 100),
         ("success_threshold", 1),
         ("error_threshold", 1),
+        ("readiness_minutes", 10_080),
+        ("required_approvals", 5),
     ],
 )
 def test_upper_bounds_are_inclusive(field: str, highest: int) -> None:

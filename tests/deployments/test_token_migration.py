@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -11,8 +13,16 @@ BEFORE = [("deployments", "0005_ruleset_routing_generation")]
 AFTER = [("deployments", "0006_hash_api_tokens")]
 
 
+@pytest.fixture
+def latest_schema_after() -> Iterator[None]:
+    """Migrating back to BEFORE unapplies every later migration; put them all back after."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True)
-def test_tokens_issued_in_plain_text_still_authenticate() -> None:
+def test_tokens_issued_in_plain_text_still_authenticate(latest_schema_after: None) -> None:
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
     old_apps = executor.loader.project_state(BEFORE).apps

@@ -18,8 +18,16 @@ def add_logs(
     *,
     errors: int = 0,
     at: datetime | None = None,
+    paired: bool = False,
+    shared_errors: int = 0,
+    shadow_latencies: Sequence[float] | None = None,
 ) -> None:
-    """``len(latencies)`` executions of ``version``; the first ``errors`` of them failed."""
+    """``len(latencies)`` executions of ``version``; the first ``errors`` of them failed.
+
+    ``paired``: each was also evaluated in the other version (shadow), which
+    failed on the first ``shared_errors`` inputs and succeeded on the rest, as fast
+    (or with ``shadow_latencies``).
+    """
     at = at or timezone.now()
     version_id = deployment.version_id if version == "v2" else deployment.baseline.version_id
     ExecutionLog.objects.bulk_create(
@@ -32,6 +40,15 @@ def add_logs(
             error_message="" if index >= errors else "boom",
             input={"n": index},
             created_at=at,
+            **(
+                {
+                    "shadow_success": index >= shared_errors,
+                    "shadow_latency_ms": shadow_latencies[index] if shadow_latencies else latency,
+                    "agreed": (index >= errors) == (index >= shared_errors),
+                }
+                if paired
+                else {}
+            ),
         )
         for index, latency in enumerate(latencies)
     )

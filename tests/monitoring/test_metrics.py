@@ -101,7 +101,7 @@ def test_comparison_without_data_collects_more(canary_v2: Deployment, viewer: AP
 def test_health_healthy_degraded_unhealthy(canary_v2: Deployment, viewer: APIClient) -> None:
     url = f"/api/v1/deployments/{canary_v2.pk}/health"
     empty = viewer.get(url).json()
-    assert empty["health_status"] == "healthy"
+    assert empty["health_status"] == "no_data"
     assert empty["circuit_breaker_state"] == "CLOSED"
     assert empty["current_error_rate"] is None and empty["warnings"] == []
 

@@ -24,28 +24,34 @@ def status(deployment: Deployment) -> str:
 
 
 class TestRollbackRules:
+    """v2's failures here are paired with v1 succeeding on the same inputs (SPEC 9.2)."""
+
     def test_error_rate_exactly_at_threshold_holds(self, canary_v2: Deployment) -> None:
         now = timezone.now()
-        add_logs(canary_v2, "v2", [1.0] * 100, errors=5, at=now - timedelta(minutes=1))
+        add_logs(
+            canary_v2, "v2", [1.0] * 1000, errors=50, at=now - timedelta(minutes=1), paired=True
+        )
         assert monitor_run(now=now).rolled_back == []
         assert status(canary_v2) == "canary"
 
     def test_error_rate_above_threshold_rolls_back(self, canary_v2: Deployment) -> None:
         now = timezone.now()
-        add_logs(canary_v2, "v2", [1.0] * 100, errors=6, at=now - timedelta(minutes=1))
+        add_logs(
+            canary_v2, "v2", [1.0] * 1000, errors=51, at=now - timedelta(minutes=1), paired=True
+        )
         report = monitor_run(now=now)
         assert report.rolled_back == [str(canary_v2.pk)]
         rolled = Deployment.objects.get(pk=canary_v2.pk)
         assert rolled.status == "rolled_back"
-        assert "v2 error rate 6.00%" in rolled.rollback_reason
+        assert "v2 error rate 5.10%" in rolled.rollback_reason
         event = DeploymentEvent.objects.get(deployment=canary_v2, action="rollback")
         assert event.actor == "system:monitor"
 
     def test_min_samples_minus_one_gives_no_verdict(self, canary_v2: Deployment) -> None:
         now = timezone.now()
-        add_logs(canary_v2, "v2", [1.0] * 19, errors=19, at=now - timedelta(minutes=1))
+        add_logs(canary_v2, "v2", [1.0] * 19, errors=19, at=now - timedelta(minutes=1), paired=True)
         assert monitor_run(now=now).rolled_back == []
-        add_logs(canary_v2, "v2", [1.0], errors=1, at=now - timedelta(minutes=1))
+        add_logs(canary_v2, "v2", [1.0], errors=1, at=now - timedelta(minutes=1), paired=True)
         assert monitor_run(now=now).rolled_back == [str(canary_v2.pk)]
 
     def test_five_minute_window_edge(self, draft_v2: Deployment) -> None:
@@ -55,21 +61,21 @@ class TestRollbackRules:
         )
         canary = lifecycle.deployment_start_canary(deployment_id=draft_v2.pk, actor="t")
         now = timezone.now()
-        add_logs(canary, "v2", [1.0] * 40, at=now - timedelta(minutes=1))
+        add_logs(canary, "v2", [1.0] * 400, at=now - timedelta(minutes=1), paired=True)
         just_outside = now - timedelta(minutes=5, microseconds=1)
-        add_logs(canary, "v2", [1.0] * 4, errors=4, at=just_outside)
+        add_logs(canary, "v2", [1.0] * 40, errors=40, at=just_outside, paired=True)
         assert monitor_run(now=now).rolled_back == []
-        add_logs(canary, "v2", [1.0] * 4, errors=4, at=now - timedelta(minutes=5))
-        assert monitor_run(now=now).rolled_back == [str(canary.pk)]  # 4 of 44 = 9.1%
+        add_logs(canary, "v2", [1.0] * 40, errors=40, at=now - timedelta(minutes=5), paired=True)
+        assert monitor_run(now=now).rolled_back == [str(canary.pk)]  # 40 of 440 = 9.1%
 
     def test_success_rate_ten_minute_edge(self, canary_v2: Deployment) -> None:
         now = timezone.now()
-        add_logs(canary_v2, "v2", [1.0] * 95, at=now - timedelta(minutes=1))
-        add_logs(
-            canary_v2, "v2", [1.0] * 6, errors=6, at=now - timedelta(minutes=10, microseconds=1)
-        )
+        add_logs(canary_v2, "v2", [1.0] * 950, at=now - timedelta(minutes=1), paired=True)
+        outside = now - timedelta(minutes=10, microseconds=1)
+        add_logs(canary_v2, "v2", [1.0] * 60, errors=60, at=outside, paired=True)
         assert monitor_run(now=now).rolled_back == []
-        add_logs(canary_v2, "v2", [1.0] * 6, errors=6, at=now - timedelta(minutes=10))
+        at_edge = now - timedelta(minutes=10)
+        add_logs(canary_v2, "v2", [1.0] * 60, errors=60, at=at_edge, paired=True)
         report = monitor_run(now=now)
         assert report.rolled_back == [str(canary_v2.pk)]
         assert "success rate" in Deployment.objects.get(pk=canary_v2.pk).rollback_reason
@@ -90,7 +96,7 @@ class TestRollbackRules:
         )
         canary = lifecycle.deployment_start_canary(deployment_id=draft_v2.pk, actor="t")
         now = timezone.now()
-        add_logs(canary, "v2", [1.0] * 50, errors=50, at=now - timedelta(minutes=1))
+        add_logs(canary, "v2", [1.0] * 50, errors=50, at=now - timedelta(minutes=1), paired=True)
         assert monitor_run(now=now).rolled_back == []
         assert status(canary) == "canary"
         assert canary.health_record.status == "unhealthy"
@@ -116,7 +122,7 @@ def test_a_held_lease_skips_the_run(canary_v2: Deployment) -> None:
 def test_two_runs_at_once_roll_back_once(roles: None) -> None:
     canary = make_canary("monitor-race", traffic=10)
     now = timezone.now()
-    add_logs(canary, "v2", [1.0] * 50, errors=20, at=now - timedelta(minutes=1))
+    add_logs(canary, "v2", [1.0] * 50, errors=20, at=now - timedelta(minutes=1), paired=True)
     barrier = threading.Barrier(2)
     reports = []
 

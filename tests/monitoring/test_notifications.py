@@ -41,7 +41,14 @@ def channels(settings: Any, eager_celery: None) -> Iterator[Any]:
 
 
 def fail_canary(deployment: Deployment) -> None:
-    add_logs(deployment, "v2", [1.0] * 50, errors=10, at=timezone.now() - timedelta(minutes=1))
+    add_logs(
+        deployment,
+        "v2",
+        [1.0] * 50,
+        errors=10,
+        at=timezone.now() - timedelta(minutes=1),
+        paired=True,
+    )
 
 
 def test_automatic_rollback_notifies_slack_and_email(

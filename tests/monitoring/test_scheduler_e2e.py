@@ -59,7 +59,9 @@ def test_monitor_rolls_back_within_one_period(
     roles: None, tmp_path: Path, viewer: APIClient
 ) -> None:
     canary = make_canary("scheduled", traffic=10)
-    add_logs(canary, "v2", [1.0] * 50, errors=10, at=timezone.now() - timedelta(seconds=30))
+    add_logs(
+        canary, "v2", [1.0] * 50, errors=10, at=timezone.now() - timedelta(seconds=30), paired=True
+    )
     with slack_stub() as webhook, celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -88,3 +90,36 @@ def test_monitor_rolls_back_within_one_period(
     # NOTE: beat persists total_run_count lazily; the monitor's own heartbeat is immediate.
     assert monitor["last_finished_at"] is not None
     assert monitor["ran_recently"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_monitor_judges_v2_against_v1_on_the_same_inputs(roles: None, tmp_path: Path) -> None:
+    """Identical failures and microsecond noise are tolerated; v2's own failures are not."""
+    at = timezone.now() - timedelta(seconds=30)
+    shared = make_canary("shared-failures", traffic=10)
+    # 10% of inputs fail in both versions: far above the 5% threshold, not v2's fault.
+    add_logs(shared, "v1", [0.01] * 500, errors=50, at=at, paired=True, shared_errors=50)
+    worse = make_canary("v2-worse", traffic=10)
+    # The same shared 10%, and v2 fails an extra 8% of inputs on which v1 succeeds.
+    add_logs(worse, "v1", [0.01] * 400, errors=40, at=at, paired=True, shared_errors=40)
+    add_logs(worse, "v2", [0.01] * 100, errors=10, at=at, paired=True)
+    add_logs(worse, "v1", [0.01] * 40, at=at, paired=True, shared_errors=40)
+    jitter = make_canary("microsecond-jitter", traffic=10)
+    # v2 four times slower than v1, in microseconds: under the 1 ms latency floor.
+    add_logs(jitter, "v1", [0.005] * 500, at=at, paired=True, shadow_latencies=[0.02] * 500)
+    with celery_processes(tmp_path):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if Deployment.objects.get(pk=worse.pk).status == "rolled_back":
+                break
+            time.sleep(0.25)
+        time.sleep(3 * PERIOD_SECONDS)  # several more looks at the other two
+
+    logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
+    rolled = Deployment.objects.get(pk=worse.pk)
+    assert rolled.status == "rolled_back", logs
+    assert "McNemar" in rolled.rollback_reason
+    assert Deployment.objects.get(pk=shared.pk).status == "canary"
+    assert Deployment.objects.get(pk=jitter.pk).status == "canary"
+    runs = DeploymentEvent.objects.filter(deployment=worse, action="rollback").count()
+    assert runs == 1
