@@ -176,7 +176,9 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
     def outcome(self, obj: ExecutionLog) -> SafeString:
         # The failing rule sits under the badge: one column fewer keeps the row on screen.
         if obj.success:
-            return format_html('<span class="canary-badge canary-health-healthy">ok</span>')
+            return format_html(
+                '<span class="canary-badge canary-health-{}">{}</span>', "healthy", "ok"
+            )
         return format_html(
             '<span class="canary-badge canary-health-unhealthy">error</span>'
             '<small class="canary-error-rule">{}</small>',
