@@ -171,6 +171,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One date-time format with its time zone in every admin page (canary/formats/en).
+FORMAT_MODULE_PATH = ["canary.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -267,6 +269,11 @@ CANARY_NOTIFY_EMAIL = env_bool("CANARY_NOTIFY_EMAIL", bool(EMAIL_HOST))
 CANARY_NOTIFY_EMAILS = env_list("CANARY_NOTIFY_EMAILS")
 # Used to link notifications to the deployment's admin page.
 CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
+# Grafana's base URL (e.g. http://127.0.0.1:3000); when set, each deployment page
+# links its dashboard (ops/grafana/dashboards/canary.json).
+CANARY_GRAFANA_URL = os.environ.get("CANARY_GRAFANA_URL", "").rstrip("/")
+# How often a canary's page re-fetches its live block (monitor, numbers, chart).
+CANARY_CONSOLE_REFRESH_SECONDS = env_int("CANARY_CONSOLE_REFRESH_SECONDS", 30)
 
 # API tokens (django-rest-knox): only a SHA-512 of each is stored; a token is shown
 # once, when issued. New tokens expire after this many days (0: never).

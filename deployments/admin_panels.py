@@ -13,6 +13,11 @@ simply shows no measurements.
 - ``health_provider(deployment)`` feeds the list's "v2 (5 min)" column: the
   REST ``/health`` dict, or ``None``. The list calls it for canary rows only,
   so its cost does not grow with ended deployments.
+- Named console panels (``panel(name, ...)``), each returning a dict for a
+  template or ``None``: ``"monitor"`` (the monitor's heartbeat, no argument),
+  ``"live"`` (a deployment's step, breaker and monitor), ``"compensation"``
+  (manual compensation's counts), ``"chart"`` (per-minute series),
+  ``"running"`` (the running canaries, for the index page).
 """
 
 from __future__ import annotations
@@ -36,11 +41,46 @@ measurement_provider: Provider = _nothing
 health_provider: Provider = _nothing
 
 
-def register(*, measurements: Provider, health: Provider) -> None:
+panels: dict[str, Callable[..., Any]] = {}
+# Writes the console starts but a higher app owns (``"compensation_replay"``,
+# which queues a Celery task). Unlike panels, their errors reach the caller.
+operations: dict[str, Callable[..., Any]] = {}
+
+
+def register(
+    *,
+    measurements: Provider,
+    health: Provider,
+    operations_by_name: dict[str, Callable[..., Any]] | None = None,
+    **named: Callable[..., Any],
+) -> None:
     """Install the providers; called once by the app that owns the measurements."""
     global measurement_provider, health_provider
     measurement_provider = measurements
     health_provider = health
+    panels.update(named)
+    operations.update(operations_by_name or {})
+
+
+def operation(name: str) -> Callable[..., Any]:
+    """The named operation; a LookupError when its app is not installed."""
+    try:
+        return operations[name]
+    except KeyError as exc:
+        raise LookupError(f"No console operation {name!r} is registered.") from exc
+
+
+def panel(name: str, *args: Any) -> Any:
+    """A named panel's data, or None when nobody provides it or it fails."""
+    provider = panels.get(name)
+    if provider is None:
+        return None
+    try:
+        return provider(*args)
+    except Exception:
+        # NOTE: like the measurements: a broken panel must not take the page down.
+        logger.exception("console panel %r failed", name)
+        return None
 
 
 def measurements_for(deployment: Deployment) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
@@ -24,9 +24,10 @@ from django_celery_beat.models import PeriodicTask
 from assignments.admin import DeploymentFilter
 from deployments import admin_panels
 from deployments.admin import ReadOnlyAdmin
-from deployments.choices import DeploymentStatus
+from deployments.admin.display import NONE, key_value_table, milliseconds
+from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from monitoring import health
+from monitoring import compensation, console, health, selectors, tasks
 from monitoring.models import ExecutionLog
 
 
@@ -46,7 +47,64 @@ def deployment_health_summary(deployment: Deployment) -> dict[str, Any] | None:
     return health.deployment_health(deployment=deployment)
 
 
-admin_panels.register(measurements=deployment_measurements, health=deployment_health_summary)
+def deployment_live(deployment: Deployment) -> dict[str, Any] | None:
+    """A canary's current step and breaker: what the monitor and the data plane do next."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    return {
+        "progress": console.canary_progress(deployment=deployment),
+        "breaker": console.breaker_detail(deployment=deployment),
+    }
+
+
+def running_canaries() -> list[dict[str, Any]]:
+    """Every running canary with its step and breaker, for the index page's first block."""
+    canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).select_related(
+        "ruleset", "version", "baseline__version"
+    )
+    return [
+        {"deployment": deployment, **(deployment_live(deployment) or {})}
+        for deployment in canaries.order_by("ruleset__name")
+    ]
+
+
+COMPENSATION_LIST_SIZE = 20
+
+
+def deployment_chart(deployment: Deployment, since: Any) -> list[dict[str, Any]] | None:
+    """Per-minute rows for the canary page's charts (``selectors.minute_series``)."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    return selectors.minute_series(deployment_id=deployment.pk, since=since)
+
+
+def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
+    """Manual compensation's counts and the first decisions v1 would have made differently.
+
+    Only for deployments with something to compensate (a status other than
+    "none"): the same numbers as ``GET /deployments/{id}/compensation``.
+    """
+    if deployment.compensation_status == CompensationStatus.NONE:
+        return None
+    summary = compensation.compensation_summary(deployment=deployment)
+    differences = compensation.compensation_differences(deployment=deployment)
+    return {
+        **summary,
+        "differences": list(differences[:COMPENSATION_LIST_SIZE]),
+        "total_differences": summary["differing"],
+    }
+
+
+admin_panels.register(
+    operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
+    compensation=deployment_compensation,
+    chart=deployment_chart,
+    measurements=deployment_measurements,
+    health=deployment_health_summary,
+    monitor=console.monitor_status,
+    live=deployment_live,
+    running=running_canaries,
+)
 
 
 class RuleSetVersionFilter(admin.SimpleListFilter):
@@ -71,17 +129,16 @@ class RuleSetVersionFilter(admin.SimpleListFilter):
 
 @admin.register(ExecutionLog)
 class ExecutionLogAdmin(ReadOnlyAdmin):
+    # NOTE: compact columns (version pair, stacked ids, short deployment) so the
+    # whole row fits beside the filters at 1,280-1,400 px without a horizontal cut.
     list_display = [
         "created_at",
-        "deployment",
-        "served_version",
-        "version",
+        "deployment_short",
+        "served",
         "outcome",
         "latency",
-        "error_rule",
-        "workflow_id",
-        "user_id",
-        "needs_reprocess",
+        "ids",
+        "reprocess",
     ]
     list_filter = [
         "served_version",
@@ -101,7 +158,7 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
         "served_version",
         "version",
         "success",
-        "latency_ms",
+        "latency",
         "error_rule",
         "error_message",
         "user_id",
@@ -115,15 +172,56 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
     ]
     fields = readonly_fields
 
-    @admin.display(description="outcome", ordering="success")
+    @admin.display(description="outcome / error rule", ordering="success")
     def outcome(self, obj: ExecutionLog) -> SafeString:
-        css = "healthy" if obj.success else "unhealthy"
-        label = "success" if obj.success else "error"
-        return format_html('<span class="canary-badge canary-health-{}">{}</span>', css, label)
+        # The failing rule sits under the badge: one column fewer keeps the row on screen.
+        if obj.success:
+            return format_html(
+                '<span class="canary-badge canary-health-{}">{}</span>', "healthy", "ok"
+            )
+        return format_html(
+            '<span class="canary-badge canary-health-unhealthy">error</span>'
+            '<small class="canary-error-rule">{}</small>',
+            obj.error_rule or NONE,
+        )
 
     @admin.display(description="latency", ordering="latency_ms")
     def latency(self, obj: ExecutionLog) -> str:
-        return f"{obj.latency_ms:.2f} ms"
+        return milliseconds(obj.latency_ms)
+
+    @admin.display(description="rule set", ordering="deployment")
+    def deployment_short(self, obj: ExecutionLog) -> str:
+        # The versions are in "served"; the deployment filter names the release.
+        return obj.deployment.ruleset.name
+
+    @admin.display(description="served", ordering="served_version")
+    def served(self, obj: ExecutionLog) -> SafeString:
+        return format_html(
+            '<span class="canary-nowrap">{} · {}</span>', obj.served_version, obj.version.version
+        )
+
+    @admin.display(description="error rule", ordering="error_rule")
+    def error_rule_short(self, obj: ExecutionLog) -> str:
+        return obj.error_rule or NONE
+
+    @admin.display(description="ids")
+    def ids(self, obj: ExecutionLog) -> SafeString:
+        found = [
+            (label, value)
+            for label, value in (
+                ("wf", obj.workflow_id),
+                ("session", obj.session_id),
+                ("user", obj.user_id),
+            )
+            if value
+        ]
+        if not found:
+            return format_html("{}", NONE)
+        return format_html_join("", '<span class="canary-id"><small>{}</small> {}</span>', found)
+
+    @admin.display(description="flagged", boolean=True, ordering="needs_reprocess")
+    def reprocess(self, obj: ExecutionLog) -> bool:
+        return obj.needs_reprocess
 
     @admin.display(description="input")
     def input_display(self, obj: ExecutionLog) -> SafeString:
@@ -138,6 +236,9 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
 
 
 def _json_block(value: Any) -> SafeString:
+    """An object as a key/value table; anything else (a scalar, a list) as JSON."""
+    if isinstance(value, dict) and value:
+        return key_value_table(value)
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return format_html('<pre class="canary-json">{}</pre>', text)
 

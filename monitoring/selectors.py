@@ -483,3 +483,31 @@ def paired_latency_direction(
     )
     row = logs.aggregate(slower=Count("id", filter=v2_slower), faster=Count("id", filter=v2_faster))
     return row["slower"], row["faster"]
+
+
+def minute_series(
+    *, deployment_id: Any, since: datetime, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per minute and version: requests, errors and p95 latency, in one grouped query.
+
+    Rows ``{"minute", "served_version", "total", "errors", "p95_latency_ms"}``
+    ordered by minute; minutes without executions are absent. On SQLite
+    ``p95_latency_ms`` is None (no ``percentile_cont``; the console is meant for
+    PostgreSQL).
+    """
+    from django.db.models.functions import TruncMinute
+
+    aggregates: dict[str, Any] = {
+        "total": Count("id"),
+        "errors": Count("id", filter=Q(success=False)),
+    }
+    if connection.vendor == "postgresql":
+        aggregates["p95_latency_ms"] = PercentileCont("latency_ms", 0.95)
+    rows = (
+        _window(deployment_id, since, until)
+        .annotate(minute=TruncMinute("created_at"))
+        .values("minute", "served_version")
+        .annotate(**aggregates)
+        .order_by("minute", "served_version")
+    )
+    return [{"p95_latency_ms": None, **row} for row in rows]

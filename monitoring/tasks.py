@@ -66,6 +66,36 @@ def compensation_replay_task(deployment_id: str) -> dict[str, int]:
     return compensation_replay(deployment_id=deployment_id)
 
 
+def compensation_replay_enqueue(*, deployment: Any) -> dict[str, Any]:
+    """Queue the replay of a deployment's flagged executions; the API and the console call this.
+
+    Refused (409) when nothing is flagged, and 503 when the broker is down:
+    nothing changes then, and the caller can simply try again.
+    """
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from redis.exceptions import RedisError
+
+    from canary.errors import Conflict, ServiceUnavailable
+    from monitoring.compensation import compensation_summary
+
+    summary = compensation_summary(deployment=deployment)
+    if not summary["flagged"]:
+        raise Conflict(
+            "No executions of this deployment are flagged for reprocessing; replay "
+            "applies after a rollback with the manual compensation strategy."
+        )
+    try:
+        # NOTE: no publish retries: with the broker down, answer now, not in seconds.
+        compensation_replay_task.apply_async(args=[str(deployment.pk)], retry=False)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            "The task queue is unreachable, so the replay was not queued and nothing "
+            "changed. Try again once it is back.",
+            retry_after=30,
+        ) from exc
+    return summary
+
+
 @shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)
 def rollup_task() -> int:
     """Fold closed minutes of execution logs into rollups (idempotent; see monitoring.rollups)."""

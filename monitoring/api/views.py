@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +11,6 @@ from rest_framework.views import APIView
 from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
-from canary.errors import Conflict, ServiceUnavailable
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.selectors import deployment_get
@@ -214,21 +211,7 @@ class CompensationReplayView(_CompensationActionView):
     @extend_schema(request=None, responses={202: CompensationReplayOutputSerializer})
     def post(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
-        summary = compensation.compensation_summary(deployment=deployment)
-        if not summary["flagged"]:
-            raise Conflict(
-                "No executions of this deployment are flagged for reprocessing; replay "
-                "applies after a rollback with the manual compensation strategy."
-            )
-        try:
-            # NOTE: no publish retries: with the broker down, answer now, not in seconds.
-            tasks.compensation_replay_task.apply_async(args=[str(deployment.pk)], retry=False)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            raise ServiceUnavailable(
-                "The task queue is unreachable, so the replay was not queued and nothing "
-                "changed. Try again once it is back.",
-                retry_after=30,
-            ) from exc
+        summary = tasks.compensation_replay_enqueue(deployment=deployment)
         return Response({**summary, "replay": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
+from canary.celery import app as celery_app
+from deployments import services
 from deployments.models import Deployment, DeploymentEvent
 from tests.admin.conftest import PASSWORD, make_staff
 from tests.monitoring.logs import add_logs
@@ -136,7 +140,7 @@ def test_approver_starts_raises_and_promotes_a_canary(
         assert line in history
     rows = page.locator("#canary-events tr.canary-event")
     assert rows.count() == 4  # created, canary started, traffic, promoted
-    last = rows.nth(3).inner_text()
+    last = rows.nth(0).inner_text()  # newest first
     assert "alice" in last and "Canary" in last and "Active" in last
     screenshot(page, "admin-deployment-page.png")
 
@@ -193,4 +197,102 @@ def test_rollback_without_a_reason_is_refused_with_a_message(
     submit(page)
     assert re.search(r"Rolled back v2\.0\.0 \(without compensation\)", success_message(page))
     assert page.inner_text(".canary-actions .canary-status-rolled_back") == "Rolled back"
-    assert "reason: v2 error rate 8%" in page.inner_text("#canary-events")
+    assert "v2 error rate 8%" in page.inner_text("#canary-events .canary-event-reason")
+
+
+def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment, settings: Any
+):
+    settings.CANARY_CONSOLE_REFRESH_SECONDS = 1
+    make_staff("sam", "approver")
+    base = live_server.url
+    log_in(page, base, "sam")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(deployment_page(base, canary_v2))
+
+    # New executions show up without a reload; the page itself stays put.
+    now = timezone.now()
+    Deployment.objects.filter(pk=canary_v2.pk).update(started_at=now - timedelta(minutes=30))
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    for minutes_ago in range(12, 0, -1):
+        at = now - timedelta(minutes=minutes_ago)
+        add_logs(canary, "v1", [8.0 + (i % 7) for i in range(40)], errors=minutes_ago % 2, at=at)
+        add_logs(canary, "v2", [9.0 + (i % 9) for i in range(10)], errors=minutes_ago % 3, at=at)
+    page.wait_for_function(
+        "document.querySelector('#canary-comparison') &&"
+        " document.querySelector('#canary-comparison').innerText.includes('480')"
+    )
+    assert int(page.get_attribute("#canary-live", "data-refreshed") or 0) >= 1
+    # The charts: three SVGs, each with a v1 and a v2 line.
+    assert page.locator("#canary-charts svg").count() == 3
+    assert page.locator("#canary-charts path.series-v1").count() == 3
+    assert page.locator("#canary-charts path.series-v2").count() == 3
+    screenshot(page, "admin-canary-page.png")
+
+    confirm(page, "traffic", "now serves 10% of new contexts")
+    assert page.get_attribute("#id_traffic_percentage", "type") == "range"
+    page.click("[data-canary-preset='50']")
+    assert page.input_value("#id_traffic_percentage") == "50"
+    assert page.inner_text("#id_traffic_percentage_shown") == "50%"
+    screenshot(page, "admin-traffic-slider.png")
+    submit(page)
+    assert "serves 50% of new contexts" in success_message(page)
+    assert Deployment.objects.get(pk=canary_v2.pk).traffic_percentage == 50
+
+    # A change made elsewhere (the monitor, a colleague) marks the buttons as stale.
+    services.deployment_set_traffic(
+        deployment_id=canary_v2.pk, traffic_percentage=60, actor="colleague"
+    )
+    page.wait_for_selector("#canary-changed:not([hidden])")
+    assert "now canary at 60% traffic" in page.inner_text("#canary-changed")
+
+
+def test_replay_and_mark_complete_from_the_compensation_panel(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    Deployment.objects.filter(pk=canary_v2.pk).update(compensation_strategy="manual")
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v2", [1.0] * 12, errors=3)
+    services.deployment_rollback(
+        deployment_id=canary_v2.pk, reason="v2 decides zone C wrongly", actor="t"
+    )
+    make_staff("carl", "approver")
+    base = live_server.url
+    log_in(page, base, "carl")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(deployment_page(base, canary_v2))
+    assert "Reason: v2 decides zone C wrongly" in page.inner_text("#canary-outcome")
+    assert "12 v2 executions flagged" in page.inner_text("#canary-compensation-counts")
+
+    celery_app.conf.task_always_eager = True  # the live server runs in this process
+    try:
+        confirm(page, "compensation-replay", "evaluated again with v1.0.0")
+        submit(page)
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert "Replay queued for 12 flagged executions" in success_message(page)
+    assert "12 replayed on v1" in page.inner_text("#canary-compensation-counts")
+    screenshot(page, "admin-compensation-panel.png")
+
+    confirm(page, "compensation-complete", "recorded as done")
+    submit(page)
+    assert "Compensation of v2.0.0 marked complete." in success_message(page)
+    assert "Compensation: completed" in page.inner_text("#canary-compensation")
+    assert page.locator("#canary-compensation a.canary-button").count() == 0
+    assert Deployment.objects.get(pk=canary_v2.pk).compensation_status == "completed"
+
+
+def test_a_viewer_sees_no_action_anywhere(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    make_staff("vera", "viewer")
+    base = live_server.url
+    log_in(page, base, "vera")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{base}/admin/")
+    assert "thermostat\tv2.0.0 / v1.0.0\t10%" in page.inner_text("#canary-running")
+    screenshot(page, "admin-running-canaries.png")
+    page.goto(deployment_page(base, canary_v2))
+    assert page.locator("a.canary-button").count() == 0
+    page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+    assert page.locator("select[name=action]").count() == 0

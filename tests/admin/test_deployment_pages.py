@@ -32,7 +32,7 @@ def test_page_shows_comparison_health_and_recommendation(console: Console, canar
     assert 'id="canary-comparison"' in body
     assert "<td>40</td><td>40</td>" in body  # requests v1, v2
     assert "<td>100.00%</td><td>75.00%</td>" in body  # success rates
-    assert "<td>10.00 ms</td><td>12.00 ms</td>" in body  # p95
+    assert "<td>10.0 ms</td><td>12.0 ms</td>" in body  # p95, three significant digits
     assert "canary-recommend-rollback" in body
     assert "two-proportion" in body
     assert "canary-health-unhealthy" in body
@@ -52,7 +52,7 @@ def test_page_shows_event_history_and_links(console: Console, canary_v2: Deploym
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert body.count('class="canary-event"') == 3  # create, start canary, traffic
     assert "Traffic changed" in body and "traffic 10% → 30%" in body
-    assert "reason: looks fine" in body
+    assert '<td class="canary-event-reason">looks fine</td>' in body
     assert f"/admin/assignments/assignment/?deployment={canary_v2.pk}" in body
     assert f"/admin/monitoring/executionlog/?deployment={canary_v2.pk}" in body
 

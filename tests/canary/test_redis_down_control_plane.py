@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from kombu import pools as kombu_pools
 from rest_framework.test import APIClient
 
 from canary.celery import app as celery_app
@@ -34,6 +35,9 @@ def broker_at(url: str) -> Iterator[None]:
             celery_app._pool.force_close_all()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
+        # NOTE: Celery's pools live in kombu's process-wide groups, keyed by broker
+        # URL; a closed one left there would be handed out again for that URL.
+        kombu_pools.reset()
 
     previous = celery_app.conf.broker_url
     celery_app.conf.broker_url = url

@@ -16,3 +16,69 @@ document.addEventListener("submit", (event) => {
     setTimeout(() => { button.disabled = true; }, 0);
   }
 });
+
+// The traffic slider: show the chosen value beside it; preset buttons move it.
+function canaryShowSliderValue(slider) {
+  const shown = document.getElementById(`${slider.id}_shown`);
+  if (shown) {
+    shown.textContent = `${slider.value}%`;
+  }
+}
+document.addEventListener("input", (event) => {
+  if (event.target instanceof HTMLInputElement && event.target.hasAttribute("data-canary-slider")) {
+    canaryShowSliderValue(event.target);
+  }
+});
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("[data-canary-preset]") : null;
+  if (!button) {
+    return;
+  }
+  const slider = document.getElementById(button.dataset.for);
+  if (slider) {
+    slider.value = button.dataset.canaryPreset;
+    canaryShowSliderValue(slider);
+  }
+});
+
+// The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) re-fetched in
+// place every few seconds; nothing else on the page is touched. When the deployment itself
+// changed (status or traffic), the action buttons above are stale: say so, keep refreshing.
+function canaryStartLiveRefresh() {
+  const live = document.getElementById("canary-live");
+  if (!live || !live.dataset.refreshUrl) {
+    return;
+  }
+  const seconds = Math.max(1, Number(live.dataset.refreshSeconds || 30));
+  const refresh = async () => {
+    if (document.visibilityState === "hidden") {
+      return;
+    }
+    try {
+      const response = await fetch(live.dataset.refreshUrl, {
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch" },
+      });
+      if (!response.ok) {
+        return;
+      }
+      live.innerHTML = await response.text();
+      live.dataset.refreshed = String(Number(live.dataset.refreshed || 0) + 1);
+      const status = response.headers.get("X-Canary-Status");
+      const traffic = response.headers.get("X-Canary-Traffic");
+      const notice = document.getElementById("canary-changed");
+      if (notice && (status !== live.dataset.status || traffic !== live.dataset.traffic)) {
+        notice.hidden = false;
+        notice.querySelector("span").textContent = `now ${status} at ${traffic}% traffic`;
+      }
+    } catch (error) {
+      // A missed refresh is harmless: the next one tries again.
+    }
+  };
+  setInterval(refresh, seconds * 1000);
+}
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", canaryStartLiveRefresh);
+} else {
+  canaryStartLiveRefresh();
+}
