@@ -44,9 +44,12 @@ class ActionForm(forms.Form):
 class StartCanaryForm(ActionForm):
     canary_pct = forms.IntegerField(
         label="Canary traffic (%)",
-        min_value=1,
+        min_value=0,
         max_value=100,
-        help_text="Share of new workflows, sessions and users that v2 serves.",
+        help_text=(
+            "Share of new workflows, sessions and users that v2 serves. 0 is a dark "
+            "launch: nobody is served v2, every request evaluates it in shadow."
+        ),
     )
     target_user_ids = forms.CharField(
         label="Only these users",
@@ -313,6 +316,8 @@ def _run_start(deployment: Deployment, data: dict[str, Any], user: Any, form: fo
         canary_target_filter=form.target_filter(),
         expected_status=data["expected_status"],
     )
+    if done.traffic_percentage == 0:
+        return f"Dark launch started: {_v(done)} serves nobody and runs in shadow beside v1."
     return f"Canary started: {_v(done)} serves {done.traffic_percentage}% of new contexts."
 
 

@@ -202,6 +202,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="traffic", ordering="traffic_percentage")
     def traffic(self, obj: Deployment) -> str:
+        if obj.status == "canary" and obj.traffic_percentage == 0:
+            return "0% (dark launch)"
         return f"{obj.traffic_percentage}%"
 
     @admin.display(description="v2 (last 5 min)")

@@ -324,3 +324,16 @@ def test_first_release_is_promoted_from_draft(console: Console, ruleset: RuleSet
     assert "first release of thermostat" in confirm
     client.post(action_url(draft, "promote"), {"expected_status": "draft"})
     assert fresh(draft).status == "active"
+
+
+def test_a_dark_launch_from_the_console(console: Console, draft_v2: Deployment):
+    client = console("approver")
+    response = client.post(
+        action_url(draft_v2, "start-canary"),
+        {"expected_status": "draft", "canary_pct": "0", "target_user_ids": ""},
+    )
+    assert response.status_code == 302
+    assert (fresh(draft_v2).status, fresh(draft_v2).traffic_percentage) == ("canary", 0)
+    assert "Dark launch started" in messages_of(response)[-1]
+    listing = client.get(reverse("admin:deployments_deployment_changelist")).content.decode()
+    assert "0% (dark launch)" in listing
