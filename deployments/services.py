@@ -506,6 +506,8 @@ def deployment_promote_or_approve(
         if deployment.status != DeploymentStatus.CANARY:
             return True
         _check_readiness(deployment, now, override, payload)
+        if override:  # an acknowledged promote against the evidence says why, always
+            payload.setdefault("override_reason", override)
         outcome = _record_approval(deployment, actor, now, payload)
         if outcome is None:
             return True

@@ -27,7 +27,7 @@ from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from monitoring import compensation, console, health, selectors, tasks
+from monitoring import compensation, console, health, selectors, tasks, verdict
 from monitoring.models import ExecutionLog
 
 
@@ -97,6 +97,7 @@ def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
 
 admin_panels.register(
     operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
+    verdict=lambda deployment: verdict.canary_verdict(deployment=deployment),
     compensation=deployment_compensation,
     chart=deployment_chart,
     measurements=deployment_measurements,

@@ -41,6 +41,27 @@ class ActionForm(forms.Form):
         self.deployment = deployment
 
 
+class PromoteForm(ActionForm):
+    """Promoting against a rollback recommendation or an unready canary takes an
+    explicit acknowledgement and a reason, recorded on the promote event."""
+
+    def __init__(self, *args: Any, deployment: Deployment, **kwargs: Any) -> None:
+        super().__init__(*args, deployment=deployment, **kwargs)
+        verdict = admin_panels.panel("verdict", deployment)
+        self.verdict = verdict
+        if verdict and verdict.get("against_promote"):
+            self.fields["acknowledge"] = forms.BooleanField(
+                label=f"I promote against the evidence: {verdict['sentence']}",
+                required=True,
+            )
+            self.fields["override_reason"] = forms.CharField(
+                label="Why promote anyway",
+                max_length=2000,
+                widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+                help_text="Recorded on the promote event.",
+            )
+
+
 class StartCanaryForm(ActionForm):
     canary_pct = forms.IntegerField(
         label="Canary traffic (%)",
@@ -336,7 +357,10 @@ def _run_traffic(deployment: Deployment, data: dict[str, Any], user: Any, form: 
 
 def _run_promote(deployment: Deployment, data: dict[str, Any], user: Any, form: forms.Form) -> str:
     outcome = services.deployment_promote_or_approve(
-        deployment_id=deployment.pk, actor=user, expected_status=data["expected_status"]
+        deployment_id=deployment.pk,
+        actor=user,
+        expected_status=data["expected_status"],
+        override_reason=(data.get("override_reason") or "").strip() or None,
     )
     if not outcome.promoted:  # four eyes: more approvals are required (SPEC 9.3)
         return (
@@ -430,7 +454,7 @@ ACTIONS: dict[str, DeploymentAction] = {
             transitions.PROMOTE,
             "Promote",
             CHANGE_DEPLOYMENT,
-            ActionForm,
+            PromoteForm,
             _promote_consequence,
             _run_promote,
             style="primary",

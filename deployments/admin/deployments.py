@@ -302,6 +302,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_no_action_reason": None if buttons else why_no_action(situation, request.user),
             "canary_events": events,
             "canary_status": status_badge(deployment.status),
+            "canary_verdict": admin_panels.panel("verdict", deployment),
             "canary_assignments_url": admin_link(
                 "admin:assignments_assignment_changelist", query=query
             ),

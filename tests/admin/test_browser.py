@@ -131,6 +131,9 @@ def test_approver_starts_raises_and_promotes_a_canary(
     assert "Health" in page.inner_text("#canary-measurements")
 
     confirm(page, "promote", "v2.0.0 will serve 100% of traffic; v1.0.0 will be deprecated.")
+    # Not an hour at 50% yet: promoting now takes an acknowledgement and a reason.
+    page.check("input[name=acknowledge]")
+    page.fill("textarea[name=override_reason]", "verified by hand")
     submit(page)
     assert "Promoted: v2.0.0 serves 100% of traffic." in success_message(page)
     assert page.inner_text(".canary-actions .canary-status-active") == "Active"

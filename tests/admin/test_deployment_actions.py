@@ -226,18 +226,41 @@ def test_set_traffic_double_submit_does_nothing_twice(console: Console, canary_v
     assert any("changed from 10% to 50%" in message for message in messages_of(second))
 
 
+# A fresh canary is not ready (an hour at 50% first): the console asks why promote anyway.
+ACKNOWLEDGED = {"expected_status": "canary", "acknowledge": "on", "override_reason": "tested"}
+
+
 def test_promote_then_double_submit(console: Console, canary_v2: Deployment):
     client = console("approver")
-    first = client.post(action_url(canary_v2, "promote"), {"expected_status": "canary"})
+    first = client.post(action_url(canary_v2, "promote"), ACKNOWLEDGED)
     assert any("Promoted" in message for message in messages_of(first))
     promoted = fresh(canary_v2)
     assert (promoted.status, promoted.traffic_percentage) == ("active", 100)
     assert fresh(promoted.baseline).status == "deprecated"
     count = events(canary_v2)
-    second = client.post(action_url(canary_v2, "promote"), {"expected_status": "canary"})
+    second = client.post(action_url(canary_v2, "promote"), ACKNOWLEDGED)
     assert events(canary_v2) == count
     assert fresh(canary_v2).status == "active"
     assert any("Promote refused" in message for message in messages_of(second))
+
+
+def test_promoting_against_the_evidence_needs_a_reason(console: Console, canary_v2: Deployment):
+    client = console("approver")
+    page = client.get(action_url(canary_v2, "promote")).content.decode()
+    assert "I promote against the evidence" in page and "Why promote anyway" in page
+    refused = client.post(action_url(canary_v2, "promote"), {"expected_status": "canary"})
+    assert refused.status_code == 200 and "This field is required" in refused.content.decode()
+    assert fresh(canary_v2).status == "canary"
+    client.post(action_url(canary_v2, "promote"), ACKNOWLEDGED)
+    event = DeploymentEvent.objects.get(deployment=canary_v2, action="promote")
+    assert event.payload["override_reason"] == "tested"
+
+
+def test_the_verdict_leads_the_canary_page(console: Console, canary_v2: Deployment):
+    body = console("viewer").get(page_url(canary_v2)).content.decode()
+    assert 'id="canary-verdict"' in body
+    assert 'data-recommendation="collect_more_data"' in body
+    assert "Keep collecting data: not enough evidence yet" in body
 
 
 def test_stale_page_rollback_does_not_roll_back_what_a_colleague_promoted(

@@ -1,0 +1,120 @@
+"""The console's verdict on a canary: the recommended action and why, in one sentence.
+
+Built from the same answers the API gives (comparison, readiness, the monitor's
+state), so the page never says something the API does not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
+from monitoring import console, governance, health
+
+ACTIONS = {
+    "rollback": "Roll back",
+    "promote": "Promote",
+    "collect_more_data": "Keep collecting data",
+}
+
+
+def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> dict[str, Any] | None:
+    """None unless the deployment is a running canary."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    now = now or timezone.now()
+    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    readiness = governance.deployment_readiness(deployment=deployment, now=now)
+    recommendation = comparison["comparison"]["recommendation"]
+    evidence = comparison["evidence"]
+    failing = [c["name"] for c in readiness["checks"] if c["required"] and not c["passed"]]
+    sentence = f"{ACTIONS[recommendation]}: {_why(recommendation, comparison)}"
+    if recommendation == "promote":
+        sentence += (
+            " The readiness checklist passes."
+            if readiness["ready"]
+            else f" Readiness checks still failing: {', '.join(failing)}."
+        )
+    return {
+        "recommendation": recommendation,
+        "tone": {"rollback": "error", "promote": "ok"}.get(recommendation, "warning"),
+        "sentence": sentence,
+        "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
+        "ready": readiness["ready"],
+        "failing_checks": failing,
+        # Promoting now goes against the evidence: the console asks for a reason.
+        "against_promote": recommendation == "rollback" or not readiness["ready"],
+    }
+
+
+def _why(recommendation: str, comparison: dict[str, Any]) -> str:
+    evidence = comparison["evidence"]
+    errors = evidence.get("error_rate") or {}
+    if recommendation == "rollback":
+        reasons = [breach["message"] for breach in evidence["breaches"]]
+        if evidence.get("breaker_state") == "OPEN":
+            reasons.append("the circuit breaker is OPEN (v2 failed repeatedly).")
+        return " ".join(reasons) or "a rollback rule holds."
+    numbers = _error_numbers(comparison)
+    if recommendation == "promote":
+        return f"v2 is not worse than v1 ({numbers}) and every threshold holds."
+    ratio = evidence.get("sample_ratio") or {}
+    if ratio.get("mismatch"):
+        return (
+            f"the traffic split is off (v2 got {ratio['observed_share']:.1%} of new contexts, "
+            f"{ratio['expected_share']:.0%} planned), so the numbers may not describe the "
+            "planned population."
+        )
+    if errors.get("significant") and (errors.get("difference") or 0) > 0:
+        return f"v2 fails more often than v1 ({numbers}), though under the rollback thresholds."
+    return (
+        f"not enough evidence yet ({numbers}; at least {evidence['min_samples']} paired inputs "
+        "or requests of each version in the last 10 minutes are needed)."
+    )
+
+
+def _error_numbers(comparison: dict[str, Any]) -> str:
+    errors = comparison["evidence"].get("error_rate")
+    diff = comparison["comparison"].get("error_rate_diff")
+    if not errors or diff is None:
+        return "no requests to compare yet"
+    basis = comparison["analysis"]["basis"]
+    size = errors.get("pairs") if basis == "paired" else errors.get("n_v2")
+    interval = errors.get("confidence_interval") or [0.0, 0.0]
+    p_value = errors["p_value"]
+    shown_p = "p < 0.0001" if p_value < 0.0001 else f"p = {p_value:.4f}"
+    return (
+        f"error rate v2 - v1 = {diff:+.2%}, 95% interval [{interval[0]:+.2%}, "
+        f"{interval[1]:+.2%}], {shown_p}, {basis} on {size:,} "
+        f"{'inputs' if basis == 'paired' else 'v2 requests'}"
+    )
+
+
+def _monitor_next(
+    deployment: Deployment, recommendation: str, evidence: dict[str, Any], now: datetime
+) -> str:
+    monitor = console.monitor_status(now=now)
+    when = monitor.get("next_expected_at")
+    at = f" at its next run (about {when:%H:%M} UTC)" if when else " at its next run"
+    if monitor.get("never_ran"):
+        return "The monitor has never run: nothing will happen automatically until beat runs."
+    config = deployment.canary_config
+    if recommendation == "rollback":
+        if config.get("auto_rollback", True):
+            return f"The monitor rolls it back{at}."
+        return "Automatic rollback is off: roll it back by hand."
+    progress = console.canary_progress(deployment=deployment, now=now) or {}
+    if not progress.get("auto_progress"):
+        return "Automatic progression is off: traffic changes only by hand."
+    if (evidence.get("sample_ratio") or {}).get("mismatch"):
+        return "Automatic progression is paused by the sample-ratio mismatch."
+    if not progress.get("step_done"):
+        minutes = int(progress.get("remaining_seconds", 0) // 60)
+        return f"The current step has {minutes} minutes to run before the monitor may advance it."
+    if deployment.traffic_percentage >= 100:
+        return f"The monitor promotes it{at} if the step stays healthy."
+    return f"The monitor raises traffic to {progress.get('next_traffic')}%{at} if healthy."
