@@ -372,3 +372,12 @@ CANARY_STREAM_MAXLEN = env_int("CANARY_STREAM_MAXLEN", 5_000_000)
 # Serve the common execute/resolve request in front of Django (assignments.fastpath);
 # needs Redis. Off: every request goes through Django and DRF.
 CANARY_FAST_PATH = env_bool("CANARY_FAST_PATH", True)
+
+# Data lifecycle (docs/scale.md, docs/security.md). Execution logs are kept this
+# many days, dropped a day partition at a time on PostgreSQL; rollups (metrics of
+# old deployments) are kept longer. Partitions are created this many days ahead.
+CANARY_LOG_RETENTION_DAYS = env_int("CANARY_LOG_RETENTION_DAYS", 30)
+CANARY_ROLLUP_RETENTION_DAYS = env_int("CANARY_ROLLUP_RETENTION_DAYS", 400)
+CANARY_LOG_PARTITIONS_AHEAD_DAYS = env_int("CANARY_LOG_PARTITIONS_AHEAD_DAYS", 7)
+# False: no execution stores its input (replay then reports every input redacted).
+CANARY_STORE_INPUTS = env_bool("CANARY_STORE_INPUTS", True)

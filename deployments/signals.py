@@ -7,9 +7,13 @@ raises aborts it. ``deployment_transitioned`` is sent after commit, for work tha
 must see the committed state (cache invalidation, notifications, metrics).
 
 Both send ``deployment``, ``action``, ``from_status``, ``to_status`` and ``actor``.
+
+``ruleset_routing_changed`` is sent after commit when a rule set's own routing
+state changed (its redacted input paths), with ``ruleset_id``.
 """
 
 from django.dispatch import Signal
 
 deployment_transitioning = Signal()
 deployment_transitioned = Signal()
+ruleset_routing_changed = Signal()

@@ -16,6 +16,7 @@ from canary.api.serializers import StrictInputSerializer
 from canary.errors import Conflict, ServiceUnavailable
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
+from deployments.redaction import redaction_note
 from deployments.selectors import deployment_get
 from monitoring import compensation, health, tasks
 from monitoring.api.serializers import (
@@ -130,6 +131,8 @@ class DeploymentShadowDifferencesView(_DeploymentReadView):
                         "executed_at": log.created_at,
                         "served_version": log.served_version,
                         "input": log.input,
+                        "redacted_paths": log.redacted_paths or [],
+                        "redaction": redaction_note(log.redacted_paths),
                         "v1_output": log.v1_output,
                         "v2_output": log.v2_output,
                         "v1_rule": log.v1_rule or None,
@@ -170,6 +173,8 @@ class CompensationView(_DeploymentReadView):
                         "session_id": log.session_id or None,
                         "workflow_id": log.workflow_id or None,
                         "input": log.input,
+                        "redacted_paths": log.redacted_paths or [],
+                        "redaction": redaction_note(log.redacted_paths),
                         "v2_success": log.success,
                         "v2_output": log.output,
                         "v1_success": log.replay_success,
