@@ -105,6 +105,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/rulesets"): _rule("viewer"),
     ("POST", "/api/v1/rulesets"): _rule("approver", 201, body=lambda w: {"name": "new-rules"}),
     ("GET", "/api/v1/rulesets/{id}"): _rule("viewer", on="ruleset"),
+    ("PATCH", "/api/v1/rulesets/{id}"): _rule(
+        "admin", on="ruleset", body=lambda w: {"redacted_input_paths": ["customer.email"]}
+    ),
     ("GET", "/api/v1/rulesets/{id}/versions"): _rule("viewer", on="ruleset"),
     ("POST", "/api/v1/rulesets/{id}/versions"): _rule(
         "approver", 201, on="ruleset", body=lambda w: {"version": "v9.0.0", "rules": V1_RULES}
@@ -145,6 +148,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{id}/metrics"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/comparison"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/health"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow"): _rule("viewer", on="canary"),
+    ("GET", "/api/v1/deployments/{id}/shadow/differences"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/assignments"): _rule("viewer", on="canary"),
     # compensation: nothing is pending or flagged, so an authorised call is a 409
     ("GET", "/api/v1/deployments/{id}/compensation"): _rule("viewer", on="canary"),
