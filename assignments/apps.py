@@ -7,13 +7,20 @@ class AssignmentsConfig(AppConfig):
 
     def ready(self) -> None:
         from assignments import buffer, receivers, services, sticky
-        from deployments.signals import deployment_transitioned, deployment_transitioning
+        from deployments.signals import (
+            deployment_transitioned,
+            deployment_transitioning,
+            ruleset_routing_changed,
+        )
 
         deployment_transitioning.connect(
             receivers.follow_transition, dispatch_uid="assignments.follow_transition"
         )
         deployment_transitioned.connect(
             receivers.announce_generation, dispatch_uid="assignments.announce_generation"
+        )
+        ruleset_routing_changed.connect(
+            receivers.announce_ruleset_generation, dispatch_uid="assignments.announce_ruleset"
         )
         buffer.register_sink(sticky.ASSIGNMENT_STREAM, services.assignments_write_batch)
 

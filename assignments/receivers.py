@@ -38,19 +38,22 @@ def announce_generation(sender: Any, deployment: Deployment, **kwargs: Any) -> N
     If Redis is unreachable now, processes still see it within
     ``CANARY_ROUTING_RECHECK_SECONDS`` from PostgreSQL.
     """
-    routing_state_forget(ruleset_id=deployment.ruleset_id)
+    announce_ruleset_generation(sender, ruleset_id=deployment.ruleset_id)
+
+
+def announce_ruleset_generation(sender: Any, ruleset_id: Any, **kwargs: Any) -> None:
+    """The same for a change of the rule set itself (its redacted input paths)."""
+    routing_state_forget(ruleset_id=ruleset_id)
     if not redis_enabled():
         return
     generation = (
-        RuleSet.objects.filter(pk=deployment.ruleset_id)
-        .values_list("routing_generation", flat=True)
-        .first()
+        RuleSet.objects.filter(pk=ruleset_id).values_list("routing_generation", flat=True).first()
     )
     if generation is None:
         return
     try:
         redis_client().eval(
-            _RAISE_GENERATION, 1, sticky.generation_key(str(deployment.ruleset_id)), generation
+            _RAISE_GENERATION, 1, sticky.generation_key(str(ruleset_id)), generation
         )
     except Exception as exc:
         logger.warning("routing generation not announced in Redis (%s); PostgreSQL will", exc)

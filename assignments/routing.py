@@ -60,6 +60,8 @@ class RoutingState:
     target_workflow_ids: frozenset[str] | None = None
     canary_config: dict[str, Any] | None = None
     policy: router.CanaryPolicy | None = None
+    # Input paths never stored; part of the state, so a change bumps the generation.
+    redacted_paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,6 +94,13 @@ def _recheck_seconds() -> float:
     return float(settings.CANARY_ROUTING_RECHECK_SECONDS)
 
 
+def _ruleset_row(ruleset_id: str) -> tuple[int, list[str]] | None:
+    row = RuleSet.objects.filter(pk=ruleset_id).values_list(
+        "routing_generation", "redacted_input_paths"
+    )
+    return next(iter(row), None)
+
+
 def _generation_in_db(ruleset_id: str) -> int | None:
     row = RuleSet.objects.filter(pk=ruleset_id).values_list("routing_generation", flat=True)
     return next(iter(row), None)
@@ -107,9 +116,10 @@ def _serving(deployment: Deployment) -> ServingVersion:
 
 
 def _load(ruleset_id: str) -> RoutingState | None:
-    generation = _generation_in_db(ruleset_id)
-    if generation is None:
+    row = _ruleset_row(ruleset_id)
+    if row is None:
         return None
+    generation, redacted = row
     serving = (
         Deployment.objects.filter(
             ruleset_id=ruleset_id,
@@ -151,7 +161,16 @@ def _load(ruleset_id: str) -> RoutingState | None:
             target_workflow_ids=workflows,
         )
     return RoutingState(
-        ruleset_id, generation, active, canary, traffic, users, workflows, config, policy
+        ruleset_id,
+        generation,
+        active,
+        canary,
+        traffic,
+        users,
+        workflows,
+        config,
+        policy,
+        redacted_paths=tuple(redacted or ()),
     )
 
 

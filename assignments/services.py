@@ -84,6 +84,7 @@ class Resolution:
     # Set when this request is shadowed (SPEC 9.1): the version not served.
     shadow_version_id: str | None = None
     shadow_rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
+    redacted_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ def _resolution(
         rules=ref.rules,
         shadow_version_id=other.version_id if shadow else None,
         shadow_rules=other.rules if shadow else None,
+        redacted_paths=state.redacted_paths,
     )
 
 
@@ -671,6 +673,7 @@ def _execution_record(
         matched_rule=outcome.matched_rule,
         shadow=shadow,
         breaker_clean=resolution.breaker_clean,
+        redacted_paths=resolution.redacted_paths,
     )
 
 

@@ -36,10 +36,12 @@ from typing import Any
 
 import hiredis
 import orjson
+from django.conf import settings
 from redis.exceptions import NoScriptError, ResponseError
 
 from assignments import router
 from assignments.hooks import ExecutionRecord
+from deployments.redaction import redact_input
 
 ASSIGNMENT_STREAM = "canary:stream:assignments"
 EXECUTION_STREAM = "canary:stream:executions"
@@ -179,15 +181,20 @@ class ExecutionEntry:
     def of(cls, record: ExecutionRecord) -> ExecutionEntry:
         """The one encoding of a record, read back by ``monitoring.services``'s sink."""
         version = record.served_version
+        stored_input, removed = redact_input(
+            record.input, record.redacted_paths, store_inputs=settings.CANARY_STORE_INPUTS
+        )
         common = {
             "deployment_id": str(record.deployment_id),
             f"{version}_version_id": str(record.version_id),
             "user_id": record.user_id or "",
             "session_id": record.session_id or "",
             "workflow_id": record.workflow_id or "",
-            "input": record.input,
+            "input": stored_input,
             "created_at": record.executed_at.timestamp(),
         }
+        if removed:
+            common["redacted"] = removed
         outcomes = {
             version: outcome_document(
                 success=record.success,

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
+from canary.redis_sentinel import SentinelTarget, parse_sentinel_url
+
 _local = threading.local()
 _generation = [0]
 
@@ -35,15 +37,41 @@ def redis_client() -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    client = redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        single_connection_client=True,
-    )
+    options = {
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    target = parse_sentinel_url(settings.REDIS_URL)
+    if target is None:
+        client = redis.Redis.from_url(settings.REDIS_URL, single_connection_client=True, **options)
+    else:
+        client = _sentinel_client(target, options)
     _local.client = (os.getpid(), _generation[0], client)
     return client
+
+
+def _sentinel_client(target: SentinelTarget, options: dict[str, Any]) -> Any:
+    """One connection to the master the Sentinels name now.
+
+    NOTE: after a failover the old connection fails (closed, or READONLY from a
+    demoted master): the caller falls back for that request and drops the
+    connection, and the next connect asks the Sentinels again.
+    """
+    import redis
+    from redis.sentinel import Sentinel, SentinelConnectionPool
+
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
+        },
+    )
+    pool = SentinelConnectionPool(
+        target.service_name, sentinel, db=target.db, password=target.password, **options
+    )
+    return redis.Redis(connection_pool=pool, single_connection_client=True)
 
 
 def reset_redis_client() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from canary.redis_sentinel import parse_sentinel_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CANARY_VAR_DIR", BASE_DIR / "var"))
 
@@ -127,6 +129,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# ``redis+sentinel://host:port[,host:port]/service_name[/db]``: a Sentinel set
+# (canary.redis_sentinel); the cache, the data plane's client and Celery follow
+# the master it names through a failover.
+REDIS_SENTINEL = parse_sentinel_url(REDIS_URL)
 
 if REDIS_URL:
     from redis.backoff import NoBackoff
@@ -149,6 +155,14 @@ if REDIS_URL:
         },
         "KEY_PREFIX": "canary",
     }
+    if REDIS_SENTINEL is not None:
+        REDIS_CACHE["LOCATION"] = REDIS_SENTINEL.cache_location()
+        REDIS_CACHE["OPTIONS"].update(
+            CLIENT_CLASS="django_redis.client.SentinelClient",
+            CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+            SENTINELS=list(REDIS_SENTINEL.sentinels),
+            SENTINEL_KWARGS={"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        )
     CACHES = {"default": REDIS_CACHE}
 else:
     # NOTE: the data plane's routing state is per process and checks PostgreSQL's
@@ -228,10 +242,14 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport,
 # which lets the web server, worker and beat of one machine share a queue.
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
-if REDIS_URL:
+if REDIS_SENTINEL is not None:
+    CELERY_BROKER_URL = CELERY_RESULT_BACKEND = REDIS_SENTINEL.celery_url()
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"master_name": REDIS_SENTINEL.service_name}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL.service_name}
+elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_RESULT_BACKEND = None
@@ -399,3 +417,12 @@ CANARY_STREAM_MAXLEN = env_int("CANARY_STREAM_MAXLEN", 5_000_000)
 # Serve the common execute/resolve request in front of Django (assignments.fastpath);
 # needs Redis. Off: every request goes through Django and DRF.
 CANARY_FAST_PATH = env_bool("CANARY_FAST_PATH", True)
+
+# Data lifecycle (docs/scale.md, docs/security.md). Execution logs are kept this
+# many days, dropped a day partition at a time on PostgreSQL; rollups (metrics of
+# old deployments) are kept longer. Partitions are created this many days ahead.
+CANARY_LOG_RETENTION_DAYS = env_int("CANARY_LOG_RETENTION_DAYS", 30)
+CANARY_ROLLUP_RETENTION_DAYS = env_int("CANARY_ROLLUP_RETENTION_DAYS", 400)
+CANARY_LOG_PARTITIONS_AHEAD_DAYS = env_int("CANARY_LOG_PARTITIONS_AHEAD_DAYS", 7)
+# False: no execution stores its input (replay then reports every input redacted).
+CANARY_STORE_INPUTS = env_bool("CANARY_STORE_INPUTS", True)

@@ -48,6 +48,7 @@ from deployments.models import (
     RuleSet,
     RuleSetVersion,
 )
+from deployments.redaction import redaction_paths_errors
 from deployments.rule_language import (
     InputBoundsError,
     RuleCompileError,
@@ -59,6 +60,7 @@ from deployments.signals import (
     deployment_transitioned,
     deployment_transitioning,
     promotion_approval_recorded,
+    ruleset_routing_changed,
 )
 
 SYSTEM_MONITOR = "system:monitor"
@@ -87,17 +89,67 @@ def _actor_user(actor: Actor) -> AbstractBaseUser | None:
 # --- rule sets ---------------------------------------------------------------
 
 
-def ruleset_create(*, name: str, description: str = "", actor: Actor) -> RuleSet:
+def _check_redaction(paths: Any) -> list[str]:
+    errors = redaction_paths_errors(paths)
+    if errors:
+        raise ValidationFailed({"redacted_input_paths": errors})
+    return list(paths)
+
+
+def ruleset_create(
+    *,
+    name: str,
+    description: str = "",
+    redacted_input_paths: list[str] | None = None,
+    actor: Actor,
+) -> RuleSet:
     name = (name or "").strip()
     if not name:
         raise ValidationFailed({"name": ["This field may not be blank."]})
+    paths = _check_redaction(redacted_input_paths or [])
     if RuleSet.objects.filter(name=name).exists():
         raise ValidationFailed({"name": [f"A rule set named '{name}' already exists."]})
     try:
         with transaction.atomic():
-            return RuleSet.objects.create(name=name, description=description or "")
+            return RuleSet.objects.create(
+                name=name, description=description or "", redacted_input_paths=paths
+            )
     except IntegrityError as exc:
         raise ValidationFailed({"name": [f"A rule set named '{name}' already exists."]}) from exc
+
+
+def ruleset_update(
+    *,
+    ruleset_id: Any,
+    description: str | None = None,
+    redacted_input_paths: list[str] | None = None,
+    actor: Actor,
+) -> RuleSet:
+    """Change a rule set's description or redacted input paths.
+
+    A change of paths bumps the routing generation in the same transaction, so
+    every process's routing state (which carries the paths) reloads within
+    ``CANARY_ROUTING_RECHECK_SECONDS``; executions recorded after that store
+    the new redaction.
+    """
+    with transaction.atomic(durable=True):
+        ruleset = RuleSet.objects.select_for_update().get(pk=ruleset_id)
+        fields = []
+        if description is not None:
+            ruleset.description = description
+            fields.append("description")
+        if redacted_input_paths is not None:
+            ruleset.redacted_input_paths = _check_redaction(redacted_input_paths)
+            ruleset.routing_generation = F("routing_generation") + 1
+            fields += ["redacted_input_paths", "routing_generation"]
+        if fields:
+            ruleset.save(update_fields=fields)
+            ruleset.refresh_from_db()
+        if redacted_input_paths is not None:
+            transaction.on_commit(
+                lambda: ruleset_routing_changed.send(sender=RuleSet, ruleset_id=ruleset.pk)
+            )
+    return ruleset
 
 
 def ruleset_version_create(

@@ -7,6 +7,9 @@ raises aborts it. ``deployment_transitioned`` is sent after commit, for work tha
 must see the committed state (cache invalidation, notifications, metrics).
 
 Both send ``deployment``, ``action``, ``from_status``, ``to_status`` and ``actor``.
+
+``ruleset_routing_changed`` is sent after commit when a rule set's own routing
+state changed (its redacted input paths), with ``ruleset_id``.
 """
 
 from django.dispatch import Signal
@@ -18,3 +21,5 @@ deployment_transitioned = Signal()
 # required (SPEC 9.3): ``deployment``, ``approver``, ``approved_by`` (usernames so
 # far) and ``required_approvals``. Monitoring notifies the other approvers.
 promotion_approval_recorded = Signal()
+
+ruleset_routing_changed = Signal()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from assignments.buffer import drain_now
@@ -27,6 +27,10 @@ def compensation_flag(*, deployment: Deployment) -> int:
 def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -> dict[str, int]:
     """Evaluate each flagged v2 execution's input with v1's rules, once.
 
+    An execution stored with a redacted input is not evaluated (v1 would see an
+    input missing fields and its answer would be a guess): it is counted as
+    ``redacted`` and listed among the differences with its redaction note.
+
     Resumable and idempotent: rows are claimed one by one with a compare-and-set
     on ``reprocessed_at``, so a run killed half-way and started again (or two
     runs at once) processes every execution exactly once.
@@ -36,7 +40,7 @@ def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -
     if deployment.baseline_id is None:
         raise Conflict("This deployment has no v1 to replay its executions on.")
     v1_rules = compiled_rules_for_version_id(str(deployment.baseline.version_id))
-    processed = differing = 0
+    processed = differing = redacted = 0
     last_id = 0
     while True:
         batch = list(
@@ -47,15 +51,24 @@ def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -
                 id__gt=last_id,
             )
             .order_by("id")
-            .only("id", "input", "output", "success")[:batch_size]
+            .only("id", "created_at", "input", "output", "success", "redacted_paths")[:batch_size]
         )
         if not batch:
             break
         for log in batch:
             last_id = log.id
+            if log.redacted_paths:
+                # v1 would run on an input missing fields: report it, never guess.
+                redacted += ExecutionLog.objects.filter(
+                    pk=log.pk, created_at=log.created_at, reprocessed_at__isnull=True
+                ).update(reprocessed_at=timezone.now())
+                continue
             evaluation = v1_rules.evaluate(log.input)
             differs = evaluation.success != log.success or evaluation.output != log.output
-            claimed = ExecutionLog.objects.filter(pk=log.pk, reprocessed_at__isnull=True).update(
+            # NOTE: created_at too: on PostgreSQL it picks the one day partition to touch.
+            claimed = ExecutionLog.objects.filter(
+                pk=log.pk, created_at=log.created_at, reprocessed_at__isnull=True
+            ).update(
                 replay_success=evaluation.success,
                 replay_output=evaluation.output,
                 replay_differs=differs,
@@ -63,11 +76,15 @@ def compensation_replay(*, deployment_id: Any, batch_size: int = REPLAY_BATCH) -
             )
             processed += claimed
             differing += claimed and differs
-    return {"processed": processed, "differing": differing}
+    return {"processed": processed + redacted, "differing": differing, "redacted": redacted}
 
 
 def compensation_differences(*, deployment: Deployment) -> QuerySet[ExecutionLog]:
-    return ExecutionLog.objects.filter(deployment=deployment, replay_differs=True).order_by("id")
+    """Replayed executions whose v1 answer differs, and those not replayable (redacted input)."""
+    return ExecutionLog.objects.filter(
+        Q(replay_differs=True) | Q(needs_reprocess=True, redacted_paths__isnull=False),
+        deployment=deployment,
+    ).order_by("id")
 
 
 def compensation_summary(*, deployment: Deployment) -> dict[str, Any]:
@@ -81,4 +98,5 @@ def compensation_summary(*, deployment: Deployment) -> dict[str, Any]:
         "flagged": flagged.count(),
         "processed": flagged.filter(reprocessed_at__isnull=False).count(),
         "differing": flagged.filter(replay_differs=True).count(),
+        "redacted": flagged.filter(redacted_paths__isnull=False).count(),
     }

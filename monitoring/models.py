@@ -31,6 +31,9 @@ class ExecutionLog(models.Model):
     session_id = models.CharField(max_length=200, blank=True, default="")
     workflow_id = models.CharField(max_length=200, blank=True, default="")
     input = models.JSONField()
+    # The input paths removed before storing (rule-set redaction); ["*"]: no input
+    # was stored at all (CANARY_STORE_INPUTS off). Null: the input is complete.
+    redacted_paths = models.JSONField(null=True, blank=True)
     output = models.JSONField(null=True, blank=True)
     needs_reprocess = models.BooleanField(default=False)
     reprocessed_at = models.DateTimeField(null=True, blank=True)

@@ -28,7 +28,8 @@ def scheduler_jobs() -> list[dict[str, Any]]:
         "interval", "crontab", "solar", "clocked"
     ).order_by("name"):
         period = _period_seconds(task)
-        heartbeat = heartbeats.get(MONITOR_JOB) if task.name == MONITOR_TASK_NAME else None
+        # Jobs that take a lease report under their task's name (the monitor under its own).
+        heartbeat = heartbeats.get(MONITOR_JOB if task.name == MONITOR_TASK_NAME else task.name)
         last_finished = heartbeat.last_finished_at if heartbeat else None
         # A worker is keeping up when the job finished within two periods.
         recent_reference = last_finished or task.last_run_at

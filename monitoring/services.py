@@ -18,6 +18,7 @@ from canary.errors import DomainError
 from canary.redis import redis_client, redis_enabled
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
+from deployments.redaction import redact_input
 from monitoring import breaker, prometheus
 from monitoring.breaker_store import breaker_store
 from monitoring.models import ExecutionLog
@@ -66,6 +67,9 @@ def execution_observe(record: ExecutionRecord, canary_config: dict[str, Any]) ->
 
 
 def _row_fields(record: ExecutionRecord) -> dict[str, Any]:
+    stored_input, removed = redact_input(
+        record.input, record.redacted_paths, store_inputs=settings.CANARY_STORE_INPUTS
+    )
     return {
         "deployment_id": record.deployment_id,
         "served_version": record.served_version,
@@ -77,7 +81,8 @@ def _row_fields(record: ExecutionRecord) -> dict[str, Any]:
         "user_id": record.user_id or "",
         "session_id": record.session_id or "",
         "workflow_id": record.workflow_id or "",
-        "input": record.input,
+        "input": stored_input,
+        "redacted_paths": removed or None,
         "output": record.output,
         "matched_rule": (record.matched_rule or "")[:100],
         "created_at": record.executed_at,
@@ -175,6 +180,7 @@ def execution_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None
                 session_id=common["session_id"],
                 workflow_id=common["workflow_id"],
                 input=common["input"],
+                redacted_paths=common.get("redacted"),
                 output=outcome["output"],
                 matched_rule=(outcome.get("rule") or "")[:100],
                 needs_reprocess=version == "v2" and deployment_id in pending,
@@ -204,7 +210,7 @@ _INSERT_EXECUTIONS = """
 INSERT INTO monitoring_executionlog (
     id, deployment_id, served_version, version_id, success, latency_ms, error_rule,
     error_message, user_id, session_id, workflow_id, input, output, needs_reprocess,
-    created_at, matched_rule, shadow_success, shadow_output, shadow_rule,
+    created_at, redacted_paths, matched_rule, shadow_success, shadow_output, shadow_rule,
     shadow_error_message, shadow_latency_ms, agreed
 )
 SELECT e.id, d.id, e.v, (e.c ->> (e.v || '_version_id'))::uuid, (e.o ->> 'success')::boolean,
@@ -212,7 +218,7 @@ SELECT e.id, d.id, e.v, (e.c ->> (e.v || '_version_id'))::uuid, (e.o ->> 'succes
     coalesce(e.o ->> 'error_message', ''), e.c ->> 'user_id', e.c ->> 'session_id',
     e.c ->> 'workflow_id', e.c -> 'input', e.o -> 'output',
     e.v = 'v2' AND d.compensation_status = 'pending',
-    to_timestamp((e.c ->> 'created_at')::float8),
+    to_timestamp((e.c ->> 'created_at')::float8), e.c -> 'redacted',
     left(coalesce(e.o ->> 'rule', ''), 100),
     (e.s ->> 'success')::boolean, e.s -> 'output',
     left(coalesce(e.s ->> 'rule', e.s ->> 'error_rule', ''), 100),
@@ -222,7 +228,7 @@ SELECT e.id, d.id, e.v, (e.c ->> (e.v || '_version_id'))::uuid, (e.o ->> 'succes
     END
 FROM jsonb_to_recordset(%s::jsonb) AS e(id bigint, v text, c jsonb, o jsonb, s jsonb)
 JOIN deployments_deployment d ON d.id = (e.c ->> 'deployment_id')::uuid
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (id, created_at) DO NOTHING
 """
 
 

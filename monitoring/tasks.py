@@ -102,3 +102,19 @@ def rollup_task() -> int:
     from monitoring.rollups import rollup_run
 
     return rollup_run()
+
+
+@shared_task(soft_time_limit=240, time_limit=270, acks_late=True, ignore_result=True)
+def partitions_task() -> list[str]:
+    """Create the execution log's day partitions ahead (idempotent)."""
+    from monitoring.retention import partitions_run
+
+    return partitions_run()
+
+
+@shared_task(soft_time_limit=540, time_limit=590, acks_late=True, ignore_result=True)
+def retention_task() -> str:
+    """Drop execution-log partitions and rollups past retention (idempotent)."""
+    from monitoring.retention import retention_run
+
+    return retention_run().summary()

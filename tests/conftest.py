@@ -88,6 +88,6 @@ def clean_redis() -> None:
     from django.conf import settings
 
     if settings.REDIS_URL:
-        import redis
+        from canary.redis import redis_client
 
-        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+        redis_client().flushdb()

@@ -122,7 +122,7 @@ def granian(workers: int = 2, crash: bool = False, **extra_env: str) -> Iterator
 
 
 @contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen]:
+def private_redis(port: int, *arguments: str) -> Iterator[subprocess.Popen]:
     """A Redis of this test's own, so stopping it disturbs nothing else."""
     process = subprocess.Popen(
         [
@@ -135,6 +135,7 @@ def private_redis(port: int) -> Iterator[subprocess.Popen]:
             "",
             "--appendonly",
             "no",
+            *arguments,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,16 +11,19 @@ import resource
 import statistics
 import sys
 import time
+from datetime import timedelta
 
 import django
 
 django.setup()
 
 from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from deployments import services  # noqa: E402
 from deployments.models import Deployment  # noqa: E402
+from monitoring import partitions  # noqa: E402
 from monitoring.rollups import rollup_run  # noqa: E402
 
 RULES = [{"name": "hot", "condition": "input.temperature > 25", "output": {"alert": True}}]
@@ -44,7 +47,10 @@ def canary(name: str) -> Deployment:
 
 
 def seed(deployment: Deployment, rows: int) -> None:
-    """Rows spread over the last 7 days; 10% v2, 2% of v2 and 1% of v1 failing."""
+    """Rows spread over the last 7 days; 10% v2, 2% of v2 and 1% of v1 failing.
+
+    Every row is paired (shadowed); 2% of the pairs disagree.
+    """
     v1 = deployment.baseline.version_id
     v2 = deployment.version_id
     with connection.cursor() as cursor:
@@ -52,14 +58,17 @@ def seed(deployment: Deployment, rows: int) -> None:
             """
             INSERT INTO monitoring_executionlog
               (deployment_id, served_version, version_id, success, latency_ms, error_rule,
-               error_message, user_id, session_id, workflow_id, input, needs_reprocess, created_at)
+               error_message, user_id, session_id, workflow_id, input, needs_reprocess, created_at,
+               matched_rule, shadow_success, shadow_rule, shadow_error_message,
+               shadow_latency_ms, agreed)
             SELECT %s,
                    CASE WHEN g %% 10 = 0 THEN 'v2' ELSE 'v1' END,
                    CASE WHEN g %% 10 = 0 THEN %s::uuid ELSE %s::uuid END,
                    NOT ((g %% 10 = 0 AND g %% 500 = 0) OR (g %% 10 <> 0 AND g %% 100 = 1)),
                    exp(random() * 4 - 1),
                    '', '', 'user-' || (g %% 100000), '', '', '{}'::jsonb, false,
-                   now() - (random() * interval '7 days')
+                   now() - (random() * interval '7 days'),
+                   '', true, '', '', exp(random() * 4 - 1), g %% 50 <> 0
             FROM generate_series(1, %s) AS g
             """,
             [str(deployment.pk), str(v2), str(v1), rows],
@@ -78,6 +87,9 @@ def timed(client: APIClient, url: str) -> float:
 
 def main() -> None:
     rows = int(sys.argv[1])
+    # Day partitions for the seeded week (on PostgreSQL; a no-op on a plain table).
+    created = partitions.partitions_ensure(now=timezone.now() - timedelta(days=8), days_ahead=9)
+    print(f"{len(created)} day partitions created for the seeded week")
     big, small = canary("big"), canary("small")
     started = time.perf_counter()
     seed(big, rows)
@@ -97,7 +109,14 @@ def main() -> None:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n| endpoint | {rows:,} logs (s) | 10,000 logs (s) | ratio |")
     print("|---|---|---|---|")
-    for path in ("metrics", "comparison", "health", "metrics?window_minutes=30"):
+    for path in (
+        "metrics",
+        "comparison",
+        "health",
+        "metrics?window_minutes=30",
+        "shadow",
+        "shadow/differences",
+    ):
         slow = timed(client, f"/api/v1/deployments/{big.pk}/{path}")
         fast = timed(client, f"/api/v1/deployments/{small.pk}/{path}")
         print(f"| {path} | {slow:.3f} | {fast:.3f} | {slow / fast:.1f}x |")

@@ -46,6 +46,16 @@ class RulesField(serializers.ListField):
 class RuleSetCreateInputSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=200)
     description = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+    redacted_input_paths = serializers.JSONField(
+        required=False, help_text="Dotted input paths never stored, e.g. ['customer.email']."
+    )
+
+
+class RuleSetUpdateInputSerializer(StrictInputSerializer):
+    description = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+    redacted_input_paths = serializers.JSONField(
+        required=False, help_text="Dotted input paths never stored, e.g. ['customer.email']."
+    )
 
 
 class RuleSetOutputSerializer(serializers.ModelSerializer):
@@ -53,7 +63,7 @@ class RuleSetOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RuleSet
-        fields = ["id", "ruleset_id", "name", "description", "created_at"]
+        fields = ["id", "ruleset_id", "name", "description", "redacted_input_paths", "created_at"]
 
 
 class RuleSchemaSerializer(serializers.Serializer):

@@ -27,6 +27,7 @@ from deployments.api.serializers import (
     RuleSetOutputSerializer,
     RuleSetTestInputSerializer,
     RuleSetTestOutputSerializer,
+    RuleSetUpdateInputSerializer,
     RuleSetVersionCreateInputSerializer,
     RuleSetVersionOutputSerializer,
     StartCanaryInputSerializer,
@@ -46,6 +47,7 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         "list": "deployments.view_ruleset",
         "retrieve": "deployments.view_ruleset",
         "create": "deployments.add_ruleset",
+        "partial_update": "deployments.change_ruleset",
         "versions": "deployments.view_rulesetversion",
         "create_version": "deployments.add_rulesetversion",
         "test": TEST_RULESETVERSION,
@@ -64,6 +66,13 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         data = validated(RuleSetCreateInputSerializer, request.data)
         ruleset = services.ruleset_create(actor=request.user, **data)
         return Response(RuleSetOutputSerializer(ruleset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=RuleSetUpdateInputSerializer, responses={200: RuleSetOutputSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        data = validated(RuleSetUpdateInputSerializer, request.data)
+        ruleset = services.ruleset_update(ruleset_id=ruleset.pk, actor=request.user, **data)
+        return Response(RuleSetOutputSerializer(ruleset).data)
 
     @extend_schema(responses=RuleSetVersionOutputSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -205,6 +205,10 @@ class ShadowDifferenceSerializer(serializers.Serializer):
     executed_at = serializers.DateTimeField()
     served_version = serializers.ChoiceField(choices=["v1", "v2"])
     input = serializers.JSONField()
+    redacted_paths = serializers.ListField(
+        child=serializers.CharField(), help_text="Input paths not stored (['*']: no input)."
+    )
+    redaction = serializers.CharField(help_text="e.g. 'input redacted: customer.email'; or ''.")
     v1_output = serializers.JSONField(allow_null=True)
     v2_output = serializers.JSONField(allow_null=True)
     v1_rule = serializers.CharField(allow_null=True)
@@ -230,6 +234,9 @@ class CompensationSummarySerializer(serializers.Serializer):
     flagged = serializers.IntegerField()
     processed = serializers.IntegerField()
     differing = serializers.IntegerField()
+    redacted = serializers.IntegerField(
+        help_text="Flagged executions whose input was redacted: not replayed, listed to check."
+    )
 
 
 class CompensationDifferenceSerializer(serializers.Serializer):
@@ -239,6 +246,10 @@ class CompensationDifferenceSerializer(serializers.Serializer):
     session_id = serializers.CharField(allow_null=True)
     workflow_id = serializers.CharField(allow_null=True)
     input = serializers.JSONField()
+    redacted_paths = serializers.ListField(
+        child=serializers.CharField(), help_text="Input paths not stored (['*']: no input)."
+    )
+    redaction = serializers.CharField(help_text="e.g. 'input redacted: customer.email'; or ''.")
     v2_success = serializers.BooleanField()
     v2_output = serializers.JSONField(allow_null=True)
     v1_success = serializers.BooleanField(allow_null=True)

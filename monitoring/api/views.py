@@ -13,6 +13,7 @@ from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
+from deployments.redaction import redaction_note
 from deployments.selectors import deployment_get
 from monitoring import compensation, governance, health, tasks
 from monitoring.api.serializers import (
@@ -128,6 +129,8 @@ class DeploymentShadowDifferencesView(_DeploymentReadView):
                         "executed_at": log.created_at,
                         "served_version": log.served_version,
                         "input": log.input,
+                        "redacted_paths": log.redacted_paths or [],
+                        "redaction": redaction_note(log.redacted_paths),
                         "v1_output": log.v1_output,
                         "v2_output": log.v2_output,
                         "v1_rule": log.v1_rule or None,
@@ -177,6 +180,8 @@ class CompensationView(_DeploymentReadView):
                         "session_id": log.session_id or None,
                         "workflow_id": log.workflow_id or None,
                         "input": log.input,
+                        "redacted_paths": log.redacted_paths or [],
+                        "redaction": redaction_note(log.redacted_paths),
                         "v2_success": log.success,
                         "v2_output": log.output,
                         "v1_success": log.replay_success,

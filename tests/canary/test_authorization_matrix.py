@@ -108,6 +108,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/rulesets"): _rule("viewer"),
     ("POST", "/api/v1/rulesets"): _rule("approver", 201, body=lambda w: {"name": "new-rules"}),
     ("GET", "/api/v1/rulesets/{id}"): _rule("viewer", on="ruleset"),
+    ("PATCH", "/api/v1/rulesets/{id}"): _rule(
+        "admin", on="ruleset", body=lambda w: {"redacted_input_paths": ["customer.email"]}
+    ),
     ("GET", "/api/v1/rulesets/{id}/versions"): _rule("viewer", on="ruleset"),
     ("POST", "/api/v1/rulesets/{id}/versions"): _rule(
         "approver", 201, on="ruleset", body=lambda w: {"version": "v9.0.0", "rules": V1_RULES}

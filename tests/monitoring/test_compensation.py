@@ -65,7 +65,7 @@ def test_manual_rollback_flags_v2_and_replay_finds_k_differences(
     assert stored(ExecutionLog).filter(deployment=canary, needs_reprocess=True).count() == 6
 
     result = compensation_replay(deployment_id=canary.pk)
-    assert result == {"processed": 6, "differing": EXPECTED_DIFFERENCES}
+    assert result == {"processed": 6, "differing": EXPECTED_DIFFERENCES, "redacted": 0}
     body = approver.get(f"/api/v1/deployments/{canary.pk}/compensation", {"page_size": 2}).json()
     assert (body["flagged"], body["processed"], body["differing"]) == (6, 6, EXPECTED_DIFFERENCES)
     assert body["total_differences"] == EXPECTED_DIFFERENCES and len(body["differences"]) == 2
@@ -129,7 +129,11 @@ def test_replay_interrupted_and_resumed_processes_each_once(roles: None) -> None
     assert resumed["processed"] == 18
     assert flagged.filter(reprocessed_at__isnull=False).count() == 30
     assert flagged.filter(replay_differs=True).count() == EXPECTED_DIFFERENCES * 5
-    assert compensation_replay(deployment_id=canary.pk) == {"processed": 0, "differing": 0}
+    assert compensation_replay(deployment_id=canary.pk) == {
+        "processed": 0,
+        "differing": 0,
+        "redacted": 0,
+    }
 
 
 @pytest.mark.django_db(transaction=True)
