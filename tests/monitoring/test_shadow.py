@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from deployments import services as lifecycle
@@ -203,3 +204,23 @@ def test_readiness_uses_the_paired_outcomes(canary_v2: Deployment, viewer: APICl
     assert checks["success_rate"]["passed"] is True  # 2 against 0 is no evidence yet
     assert checks["shadow_agreement"]["observed"] == pytest.approx(118 / 120)
     assert checks["shadow_agreement"]["required"] is False
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="TABLESAMPLE is PostgreSQL's")
+def test_a_large_window_samples_pairs_repeatably(
+    canary_v2: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring import selectors
+    from tests.monitoring.logs import add_logs
+
+    add_logs(
+        canary_v2, "v1", [1.0 + n / 100 for n in range(60)], paired=True,
+        shadow_latencies=[2.0 + n / 50 for n in range(60)],
+    )  # fmt: skip
+    exact = selectors.paired_latency_ratio(deployment_id=canary_v2.pk)
+    monkeypatch.setattr(selectors, "RATIO_SAMPLE_PAIRS", 40)  # 1.5 x 40 / 60: every page
+    sampled = selectors.paired_latency_ratio(deployment_id=canary_v2.pk)
+    assert sampled["sampled_pairs"] == 60
+    assert sampled["v2_over_v1_median_ratio"] == pytest.approx(exact["v2_over_v1_median_ratio"])
+    assert sampled["ci"] == pytest.approx(exact["ci"])
+    assert selectors.paired_latency_ratio(deployment_id=canary_v2.pk) == sampled
