@@ -98,6 +98,7 @@ def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
 admin_panels.register(
     operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
     verdict=lambda deployment: verdict.canary_verdict(deployment=deployment),
+    shadow=lambda deployment: health.deployment_shadow(deployment=deployment, window_minutes=None),
     compensation=deployment_compensation,
     chart=deployment_chart,
     measurements=deployment_measurements,

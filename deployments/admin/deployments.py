@@ -376,6 +376,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
             "canary_breaker": breaker_line(live.get("breaker")) if is_canary else None,
+            "canary_shadow": admin_panels.panel("shadow", deployment) if is_canary else None,
             "canary_rendered_at": when(timezone.now()),
         }
 

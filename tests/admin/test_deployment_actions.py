@@ -360,3 +360,20 @@ def test_a_dark_launch_from_the_console(console: Console, draft_v2: Deployment):
     assert "Dark launch started" in messages_of(response)[-1]
     listing = client.get(reverse("admin:deployments_deployment_changelist")).content.decode()
     assert "0% (dark launch)" in listing
+
+
+def test_the_shadow_panel_shows_what_would_change(console: Console, canary_v2: Deployment):
+    from assignments.router import RoutingContext
+    from assignments.services import dataplane_execute
+
+    for index in range(3):
+        dataplane_execute(
+            ruleset_id=canary_v2.ruleset_id,
+            input={"temperature": 26, "zone": "C"},
+            context=RoutingContext(user_id=f"u{index}"),
+        )
+    body = console("viewer").get(page_url(canary_v2)).content.decode()
+    assert 'id="canary-shadow"' in body
+    assert "<strong>3</strong> decided differently" in body
+    assert "hot → {&#x27;alert&#x27;: &#x27;raise&#x27;}" in body
+    assert f"/api/v1/deployments/{canary_v2.pk}/shadow/differences" in body
