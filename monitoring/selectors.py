@@ -543,23 +543,40 @@ def minute_series(
     """Per minute and version: requests, errors and p95 latency, in one grouped query.
 
     Rows ``{"minute", "served_version", "total", "errors", "p95_latency_ms"}``
-    ordered by minute; minutes without executions are absent. On SQLite
-    ``p95_latency_ms`` is None (no ``percentile_cont``; the console is meant for
-    PostgreSQL).
+    ordered by minute; minutes without executions are absent. SQLite has no
+    ``percentile_cont``: there the window's rows are read once and grouped here
+    (the embedded database serves development traffic, not production volumes).
     """
     from django.db.models.functions import TruncMinute
 
-    aggregates: dict[str, Any] = {
-        "total": Count("id"),
-        "errors": Count("id", filter=Q(success=False)),
-    }
-    if connection.vendor == "postgresql":
-        aggregates["p95_latency_ms"] = PercentileCont("latency_ms", 0.95)
+    logs = _window(deployment_id, since, until).annotate(minute=TruncMinute("created_at"))
+    if connection.vendor != "postgresql":
+        return _minute_series_in_python(logs)
     rows = (
-        _window(deployment_id, since, until)
-        .annotate(minute=TruncMinute("created_at"))
-        .values("minute", "served_version")
-        .annotate(**aggregates)
+        logs.values("minute", "served_version")
+        .annotate(
+            total=Count("id"),
+            errors=Count("id", filter=Q(success=False)),
+            p95_latency_ms=PercentileCont("latency_ms", 0.95),
+        )
         .order_by("minute", "served_version")
     )
-    return [{"p95_latency_ms": None, **row} for row in rows]
+    return list(rows)
+
+
+def _minute_series_in_python(logs: QuerySet) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, str], list[tuple[bool, float]]] = {}
+    for minute, version, success, latency in logs.values_list(
+        "minute", "served_version", "success", "latency_ms"
+    ):
+        groups.setdefault((minute, version), []).append((success, latency))
+    return [
+        {
+            "minute": minute,
+            "served_version": version,
+            "total": len(outcomes),
+            "errors": sum(1 for success, _ in outcomes if not success),
+            "p95_latency_ms": _percentile_of(sorted(latency for _, latency in outcomes), 0.95),
+        }
+        for (minute, version), outcomes in sorted(groups.items())
+    ]
