@@ -544,8 +544,9 @@ def _execute_in_one_trip(
     """The canary execute in one Redis round-trip; None: take the general path.
 
     The version the context will most likely be served (its bucket's) is
-    evaluated first, so the routing call can append its record; a context
-    pinned to the other version is evaluated again and recorded separately.
+    evaluated first, both versions when the request is shadowed, so the routing
+    call can append the record; a context pinned to a version not evaluated yet
+    is evaluated after routing and recorded separately.
     """
     rid = _canonical(ruleset_id)
     for _ in range(3):
