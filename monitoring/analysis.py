@@ -161,6 +161,28 @@ def _p(value: float) -> str:
     return "< 0.0001" if 0 < value < 0.0001 else f"{value:.4f}" if value else "0"
 
 
+def _window_judgements(
+    evidence: Evidence, min_samples: int
+) -> tuple[_ErrorJudgement | None, _ErrorJudgement | None]:
+    """The error rule's 5-minute and the success rule's 10-minute judgement, each at
+    half of this look's alpha."""
+    level = paired.look_alpha(evidence.look) / 2
+    return tuple(  # type: ignore[return-value]
+        _judge_errors(
+            pairs,
+            v1,
+            v2,
+            min_samples=min_samples,
+            level=level,
+            since_start=evidence.discordant_since_start,
+        )
+        for pairs, v1, v2 in (
+            (evidence.pairs_5m, evidence.v1_5m, evidence.v2_5m),
+            (evidence.pairs_10m, evidence.v1_10m, evidence.v2_10m),
+        )
+    )
+
+
 def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach]:
     """The automatic-rollback rules (SPEC 6, refined by 9.2); thin windows give no verdict.
 
@@ -172,16 +194,8 @@ def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach
     """
     config = with_defaults(config)
     min_samples = int(config["min_samples"])
-    level = paired.look_alpha(evidence.look) / 2
     breaches: list[Breach] = []
-    errors = _judge_errors(
-        evidence.pairs_5m,
-        evidence.v1_5m,
-        evidence.v2_5m,
-        min_samples=min_samples,
-        level=level,
-        since_start=evidence.discordant_since_start,
-    )
+    errors, successes = _window_judgements(evidence, min_samples)
     limit = config["error_threshold"]
     if errors is not None and errors.v2_error_rate > limit and errors.v2_worse:
         breaches.append(
@@ -195,14 +209,6 @@ def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach
                 errors.p_value,
             )
         )
-    successes = _judge_errors(
-        evidence.pairs_10m,
-        evidence.v1_10m,
-        evidence.v2_10m,
-        min_samples=min_samples,
-        level=level,
-        since_start=evidence.discordant_since_start,
-    )
     floor = config["success_threshold"]
     if successes is not None and 1 - successes.v2_error_rate < floor and successes.v2_worse:
         breaches.append(
@@ -258,15 +264,7 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
     config = with_defaults(config)
     warnings: list[str] = []
     min_samples = int(config["min_samples"])
-    level = paired.look_alpha(evidence.look) / 2
-    errors = _judge_errors(
-        evidence.pairs_5m,
-        evidence.v1_5m,
-        evidence.v2_5m,
-        min_samples=min_samples,
-        level=level,
-        since_start=evidence.discordant_since_start,
-    )
+    errors, successes = _window_judgements(evidence, min_samples)
     if errors is not None:
         limit = config["error_threshold"]
         if limit * (1 - NEAR_THRESHOLD) - EPSILON <= errors.v2_error_rate <= limit:
@@ -274,7 +272,7 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
                 f"v2 error rate {errors.v2_error_rate:.2%} is within 20% of the "
                 f"{limit:.2%} rollback threshold."
             )
-        elif errors.v2_error_rate > limit:
+        elif errors.v2_error_rate > limit and not errors.v2_worse:
             warnings.append(
                 f"v2 error rate {errors.v2_error_rate:.2%} is above the {limit:.2%} threshold, "
                 f"but v1 fails as often on the same traffic ({errors.detail}); no rollback."
@@ -290,14 +288,6 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
                 f"{config['latency_multiplier']}x (and at least {config['latency_floor_ms']} ms "
                 "more)."
             )
-    successes = _judge_errors(
-        evidence.pairs_10m,
-        evidence.v1_10m,
-        evidence.v2_10m,
-        min_samples=min_samples,
-        level=level,
-        since_start=evidence.discordant_since_start,
-    )
     if successes is not None:
         floor = config["success_threshold"]
         rate = 1 - successes.v2_error_rate

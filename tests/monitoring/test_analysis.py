@@ -157,6 +157,10 @@ class TestHealth:
         [warning] = a.health_warnings(a.Evidence(pairs_5m=pairs(1_000, both_failed=100)), CONFIG)
         assert "no rollback" in warning
 
+    def test_a_real_breach_is_not_explained_away(self) -> None:
+        warnings = a.health_warnings(a.Evidence(pairs_5m=pairs(1_000, only_v2=80)), CONFIG)
+        assert not any("no rollback" in warning for warning in warnings)
+
     def test_latency_warning_respects_the_floor(self) -> None:
         fast = a.Evidence(pairs_5m=pairs(100), paired_p95_5m=(0.005, 0.5))
         assert a.health_warnings(fast, CONFIG) == []
