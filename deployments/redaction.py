@@ -4,7 +4,8 @@ A rule set lists dotted paths into its input objects (``customer.email``);
 before an execution record is encoded for storage, those keys are removed from
 a copy of the input, and the paths actually removed are kept beside it so a
 replay or a shadow difference can say what is missing instead of guessing.
-Paths name object keys only (a list on the way is left as it is). Django-free:
+Paths name object keys; a list on the way applies the rest of the path to each of
+its elements (``orders.card`` removes ``card`` from every order). Django-free:
 the data plane calls it on every recorded execution, so the path tree is built
 once per set of paths and an input with nothing to remove is not copied.
 """
@@ -62,6 +63,14 @@ def _tree(paths: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _remove(value: Any, tree: dict[str, Any], prefix: str, removed: list[str]) -> Any:
+    if isinstance(value, list):
+        copied = None
+        for index, item in enumerate(value):
+            inner = _remove(item, tree, prefix, removed)
+            if inner is not item:
+                copied = copied if copied is not None else list(value)
+                copied[index] = inner
+        return value if copied is None else copied
     if not isinstance(value, dict):
         return value
     copy = None
@@ -93,7 +102,8 @@ def redact_input(
     if not paths:
         return value, []
     removed: list[str] = []
-    return _remove(value, _tree(paths), "", removed), removed
+    stored = _remove(value, _tree(paths), "", removed)
+    return stored, list(dict.fromkeys(removed))  # once per path, however many elements
 
 
 def redaction_note(paths: list[str] | None) -> str:

@@ -11,6 +11,7 @@ from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring import analysis, governance, paired
 from monitoring.selectors import (
+    disagreement_count,
     evidence_at,
     latency_sample_deterministic,
     paired_counts,
@@ -183,12 +184,16 @@ def deployment_shadow(*, deployment: Deployment, window_minutes: int | None) -> 
     }
 
 
-def shadow_differences_page(*, deployment: Deployment, window_minutes: int | None) -> Any:
-    """The queryset of disagreeing executions, for the view to paginate."""
+def shadow_differences_page(
+    *, deployment: Deployment, window_minutes: int | None
+) -> tuple[Any, int]:
+    """The queryset of disagreeing executions for the view to paginate, and how many
+    there are (from the paired counts, which rollups answer for long windows)."""
     drain_now()
     since = (
         timezone.now() - timedelta(minutes=window_minutes)
         if window_minutes
         else deployment.started_at
     )
-    return shadow_differences(deployment_id=deployment.pk, since=since)
+    total = disagreement_count(deployment_id=deployment.pk, since=since)
+    return shadow_differences(deployment_id=deployment.pk, since=since), total

@@ -143,6 +143,22 @@ class ExecutionRollup(models.Model):
     errors = models.PositiveIntegerField()
     latency_sum = models.FloatField()
     latency_buckets = models.JSONField()
+    # The hour's paired (shadowed) executions served by ``served_version``: their
+    # outcome counts, both sides' latency histograms, the v2/v1 latency-ratio
+    # histogram and the decision changes ``[v1 rule, v2 rule, v1 output, v2 output,
+    # v1 success, v2 success, count]``. Null on rows written before these existed,
+    # until the rollup job fills them in (``rollups.backfill_paired``).
+    pairs_both_succeeded = models.PositiveIntegerField(null=True)
+    pairs_only_v1_failed = models.PositiveIntegerField(null=True)
+    pairs_only_v2_failed = models.PositiveIntegerField(null=True)
+    pairs_both_failed = models.PositiveIntegerField(null=True)
+    pairs_agreed = models.PositiveIntegerField(null=True)
+    pairs_v2_slower = models.PositiveIntegerField(null=True)
+    pairs_v2_faster = models.PositiveIntegerField(null=True)
+    ratio_buckets = models.JSONField(null=True)
+    paired_latency_buckets = models.JSONField(null=True)
+    shadow_latency_buckets = models.JSONField(null=True)
+    changes = models.JSONField(null=True)
 
     class Meta:
         constraints = [

@@ -2,54 +2,138 @@
 
 A periodic task folds every closed hour of execution logs into one
 ``ExecutionRollup`` row per version: counts, latency sum and a latency histogram
-with log-spaced buckets (each 2% wider than the last). Windows longer than
-``LONG_WINDOW`` are answered from rollups plus the raw rows at their edges
-(at most about an hour at each end);
-percentiles then come from the histogram, within 1% of the exact value (the
-bucket's geometric midpoint). Shorter windows, which the monitor and health use,
-are always computed exactly from the raw rows.
+with log-spaced buckets (each 2% wider than the last), and for the paired
+(shadowed) executions their outcome counts, latency histograms of both sides, a
+histogram of the v2/v1 latency ratio and the decision changes. Windows longer than
+``LONG_WINDOW`` are answered from rollups plus the raw rows at their edges (at most
+about an hour at each end); percentiles then come from the histograms, within 1% of
+the exact value (the bucket's geometric midpoint), and counts are exact. Shorter
+windows, which the monitor and health use, are always computed exactly from the
+raw rows.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
-from django.db.models import Count, F, FloatField, Q, Sum, Value
-from django.db.models.functions import Floor, Greatest, Ln, TruncHour
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
+from monitoring import columns
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
 
-LOW_MS = 0.001
-RATIO = 1.02
 LONG_WINDOW = timedelta(hours=3)
 # A request that began before an hour ended may commit its log a little later.
 GRACE = timedelta(seconds=60)
 
+LOW_MS, RATIO = columns.LOW_MS, columns.RATIO
+bucket_expression = columns.latency_bucket
+bucket_value = columns.latency_bucket_value
 
-def bucket_expression() -> Any:
-    latency = Greatest(F("latency_ms"), Value(LOW_MS), output_field=FloatField())
-    return Floor(Ln(latency / Value(LOW_MS)) / Value(math.log(RATIO)))
-
-
-def bucket_value(index: int) -> float:
-    """The geometric midpoint of a bucket: within 1% of any latency in it."""
-    return LOW_MS * RATIO ** (index + 0.5)
+PAIRED_COUNTS: dict[str, Q] = {
+    "pairs_both_succeeded": columns.BOTH_SUCCEEDED,
+    "pairs_only_v1_failed": columns.V1_ONLY_FAILED,
+    "pairs_only_v2_failed": columns.V2_ONLY_FAILED,
+    "pairs_both_failed": columns.BOTH_FAILED,
+    "pairs_agreed": Q(agreed=True),
+    "pairs_v2_slower": columns.V2_SLOWER,
+    "pairs_v2_faster": columns.V2_FASTER,
+}
+PAIRED_HISTOGRAMS: dict[str, tuple[Callable[[], Any], Q]] = {
+    "ratio_buckets": (columns.ratio_bucket, columns.TIMED_PAIR),
+    "paired_latency_buckets": (columns.latency_bucket, Q(shadow_latency_ms__isnull=False)),
+    "shadow_latency_buckets": (
+        lambda: columns.latency_bucket("shadow_latency_ms"),
+        Q(shadow_latency_ms__isnull=False),
+    ),
+}
+PAIRED_FIELDS = (*PAIRED_COUNTS, *PAIRED_HISTOGRAMS, "changes")
+# Rows rolled up before paired outcomes were counted have this field null.
+PAIRED_MARKER = "pairs_both_succeeded"
 
 
 def floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def _empty_paired() -> dict[str, Any]:
+    empty: dict[str, Any] = dict.fromkeys(PAIRED_COUNTS, 0)
+    empty.update({field: {} for field in PAIRED_HISTOGRAMS})
+    empty["changes"] = []
+    return empty
+
+
+def decoded_json(value: Any) -> Any:
+    """Grouped JSON comes back as text on some backends."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _paired_by_hour(logs: QuerySet) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """The paired columns of every ``ExecutionRollup`` field, per (served version, hour)."""
+    paired = logs.filter(columns.PAIRED).annotate(hour=TruncHour("created_at"))
+    rows: dict[tuple[str, datetime], dict[str, Any]] = defaultdict(_empty_paired)
+    counted = (
+        paired.values("served_version", "hour")
+        .annotate(
+            **{name: Count("id", filter=condition) for name, condition in PAIRED_COUNTS.items()}
+        )
+        .order_by()
+    )
+    for item in counted:
+        rows[(item["served_version"], item["hour"])].update(
+            {name: item[name] for name in PAIRED_COUNTS}
+        )
+    for field, (expression, condition) in PAIRED_HISTOGRAMS.items():
+        grouped = (
+            paired.filter(condition)
+            .annotate(bucket=expression())
+            .values("served_version", "hour", "bucket")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for item in grouped.iterator(chunk_size=5_000):
+            row = rows[(item["served_version"], item["hour"])]
+            row[field][str(int(item["bucket"]))] = item["n"]
+    changes = (
+        paired.filter(agreed=False)
+        .annotate(**columns.pair_sides())
+        .values("served_version", "hour", *columns.CHANGE_KEYS)
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for item in changes.iterator(chunk_size=5_000):
+        rows[(item["served_version"], item["hour"])]["changes"].append(
+            [
+                item["v1_rule"],
+                item["v2_rule"],
+                decoded_json(item["v1_output"]),
+                decoded_json(item["v2_output"]),
+                item["v1_success"],
+                item["v2_success"],
+                item["n"],
+            ]
+        )
+    return rows
+
+
 def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) -> int:
     """Fold the deployment's closed hours into rollups; returns the rows written."""
+    backfill_paired(deployment=deployment)
     now = now or timezone.now()
     until = floor_hour(now - GRACE)
     with transaction.atomic():
@@ -81,6 +165,7 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
             row["errors"] += item["errors"]
             row["latency_sum"] += item["latency"] or 0.0
             row["buckets"][str(int(item["bucket"]))] = item["n"]
+        paired = _paired_by_hour(logs) if rows else {}
         ExecutionRollup.objects.bulk_create(
             [
                 ExecutionRollup(
@@ -91,6 +176,7 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
                     errors=row["errors"],
                     latency_sum=row["latency_sum"],
                     latency_buckets=row["buckets"],
+                    **(paired.get((version, hour)) or _empty_paired()),
                 )
                 for (version, hour), row in rows.items()
             ],
@@ -99,6 +185,36 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
         )
         RollupWatermark.objects.update_or_create(deployment=deployment, defaults={"until": until})
     return len(rows)
+
+
+def backfill_paired(*, deployment: Deployment) -> int:
+    """Fill the paired fields of rollups written before they existed, a day at a time.
+
+    An hour whose raw logs retention has already dropped gets zeros: what the raw
+    rows would have answered for it.
+    """
+    stale = ExecutionRollup.objects.filter(
+        deployment=deployment, **{f"{PAIRED_MARKER}__isnull": True}
+    )
+    first = stale.order_by("hour").values_list("hour", flat=True).first()
+    filled = 0
+    while first is not None:
+        day_end = first + timedelta(days=1)
+        with transaction.atomic():
+            rows = list(stale.filter(hour__lt=day_end).select_for_update())
+            logs = ExecutionLog.objects.filter(
+                deployment=deployment, created_at__gte=first, created_at__lt=day_end
+            )
+            paired = _paired_by_hour(logs)
+            for row in rows:
+                for field, value in (
+                    paired.get((row.served_version, row.hour)) or _empty_paired()
+                ).items():
+                    setattr(row, field, value)
+            ExecutionRollup.objects.bulk_update(rows, PAIRED_FIELDS, batch_size=500)
+        filled += len(rows)
+        first = stale.order_by("hour").values_list("hour", flat=True).first()
+    return filled
 
 
 def rollup_run(*, now: datetime | None = None) -> int:
@@ -124,9 +240,7 @@ def rolled_up_totals(
     *, deployment_id: Any, since: datetime | None, until: datetime
 ) -> dict[str, dict[str, Any]]:
     """Counts, latency sums and merged histograms per version over whole hours."""
-    rollups = ExecutionRollup.objects.filter(deployment_id=deployment_id, hour__lt=until)
-    if since is not None:
-        rollups = rollups.filter(hour__gte=since)
+    rollups = hours_between(deployment_id=deployment_id, since=since, until=until)
     totals = {
         row["served_version"]: {
             "total": row["total"],
@@ -140,27 +254,82 @@ def rolled_up_totals(
     }
     if not totals:
         return totals
-    # Merge the histograms in the database: one row per (version, bucket).
+    for version, buckets in merged_buckets(rollups, "latency_buckets").items():
+        totals[version]["buckets"].update(buckets)
+    return totals
+
+
+def hours_between(*, deployment_id: Any, since: datetime | None, until: datetime) -> QuerySet:
+    rollups = ExecutionRollup.objects.filter(deployment_id=deployment_id, hour__lt=until)
+    if since is not None:
+        rollups = rollups.filter(hour__gte=since)
+    return rollups
+
+
+_HISTOGRAM_FIELDS = frozenset({"latency_buckets", *PAIRED_HISTOGRAMS})
+
+
+def merged_buckets(rollups: QuerySet, field: str) -> dict[str, dict[int, int]]:
+    """One histogram field summed per served version, in the database (one row per
+    version and bucket comes back, however many hours are merged)."""
+    if field not in _HISTOGRAM_FIELDS:
+        raise ValueError(f"not a histogram field: {field}")
     each = "jsonb_each_text" if connection.vendor == "postgresql" else "json_each"
     value = "value::bigint" if connection.vendor == "postgresql" else "value"
     sql, params = rollups.values("id").query.sql_with_params()
     table = ExecutionRollup._meta.db_table
+    merged: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT r.served_version, b.key, SUM(b.{value}) "  # noqa: S608 - fixed identifiers
-            f"FROM {table} r, {each}(r.latency_buckets) b "
+            f"FROM {table} r, {each}(r.{field}) b "
             f"WHERE r.id IN ({sql}) GROUP BY r.served_version, b.key",
             params,
         )
         for version, key, count in cursor.fetchall():
-            totals[version]["buckets"][int(key)] += int(count)
-    return totals
+            merged[version][int(key)] += int(count)
+    return merged
 
 
-def raw_histogram(*, logs: Any) -> dict[str, dict[int, int]]:
+def paired_complete(rollups: QuerySet) -> bool:
+    """Whether every hour in ``rollups`` carries paired outcomes (see ``backfill_paired``)."""
+    return not rollups.filter(**{f"{PAIRED_MARKER}__isnull": True}).exists()
+
+
+def paired_totals(rollups: QuerySet) -> dict[str, int]:
+    """The paired outcome counts summed over the hours (both served versions)."""
+    row = rollups.aggregate(**{name: Sum(name) for name in PAIRED_COUNTS})
+    return {name: row[name] or 0 for name in PAIRED_COUNTS}
+
+
+def merged_changes(rollups: QuerySet) -> dict[tuple[Any, ...], int]:
+    """Decision changes summed over the hours, keyed like ``columns.CHANGE_KEYS``."""
+    merged: dict[tuple[Any, ...], int] = defaultdict(int)
+    for changes in rollups.exclude(changes=[]).values_list("changes", flat=True):
+        for *key, count in changes or ():
+            merged[change_key(*key)] += count
+    return merged
+
+
+def change_key(
+    v1_rule: Any, v2_rule: Any, v1_output: Any, v2_output: Any, v1_success: Any, v2_success: Any
+) -> tuple[Any, ...]:
+    """A hashable key for one kind of decision change (outputs are JSON values)."""
+    return (
+        v1_rule or "",
+        v2_rule or "",
+        orjson.dumps(v1_output, option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(v2_output, option=orjson.OPT_SORT_KEYS),
+        v1_success,
+        v2_success,
+    )
+
+
+def raw_histogram(*, logs: Any, bucket: Any = None) -> dict[str, dict[int, int]]:
+    """Per served version, the rows of ``logs`` counted by ``bucket`` (latency by default)."""
     histogram: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     rows = (
-        logs.annotate(bucket=bucket_expression())
+        logs.annotate(bucket=bucket if bucket is not None else bucket_expression())
         .values("served_version", "bucket")
         .annotate(n=Count("id"))
         .order_by()
@@ -170,7 +339,22 @@ def raw_histogram(*, logs: Any) -> dict[str, dict[int, int]]:
     return histogram
 
 
-def histogram_percentile(buckets: dict[int, int], total: int, fraction: float) -> float:
+def added(*histograms: Iterable[tuple[int, int]] | dict[int, int]) -> dict[int, int]:
+    """The bucket-wise sum of histograms."""
+    total: dict[int, int] = defaultdict(int)
+    for histogram in histograms:
+        items = histogram.items() if isinstance(histogram, dict) else histogram
+        for index, count in items:
+            total[index] += count
+    return total
+
+
+def histogram_percentile(
+    buckets: dict[int, int],
+    total: int,
+    fraction: float,
+    value: Callable[[int], float] = bucket_value,
+) -> float:
     """percentile_cont's definition on the histogram.
 
     The rows at ranks floor and ceil of ``fraction * (total - 1)`` are each known
@@ -179,14 +363,18 @@ def histogram_percentile(buckets: dict[int, int], total: int, fraction: float) -
     """
     rank = fraction * (total - 1)
     low, high = math.floor(rank), math.ceil(rank)
-    low_value = high_value = bucket_value(max(buckets))
+    low_value = histogram_order_statistic(buckets, low + 1, value)
+    high_value = histogram_order_statistic(buckets, high + 1, value)
+    return low_value + (high_value - low_value) * (rank - low)
+
+
+def histogram_order_statistic(
+    buckets: dict[int, int], rank: int, value: Callable[[int], float] = bucket_value
+) -> float:
+    """The ``rank``-th smallest value (1-based), within 1%: its bucket's midpoint."""
     seen = 0
-    found_low = False
     for index in sorted(buckets):
         seen += buckets[index]
-        if not found_low and seen > low:
-            low_value, found_low = bucket_value(index), True
-        if seen > high:
-            high_value = bucket_value(index)
-            break
-    return low_value + (high_value - low_value) * (rank - low)
+        if seen >= rank:
+            return value(index)
+    return value(max(buckets))

@@ -9,6 +9,7 @@ evaluated with two ordered single-row queries.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,22 +19,17 @@ from django.db.models import (
     Aggregate,
     Avg,
     BigIntegerField,
-    BooleanField,
-    Case,
-    CharField,
     Count,
     ExpressionWrapper,
     F,
     FloatField,
-    JSONField,
     Q,
     QuerySet,
     Sum,
-    When,
 )
 from django.utils import timezone
 
-from monitoring import paired, rollups
+from monitoring import columns, paired, rollups
 from monitoring.analysis import Evidence, VersionStats
 from monitoring.models import ExecutionLog
 from monitoring.paired import PairedCounts
@@ -64,6 +60,46 @@ def _window(deployment_id: Any, since: datetime | None, until: datetime | None) 
     return logs
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A window split into whole hours answered by rollups (None: none are) and the raw
+    rows of the rest: the partial first hour and the time since the last rollup."""
+
+    hours: QuerySet | None
+    raw: QuerySet
+
+
+def _span(
+    deployment_id: Any, since: datetime | None, until: datetime | None, *, paired: bool = False
+) -> _Span:
+    """Windows longer than ``rollups.LONG_WINDOW`` that rollups cover come from them;
+    ``paired`` also needs every covered hour to carry paired outcomes."""
+    end = until or timezone.now()
+    if since is not None and end - since < rollups.LONG_WINDOW:
+        return _Span(None, _window(deployment_id, since, until))
+    watermark = rollups.watermark_for(deployment_id)
+    if watermark is None or (since is not None and watermark - since < rollups.LONG_WINDOW):
+        return _Span(None, _window(deployment_id, since, until))
+    first_hour = None
+    if since is not None:
+        first_hour = rollups.floor_hour(since)
+        if first_hour < since:
+            first_hour += timedelta(hours=1)
+    rolled_until = min(watermark, end)
+    hours = rollups.hours_between(deployment_id=deployment_id, since=first_hour, until=rolled_until)
+    if paired and not rollups.paired_complete(hours):
+        return _Span(None, _window(deployment_id, since, until))
+    edges = ExecutionLog.objects.filter(deployment_id=deployment_id).filter(
+        Q(created_at__gte=rolled_until, created_at__lt=end)
+        | (
+            Q(created_at__gte=since, created_at__lt=first_hour)
+            if since is not None and first_hour is not None
+            else Q(pk__in=[])
+        )
+    )
+    return _Span(hours, edges)
+
+
 def version_stats(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, VersionStats | None]:
@@ -72,37 +108,24 @@ def version_stats(
     Windows longer than ``rollups.LONG_WINDOW`` that rollups already cover are
     answered from them (percentiles within 1%); others exactly from the rows.
     """
-    watermark = rollups.watermark_for(deployment_id)
-    if watermark is not None and (since is None or watermark - since >= rollups.LONG_WINDOW):
-        return _rolled_up_stats(deployment_id, since, until or timezone.now(), watermark)
-    return _exact_stats(deployment_id, since, until)
+    span = _span(deployment_id, since, until)
+    if span.hours is None:
+        return _exact_stats(deployment_id, since, until)
+    return _rolled_up_stats(span)
 
 
-def _rolled_up_stats(
-    deployment_id: Any, since: datetime | None, until: datetime, watermark: datetime
-) -> dict[str, VersionStats | None]:
-    """Whole hours from rollups; the partial hour at the start and the tail after
-    the watermark from raw rows."""
-    first_hour = None
-    if since is not None:
-        first_hour = rollups.floor_hour(since)
-        if first_hour < since:
-            first_hour += timedelta(hours=1)
-    rolled_until = min(watermark, until)
-    totals = rollups.rolled_up_totals(
-        deployment_id=deployment_id, since=first_hour, until=rolled_until
-    )
-    edges = ExecutionLog.objects.filter(deployment_id=deployment_id).filter(
-        Q(created_at__gte=rolled_until, created_at__lt=until)
-        | (
-            Q(created_at__gte=since, created_at__lt=first_hour)
-            if since is not None and first_hour is not None
-            else Q(pk__in=[])
-        )
-    )
+def _rolled_up_stats(span: _Span) -> dict[str, VersionStats | None]:
+    assert span.hours is not None
+    totals = {
+        row["served_version"]: row
+        for row in span.hours.values("served_version")
+        .annotate(total=Sum("total"), errors=Sum("errors"), latency_sum=Sum("latency_sum"))
+        .order_by()
+    }
+    rolled_buckets = rollups.merged_buckets(span.hours, "latency_buckets") if totals else {}
     raw = {
         row["served_version"]: row
-        for row in edges.values("served_version")
+        for row in span.raw.values("served_version")
         .annotate(
             total=Count("id"),
             errors=Count("id", filter=Q(success=False)),
@@ -110,21 +133,16 @@ def _rolled_up_stats(
         )
         .order_by()
     }
-    raw_buckets = rollups.raw_histogram(logs=edges) if raw else {}
+    raw_buckets = rollups.raw_histogram(logs=span.raw) if raw else {}
     result: dict[str, VersionStats | None] = dict.fromkeys(VERSIONS)
     for version in VERSIONS:
-        rolled = totals.get(version)
-        extra = raw.get(version)
-        total = (rolled["total"] if rolled else 0) + (extra["total"] if extra else 0)
+        parts = [part for part in (totals.get(version), raw.get(version)) if part]
+        total = sum(part["total"] for part in parts)
         if total == 0:
             continue
-        errors = (rolled["errors"] if rolled else 0) + (extra["errors"] if extra else 0)
-        latency_sum = (rolled["latency_sum"] if rolled else 0.0) + (
-            (extra["latency_sum"] or 0.0) if extra else 0.0
-        )
-        buckets: dict[int, int] = dict(rolled["buckets"]) if rolled else {}
-        for index, count in raw_buckets.get(version, {}).items():
-            buckets[index] = buckets.get(index, 0) + count
+        errors = sum(part["errors"] for part in parts)
+        latency_sum = sum(part["latency_sum"] or 0.0 for part in parts)
+        buckets = rollups.added(rolled_buckets.get(version, {}), raw_buckets.get(version, {}))
         result[version] = VersionStats(
             total_requests=total,
             success_count=total - errors,
@@ -185,48 +203,77 @@ def _percentile(ordered: QuerySet, total: int, fraction: float) -> float:
 
 # --- paired (shadow) evaluation ------------------------------------------------------
 
-_V2_ONLY_FAILED = Q(served_version="v2", success=False, shadow_success=True) | Q(
-    served_version="v1", success=True, shadow_success=False
-)
-_V1_ONLY_FAILED = Q(served_version="v1", success=False, shadow_success=True) | Q(
-    served_version="v2", success=True, shadow_success=False
-)
-
-
-def _side(version: str, served: Any, shadow: Any, output_field: Any = None) -> Case:
-    """A column of ``version``'s side of a pair, whichever version was served."""
-    return Case(
-        When(served_version=version, then=served),
-        default=shadow,
-        output_field=output_field,
-    )
-
 
 def _paired_window(deployment_id: Any, since: datetime | None, until: datetime | None) -> QuerySet:
-    return _window(deployment_id, since, until).filter(shadow_success__isnull=False)
+    return _window(deployment_id, since, until).filter(columns.PAIRED)
 
 
 def paired_counts(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> PairedCounts:
-    """How both versions fared on the same inputs in the window (one query)."""
-    row = _paired_window(deployment_id, since, until).aggregate(
-        both_succeeded=Count("id", filter=Q(success=True, shadow_success=True)),
-        only_v1_failed=Count("id", filter=_V1_ONLY_FAILED),
-        only_v2_failed=Count("id", filter=_V2_ONLY_FAILED),
-        both_failed=Count("id", filter=Q(success=False, shadow_success=False)),
+    """How both versions fared on the same inputs in the window (exact, from rollups
+    for the whole hours of a long window)."""
+    span = _span(deployment_id, since, until, paired=True)
+    row = span.raw.filter(columns.PAIRED).aggregate(
+        both_succeeded=Count("id", filter=columns.BOTH_SUCCEEDED),
+        only_v1_failed=Count("id", filter=columns.V1_ONLY_FAILED),
+        only_v2_failed=Count("id", filter=columns.V2_ONLY_FAILED),
+        both_failed=Count("id", filter=columns.BOTH_FAILED),
         agreed=Count("id", filter=Q(agreed=True)),
     )
+    if span.hours is not None:
+        rolled = rollups.paired_totals(span.hours)
+        for name in row:
+            row[name] += rolled[f"pairs_{name}"]
     return PairedCounts(**row)
+
+
+def disagreement_count(*, deployment_id: Any, since: datetime | None = None) -> int:
+    """How many rows ``shadow_differences`` holds, without counting them one by one."""
+    counts = paired_counts(deployment_id=deployment_id, since=since)
+    return counts.pairs - counts.agreed
+
+
+def _side_histograms(span: _Span) -> tuple[dict[int, int], dict[int, int]]:
+    """(v1, v2) latency histograms over the span's pairs, each side measured on the
+    same inputs: v1's side is the served latency of rows v1 served and the shadow
+    latency of rows v2 served."""
+    timed = span.raw.filter(columns.PAIRED, shadow_latency_ms__isnull=False)
+    served = rollups.raw_histogram(logs=timed)
+    shadow = rollups.raw_histogram(logs=timed, bucket=columns.latency_bucket("shadow_latency_ms"))
+    assert span.hours is not None
+    served_hours = rollups.merged_buckets(span.hours, "paired_latency_buckets")
+    shadow_hours = rollups.merged_buckets(span.hours, "shadow_latency_buckets")
+    sides = []
+    for version, other in (("v1", "v2"), ("v2", "v1")):
+        sides.append(
+            rollups.added(
+                served.get(version, {}),
+                served_hours.get(version, {}),
+                shadow.get(other, {}),
+                shadow_hours.get(other, {}),
+            )
+        )
+    return sides[0], sides[1]
 
 
 def paired_latency_p95(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> tuple[float, float] | None:
     """(v1 p95, v2 p95) over the window's pairs, each measured on the same inputs."""
+    span = _span(deployment_id, since, until, paired=True)
+    if span.hours is not None:
+        v1_side, v2_side = _side_histograms(span)
+        total = sum(v1_side.values())
+        if not total:
+            return None
+        return (
+            rollups.histogram_percentile(v1_side, total, 0.95),
+            rollups.histogram_percentile(v2_side, total, 0.95),
+        )
     logs = _paired_window(deployment_id, since, until).filter(shadow_latency_ms__isnull=False)
-    v1 = _side("v1", F("latency_ms"), F("shadow_latency_ms"), FloatField())
-    v2 = _side("v2", F("latency_ms"), F("shadow_latency_ms"), FloatField())
+    v1 = columns.side("v1", F("latency_ms"), F("shadow_latency_ms"), FloatField())
+    v2 = columns.side("v2", F("latency_ms"), F("shadow_latency_ms"), FloatField())
     if connection.vendor == "postgresql":
         row = logs.aggregate(
             n=Count("id"), v1=PercentileCont(v1, 0.95), v2=PercentileCont(v2, 0.95)
@@ -253,16 +300,14 @@ def paired_latency_ratio(
     """Median of v2/v1 latency per pair, with a distribution-free 95% interval.
 
     The interval's ends are order statistics (``paired.median_ci_ranks``), so the
-    answer is exact and the same on every call.
+    answer is the same on every call: exact over raw rows, within 1% (the ratio
+    histogram's bucket) over the rolled-up hours of a long window.
     """
-    logs = _paired_window(deployment_id, since, until).filter(
-        shadow_latency_ms__gt=0, latency_ms__gt=0
-    )
-    ratio = ExpressionWrapper(
-        _side("v2", F("latency_ms"), F("shadow_latency_ms"), FloatField())
-        / _side("v1", F("latency_ms"), F("shadow_latency_ms"), FloatField()),
-        output_field=FloatField(),
-    )
+    span = _span(deployment_id, since, until, paired=True)
+    if span.hours is not None:
+        return _rolled_up_latency_ratio(span)
+    logs = _paired_window(deployment_id, since, until).filter(columns.TIMED_PAIR)
+    ratio = columns.latency_ratio()
     n = logs.count()
     answer: dict[str, Any] = {"pairs": n, "v2_over_v1_median_ratio": None, "ci": None}
     if n == 0:
@@ -288,8 +333,27 @@ def paired_latency_ratio(
     return answer
 
 
-# Above this many pairs the ratio's median and interval come from a repeatable
-# page sample (sorting tens of millions of ratios takes tens of seconds).
+def _rolled_up_latency_ratio(span: _Span) -> dict[str, Any]:
+    assert span.hours is not None
+    raw = rollups.raw_histogram(
+        logs=span.raw.filter(columns.PAIRED, columns.TIMED_PAIR), bucket=columns.ratio_bucket()
+    )
+    rolled = rollups.merged_buckets(span.hours, "ratio_buckets")
+    buckets = rollups.added(*raw.values(), *rolled.values())
+    n = sum(buckets.values())
+    answer: dict[str, Any] = {"pairs": n, "v2_over_v1_median_ratio": None, "ci": None}
+    if n == 0:
+        return answer
+    value = columns.ratio_bucket_value
+    answer["v2_over_v1_median_ratio"] = rollups.histogram_percentile(buckets, n, 0.5, value)
+    ranks = paired.median_ci_ranks(n)
+    if ranks:
+        answer["ci"] = [rollups.histogram_order_statistic(buckets, rank, value) for rank in ranks]
+    return answer
+
+
+# Above this many pairs in a raw window the ratio's median and interval come from a
+# repeatable page sample (sorting tens of millions of ratios takes tens of seconds).
 RATIO_SAMPLE_PAIRS = 200_000
 RATIO_SAMPLE_SEED = 7
 
@@ -342,56 +406,39 @@ def shadow_changes(
     *, deployment_id: Any, since: datetime | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The most frequent decision changes: (v1 rule, output) -> (v2 rule, output), counted."""
-    rows = (
-        _paired_window(deployment_id, since, None)
-        .filter(agreed=False)
-        .annotate(**_pair_sides())
-        .values("v1_rule", "v2_rule", "v1_output", "v2_output", "v1_success", "v2_success")
+    span = _span(deployment_id, since, None, paired=True)
+    merged = rollups.merged_changes(span.hours) if span.hours is not None else {}
+    merged = dict(merged)
+    grouped = (
+        span.raw.filter(columns.PAIRED, agreed=False)
+        .annotate(**columns.pair_sides())
+        .values(*columns.CHANGE_KEYS)
         .annotate(count=Count("id"))
-        .order_by("-count", "v1_rule", "v2_rule")[:limit]
+        .order_by()
     )
+    for row in grouped:
+        key = rollups.change_key(
+            *(
+                rollups.decoded_json(row[name]) if "output" in name else row[name]
+                for name in columns.CHANGE_KEYS
+            )
+        )
+        merged[key] = merged.get(key, 0) + row["count"]
+    ranked = sorted(merged.items(), key=lambda item: (-item[1], item[0][0], item[0][1], item[0]))
     return [
         {
-            "v1_rule": row["v1_rule"] or None,
-            "v2_rule": row["v2_rule"] or None,
-            "v1_output": _json_value(row["v1_output"]),
-            "v2_output": _json_value(row["v2_output"]),
-            "v1_success": row["v1_success"],
-            "v2_success": row["v2_success"],
-            "count": row["count"],
+            "v1_rule": v1_rule or None,
+            "v2_rule": v2_rule or None,
+            "v1_output": orjson.loads(v1_output),
+            "v2_output": orjson.loads(v2_output),
+            "v1_success": v1_success,
+            "v2_success": v2_success,
+            "count": count,
         }
-        for row in rows
+        for (v1_rule, v2_rule, v1_output, v2_output, v1_success, v2_success), count in ranked[
+            :limit
+        ]
     ]
-
-
-def _json_value(value: Any) -> Any:
-    # Grouped JSON comes back as text on some backends.
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _pair_sides() -> dict[str, Any]:
-    rule = {
-        version: Case(
-            When(served_version=version, success=True, then=F("matched_rule")),
-            When(served_version=version, then=F("error_rule")),
-            default=F("shadow_rule"),
-            output_field=CharField(),
-        )
-        for version in VERSIONS
-    }
-    return {
-        "v1_rule": rule["v1"],
-        "v2_rule": rule["v2"],
-        "v1_output": _side("v1", F("output"), F("shadow_output"), JSONField()),
-        "v2_output": _side("v2", F("output"), F("shadow_output"), JSONField()),
-        "v1_success": _side("v1", F("success"), F("shadow_success"), BooleanField()),
-        "v2_success": _side("v2", F("success"), F("shadow_success"), BooleanField()),
-    }
 
 
 def shadow_differences(*, deployment_id: Any, since: datetime | None = None) -> QuerySet:
@@ -399,7 +446,7 @@ def shadow_differences(*, deployment_id: Any, since: datetime | None = None) -> 
     return (
         _paired_window(deployment_id, since, None)
         .filter(agreed=False)
-        .annotate(**_pair_sides())
+        .annotate(**columns.pair_sides())
         .order_by("-created_at", "-id")
     )
 
@@ -509,16 +556,17 @@ def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
 def discordant_counts(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> PairedCounts:
-    """Only the pairs where exactly one version failed: cheap over a whole canary, as
-    they are among the few disagreeing rows the partial index holds."""
-    row = (
-        _window(deployment_id, since, until)
-        .filter(agreed=False)
-        .aggregate(
-            only_v1_failed=Count("id", filter=_V1_ONLY_FAILED),
-            only_v2_failed=Count("id", filter=_V2_ONLY_FAILED),
-        )
+    """Only the pairs where exactly one version failed: over raw rows, among the few
+    disagreeing ones the partial index holds; over rolled-up hours, from the rollups."""
+    span = _span(deployment_id, since, until, paired=True)
+    row = span.raw.filter(agreed=False).aggregate(
+        only_v1_failed=Count("id", filter=columns.V1_ONLY_FAILED),
+        only_v2_failed=Count("id", filter=columns.V2_ONLY_FAILED),
     )
+    if span.hours is not None:
+        rolled = rollups.paired_totals(span.hours)
+        for name in row:
+            row[name] += rolled[f"pairs_{name}"]
     return PairedCounts(only_v1_failed=row["only_v1_failed"], only_v2_failed=row["only_v2_failed"])
 
 
@@ -526,14 +574,15 @@ def paired_latency_direction(
     *, deployment_id: Any, since: datetime | None = None, until: datetime | None = None
 ) -> tuple[int, int]:
     """(pairs where v2 was slower, pairs where v2 was faster), for the sign test."""
-    logs = _paired_window(deployment_id, since, until).filter(shadow_latency_ms__isnull=False)
-    v2_slower = Q(served_version="v2", latency_ms__gt=F("shadow_latency_ms")) | Q(
-        served_version="v1", shadow_latency_ms__gt=F("latency_ms")
+    span = _span(deployment_id, since, until, paired=True)
+    row = span.raw.filter(columns.PAIRED, shadow_latency_ms__isnull=False).aggregate(
+        slower=Count("id", filter=columns.V2_SLOWER),
+        faster=Count("id", filter=columns.V2_FASTER),
     )
-    v2_faster = Q(served_version="v2", latency_ms__lt=F("shadow_latency_ms")) | Q(
-        served_version="v1", shadow_latency_ms__lt=F("latency_ms")
-    )
-    row = logs.aggregate(slower=Count("id", filter=v2_slower), faster=Count("id", filter=v2_faster))
+    if span.hours is not None:
+        rolled = rollups.paired_totals(span.hours)
+        row["slower"] += rolled["pairs_v2_slower"]
+        row["faster"] += rolled["pairs_v2_faster"]
     return row["slower"], row["faster"]
 
 

@@ -22,6 +22,7 @@ from knox.crypto import hash_token
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
+from canary.login_lockout import client_address
 from canary.redis import redis_client, redis_enabled
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def refuse_wrong_token(request: Request) -> None:
     limit = settings.CANARY_AUTH_FAILURES_PER_MINUTE
     if not limit:
         return
-    key = f"auth-failures:{request.META.get('REMOTE_ADDR', 'unknown')}"
+    key = f"auth-failures:{client_address(request) or 'unknown'}"
     cache.add(key, 0, 60)
     try:
         count = cache.incr(key) or 0

@@ -20,6 +20,8 @@ from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from canary.login_lockout import client_address
+
 
 class ScopedClientThrottle(BaseThrottle):
     """Keyed by user when authenticated, by client address otherwise."""
@@ -28,8 +30,12 @@ class ScopedClientThrottle(BaseThrottle):
         return getattr(view, "throttle_scope", None) or "api"
 
     def ident_of(self, request: Request) -> Any:
+        """The user, else the client address as ``CANARY_TRUSTED_PROXY_COUNT`` says (DRF's
+        ``get_ident`` would trust an X-Forwarded-For the client wrote itself)."""
         user = request.user
-        return user.pk if user and user.is_authenticated else self.get_ident(request)
+        if user and user.is_authenticated:
+            return user.pk
+        return client_address(request._request) or "unknown"
 
     def allow_request(self, request: Request, view: Any) -> bool:
         scope = self.scope_of(view)

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from canary.api.pagination import PageNumberPagination
+from canary.api.pagination import PageNumberPagination, counted_pagination
 from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
 from deployments import services as lifecycle
@@ -108,14 +108,11 @@ class DeploymentShadowDifferencesView(_DeploymentReadView):
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
         query = validated(ShadowDifferencesQuerySerializer, request.query_params.dict())
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(
-            health.shadow_differences_page(
-                deployment=deployment, window_minutes=query.get("window_minutes")
-            ),
-            request,
-            view=self,
+        differences, total = health.shadow_differences_page(
+            deployment=deployment, window_minutes=query.get("window_minutes")
         )
+        paginator = counted_pagination(total)
+        page = paginator.paginate_queryset(differences, request, view=self)
         return Response(
             {
                 "total": paginator.page.paginator.count,

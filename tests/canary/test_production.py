@@ -74,14 +74,22 @@ def test_compose_file_defines_every_service_and_variable() -> None:
     assert set(services) >= {
         "postgres",
         "redis",
+        "proxy",
         "backend",
         "worker",
         "beat",
         "prometheus",
         "grafana",
     }
-    backend = services["backend"]
-    assert "8000:8000" in backend["ports"]
+    backend, proxy = services["backend"], services["proxy"]
+    # Clients reach nginx (the configuration tests/canary/test_proxy.py runs), which
+    # forwards to the backend; the backend trusts exactly that one proxy's address.
+    assert "8000:8000" in proxy["ports"] and "ports" not in backend
+    assert proxy["environment"]["CANARY_UPSTREAM"] == "backend:8000"
+    assert proxy["volumes"] == [
+        "./ops/nginx/canary.conf.template:/etc/nginx/templates/default.conf.template:ro"
+    ]
+    assert backend["environment"]["CANARY_TRUSTED_PROXY_COUNT"] == "1"
     # The backend runs what `make serve` runs: migrations, then granian.
     assert backend["command"] == ["./scripts/serve.sh"]
     serve = (ROOT / "scripts" / "serve.sh").read_text()

@@ -28,9 +28,33 @@ def test_nothing_to_remove_is_no_copy() -> None:
 
 
 def test_a_parent_path_wins_and_non_objects_are_left() -> None:
-    data = {"customer": {"email": "x"}, "items": [{"card": "4111"}]}
-    stored, removed = redact_input(data, ("customer", "customer.email", "items.card"))
-    assert stored == {"items": [{"card": "4111"}]} and removed == ["customer"]
+    data = {"customer": {"email": "x"}, "items": "4111", "n": 3}
+    stored, removed = redact_input(data, ("customer", "customer.email", "items.card", "n.x"))
+    assert stored == {"items": "4111", "n": 3} and removed == ["customer"]
+
+
+def test_a_path_through_a_list_redacts_every_element() -> None:
+    data = {
+        "orders": [
+            {"card": "4111", "amount": 5, "payer": [{"email": "a@b.c", "tier": 1}]},
+            {"amount": 7},
+            "not an object",
+            [{"card": "5500"}],
+        ]
+    }
+    stored, removed = redact_input(data, ("orders.card", "orders.payer.email"))
+    assert stored == {
+        "orders": [
+            {"amount": 5, "payer": [{"tier": 1}]},
+            {"amount": 7},
+            "not an object",
+            [{}],
+        ]
+    }
+    assert removed == ["orders.card", "orders.payer.email"]
+    assert data["orders"][0]["card"] == "4111"  # the caller's object is untouched
+    untouched = {"orders": [{"amount": 5}]}
+    assert redact_input(untouched, ("orders.card",))[0] is untouched
 
 
 def test_store_inputs_off_stores_nothing() -> None:
