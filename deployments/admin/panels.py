@@ -78,6 +78,11 @@ def event_details(event: DeploymentEvent) -> str:
         parts.append(f"superseded by {payload['superseded_by']}")
     if payload.get("restored_by_rollback_of"):
         parts.append(f"restored by the rollback of {payload['restored_by_rollback_of']}")
+    if event.action == EventAction.BREAKER_OPEN:
+        parts.append(
+            f"after {payload.get('consecutive_failures')} consecutive v2 failures; "
+            f"v1 serves everyone for {duration(payload.get('cooldown_seconds'))}"
+        )
     if payload.get("changed"):
         parts.append("changed " + ", ".join(payload["changed"]))
     if payload.get("version") and event.action == EventAction.CREATE:
