@@ -85,6 +85,7 @@ CHART_MARKERS = {
     EventAction.SET_TRAFFIC,
     EventAction.ROLLBACK,
     EventAction.PROMOTE,
+    EventAction.BREAKER_OPEN,
 }
 
 CONFIG_FORMATTERS = {
@@ -382,13 +383,18 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @staticmethod
     def _charts(deployment: Deployment) -> list[SafeString] | None:
-        """The last hour per minute, v1 vs v2, with traffic changes marked."""
+        """The last hour per minute, v1 vs v2, with traffic changes and breaker openings marked;
+        with paired evaluation on, the two versions' disagreement rate too."""
         minutes = charts.minutes_window()
         rows = admin_panels.panel("chart", deployment, minutes[0])
         if rows is None:
             return None
         markers = [
-            (event.created_at, f"{event.get_action_display()}: {event_details(event)}")
+            (
+                event.created_at,
+                f"{when(event.created_at)} {event.get_action_display()}: {event_details(event)}",
+                charts.BREAKER if event.action == EventAction.BREAKER_OPEN else charts.CHANGE,
+            )
             for event in selectors.deployment_event_list(deployment=deployment)
             if event.action in CHART_MARKERS and event.created_at >= minutes[0]
         ]
@@ -397,6 +403,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             minutes=minutes,
             error_threshold=deployment.canary_config.get("error_threshold"),
             markers=markers,
+            paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
         )
         return [charts.render(chart, minutes) for chart in found]
 
