@@ -256,7 +256,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
         return [action, live, *super().get_urls()]
 
     def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The page's live block alone, for the page to re-fetch in place (admin.js).
+        """The page's live block and its verdict, for the page to re-fetch in place (admin.js).
 
         Headers carry the status and traffic so the page can tell its buttons are stale.
         """
@@ -266,7 +266,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request, deployment):
             raise PermissionDenied
         context = {"original": deployment, **self._page_context(request, deployment)}
-        response = TemplateResponse(request, "admin/deployments/deployment/live.html", context)
+        response = TemplateResponse(
+            request, "admin/deployments/deployment/live_fragment.html", context
+        )
         response["X-Canary-Status"] = deployment.status
         response["X-Canary-Traffic"] = str(deployment.traffic_percentage)
         response["Cache-Control"] = "no-store"

@@ -41,8 +41,23 @@ document.addEventListener("click", (event) => {
   }
 });
 
-// The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) re-fetched in
-// place every few seconds; nothing else on the page is touched. When the deployment itself
+// Put a fetched fragment in place: each [data-canary-slot] part replaces the content of the
+// page element it names (the verdict at the top), the rest becomes the live block.
+function canaryFillLive(live, html) {
+  const fragment = document.createElement("template");
+  fragment.innerHTML = html;
+  for (const part of fragment.content.querySelectorAll("[data-canary-slot]")) {
+    const slot = document.getElementById(part.dataset.canarySlot);
+    if (slot) {
+      slot.replaceChildren(...part.childNodes);
+    }
+    part.remove();
+  }
+  live.replaceChildren(fragment.content);
+}
+
+// The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) and its verdict
+// re-fetched in place every few seconds; nothing else on the page is touched. When the deployment itself
 // changed (status or traffic), the action buttons above are stale: say so, keep refreshing.
 function canaryStartLiveRefresh() {
   const live = document.getElementById("canary-live");
@@ -62,7 +77,7 @@ function canaryStartLiveRefresh() {
       if (!response.ok) {
         return;
       }
-      live.innerHTML = await response.text();
+      canaryFillLive(live, await response.text());
       live.dataset.refreshed = String(Number(live.dataset.refreshed || 0) + 1);
       const status = response.headers.get("X-Canary-Status");
       const traffic = response.headers.get("X-Canary-Traffic");
