@@ -29,6 +29,41 @@ def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> di
     now = now or timezone.now()
     comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
     readiness = governance.deployment_readiness(deployment=deployment, now=now)
+    return _verdict(deployment, comparison, readiness, now)
+
+
+def canary_overview(
+    *, deployment: Deployment, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """A running canary in one row for the console's home: the verdict, readiness, approvals
+    and both versions' error rates over the whole canary.
+
+    The same comparison and readiness as the canary's page and the API, read once.
+    None unless the deployment is a running canary.
+    """
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    now = now or timezone.now()
+    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    readiness = governance.deployment_readiness(deployment=deployment, now=now)
+
+    def error_rate(version: str) -> float | None:
+        metrics = comparison.get(f"{version}_metrics")
+        return metrics["error_rate"] if metrics else None
+
+    return {
+        "verdict": _verdict(deployment, comparison, readiness, now),
+        "approvals": len(readiness["approved_by"]),
+        "approved_by": readiness["approved_by"],
+        "required_approvals": readiness["required_approvals"],
+        "v1_error_rate": error_rate("v1"),
+        "v2_error_rate": error_rate("v2"),
+    }
+
+
+def _verdict(
+    deployment: Deployment, comparison: dict[str, Any], readiness: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     recommendation = comparison["comparison"]["recommendation"]
     evidence = comparison["evidence"]
     failing = [c["name"] for c in readiness["checks"] if c["required"] and not c["passed"]]

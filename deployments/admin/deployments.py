@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from canary.errors import DomainError, NotFound
 from deployments import admin_panels, selectors, transitions
-from deployments.admin import charts
+from deployments.admin import charts, home
 from deployments.admin.actions import (
     ACTIONS,
     COMPENSATION,
@@ -253,7 +253,22 @@ class DeploymentAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.live_view),
             name="deployments_deployment_live",
         )
-        return [action, live, *super().get_urls()]
+        running = path(
+            "running/",
+            self.admin_site.admin_view(self.running_view),
+            name="deployments_deployment_running",
+        )
+        return [action, live, running, *super().get_urls()]
+
+    def running_view(self, request: HttpRequest) -> HttpResponse:
+        """The home page's block (monitor, running canaries, compensations owed) alone, for the
+        index to re-fetch in place (admin.js)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = home.index_block_context(request)
+        response = TemplateResponse(request, "admin/deployments/index_live.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The page's live block and its verdict, for the page to re-fetch in place (admin.js).

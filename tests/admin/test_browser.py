@@ -293,7 +293,8 @@ def test_a_viewer_sees_no_action_anywhere(
     log_in(page, base, "vera")
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{base}/admin/")
-    assert "thermostat\tv2.0.0 / v1.0.0\t10%" in page.inner_text("#canary-running")
+    running = page.inner_text("#canary-running tr.canary-running-row")
+    assert "thermostat\nv2.0.0 / v1.0.0\t10%" in running
     screenshot(page, "admin-running-canaries.png")
     page.goto(deployment_page(base, canary_v2))
     assert page.locator("a.canary-button").count() == 0

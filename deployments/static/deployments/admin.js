@@ -92,8 +92,39 @@ function canaryStartLiveRefresh() {
   };
   setInterval(refresh, seconds * 1000);
 }
-if (document.readyState === "loading") {
-  document.addEventListener("DOMContentLoaded", canaryStartLiveRefresh);
-} else {
+// The home page's block (monitor, running canaries, compensation pending) re-fetched in place
+// the same way: the page, its scroll position and anything typed elsewhere stay put.
+function canaryStartHomeRefresh() {
+  const home = document.getElementById("canary-home");
+  if (!home || !home.dataset.refreshUrl) {
+    return;
+  }
+  const seconds = Math.max(1, Number(home.dataset.refreshSeconds || 30));
+  setInterval(async () => {
+    if (document.visibilityState === "hidden") {
+      return;
+    }
+    try {
+      const response = await fetch(home.dataset.refreshUrl, {
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch" },
+      });
+      if (response.ok) {
+        home.innerHTML = await response.text();
+        home.dataset.refreshed = String(Number(home.dataset.refreshed || 0) + 1);
+      }
+    } catch (error) {
+      // A missed refresh is harmless: the next one tries again.
+    }
+  }, seconds * 1000);
+}
+
+function canaryStart() {
   canaryStartLiveRefresh();
+  canaryStartHomeRefresh();
+}
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", canaryStart);
+} else {
+  canaryStart();
 }
