@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
@@ -134,7 +135,9 @@ def _monitor_next(
 ) -> str:
     monitor = console.monitor_status(now=now)
     when = monitor.get("next_expected_at")
-    at = f" at its next run (about {when:%H:%M} UTC)" if when else " at its next run"
+    # The console's one date-time format (canary/formats), in the site's time zone.
+    shown = date_format(timezone.localtime(when), "DATETIME_FORMAT") if when else ""
+    at = f" at its next run (about {shown})" if when else " at its next run"
     if monitor.get("never_ran"):
         return "The monitor has never run: nothing will happen automatically until beat runs."
     config = deployment.canary_config

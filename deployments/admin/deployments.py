@@ -51,6 +51,7 @@ from deployments.admin.panels import (
     measurement_panel,
     monitor_banner,
     outcome_banner,
+    shadow_panel,
     step_lines,
 )
 from deployments.choices import CompensationStatus, DeploymentStatus, EventAction
@@ -58,14 +59,20 @@ from deployments.models import Deployment, DeploymentEvent
 
 
 class DeploymentChangeList(ChangeList):
-    """Reads v2 health for the page's canary rows only: other rows cost no query."""
+    """Reads v2 health for the page's canary rows only, and in one query which active rows
+    are v1 of a running canary: other rows cost no query."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         rows = list(self.result_list)
+        canaries = selectors.deployment_canaries_by_baseline(
+            baseline_ids=[row.pk for row in rows if row.status == DeploymentStatus.ACTIVE]
+        )
         for row in rows:
             if row.status == DeploymentStatus.CANARY:
                 row.canary_health = admin_panels.health_for(row)
+            elif row.status == DeploymentStatus.ACTIVE:
+                row.running_canary = canaries.get(row.pk)
         self.result_list = rows
 
 
@@ -169,6 +176,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
             },
         ),
     ]
+    # History: the console's own actions (LogEntry) and every lifecycle event.
+    keeps_history = True
     change_form_template = "admin/deployments/deployment/change_form.html"
     object_history_template = "admin/deployments/deployment/object_history.html"
 
@@ -203,8 +212,18 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="traffic", ordering="traffic_percentage")
     def traffic(self, obj: Deployment) -> str:
-        if obj.status == "canary" and obj.traffic_percentage == 0:
+        if obj.status == DeploymentStatus.CANARY and obj.traffic_percentage == 0:
             return "0% (dark launch)"
+        if obj.status == DeploymentStatus.ACTIVE:
+            if not hasattr(obj, "running_canary"):
+                found = selectors.deployment_canaries_by_baseline(baseline_ids=[obj.pk])
+                obj.running_canary = found.get(obj.pk)
+            canary = obj.running_canary
+            if canary is not None:
+                return (
+                    f"{100 - canary.traffic_percentage}% of new contexts "
+                    f"(v1 of canary {canary.version.version} at {canary.traffic_percentage}%)"
+                )
         return f"{obj.traffic_percentage}%"
 
     @admin.display(description="v2 (last 5 min)")
@@ -394,7 +413,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
             "canary_breaker": breaker_line(live.get("breaker")) if is_canary else None,
-            "canary_shadow": admin_panels.panel("shadow", deployment) if is_canary else None,
+            "canary_shadow": shadow_panel(admin_panels.panel("shadow", deployment))
+            if is_canary
+            else None,
             "canary_rendered_at": when(timezone.now()),
         }
 

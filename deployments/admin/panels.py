@@ -171,6 +171,30 @@ def measurement_panel(
     return panel
 
 
+def shadow_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Paired evaluation with its rates as percentages, McNemar's p as a statistician writes
+    it and outputs as JSON text (not Python's repr); the counts as the API gives them."""
+    if not data:
+        return None
+    interval = data.get("disagreement_rate_ci") or None
+    return {
+        **data,
+        "disagreement_percent": percent(data.get("disagreement_rate")),
+        "disagreement_interval": f"{percent(interval[0])} to {percent(interval[1])}"
+        if interval
+        else None,
+        "mcnemar_p": p_value((data.get("mcnemar") or {}).get("p_value")),
+        "changes": [
+            {
+                **change,
+                "v1_output": plain_value(change.get("v1_output")),
+                "v2_output": plain_value(change.get("v2_output")),
+            }
+            for change in data.get("changes") or []
+        ],
+    }
+
+
 def monitor_banner(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The monitor's heartbeat in one line and a level (ok / warning / error) for its colour."""
     if not data:
