@@ -112,17 +112,28 @@ def _evidence_lines(comparison: Mapping[str, Any], *, ended: bool = False) -> li
     errors = evidence.get("error_rate")
     if errors:
         verdict = "significant" if errors.get("significant") else "not significant"
+        # Paired tests count inputs evaluated by both versions; unpaired ones each version's.
+        size = (
+            f"{errors['pairs']:,} paired inputs"
+            if errors.get("pairs") is not None
+            else f"n = {errors.get('n_v1')} vs {errors.get('n_v2')}"
+        )
         lines.append(
             f"Error rate v2 minus v1: {percent(errors.get('difference'))} "
             f"({errors.get('test')}, {p_value(errors.get('p_value'))}, {verdict} at 95%; "
-            f"n = {errors.get('n_v1')} vs {errors.get('n_v2')})."
+            f"{size})."
         )
     latency = evidence.get("latency")
     if latency:
         verdict = "significant" if latency.get("significant") else "not significant"
+        size = (
+            f"{latency['pairs']:,} paired inputs"
+            if latency.get("pairs") is not None
+            else f"samples {latency.get('sample_v1')} vs {latency.get('sample_v2')}"
+        )
         lines.append(
             f"Latency: {latency.get('test')}, {p_value(latency.get('p_value'))}, {verdict} "
-            f"(samples {latency.get('sample_v1')} vs {latency.get('sample_v2')})."
+            f"({size})."
         )
     for check in evidence.get("thresholds") or []:
         mark = "✓ held" if check.get("held") else "✗ breached"
