@@ -17,7 +17,9 @@ simply shows no measurements.
   template or ``None``: ``"monitor"`` (the monitor's heartbeat, no argument),
   ``"live"`` (a deployment's step, breaker and monitor), ``"compensation"``
   (manual compensation's counts), ``"chart"`` (per-minute series),
-  ``"running"`` (the running canaries, for the index page).
+  ``"running"`` (the running canaries with their verdict, readiness,
+  approvals and error rates, for the index page), ``"compensation_pending"``
+  (rolled-back deployments whose manual compensation is not done yet).
 """
 
 from __future__ import annotations

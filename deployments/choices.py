@@ -27,6 +27,7 @@ class EventAction(models.TextChoices):
     SUPERSEDE = "supersede", "Superseded by a promotion"
     RESTORE = "restore", "Restored by a rollback"
     COMPENSATION_COMPLETE = "compensation_complete", "Compensation marked done"
+    BREAKER_OPEN = "breaker_open", "Circuit breaker opened"
 
 
 class CompensationStatus(models.TextChoices):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -64,6 +65,21 @@ def deployment_active_for(*, ruleset_id: Any) -> Deployment | None:
         .filter(ruleset_id=ruleset_id, status=DeploymentStatus.ACTIVE)
         .first()
     )
+
+
+def deployment_canaries_by_baseline(*, baseline_ids: Iterable[Any]) -> dict[Any, Deployment]:
+    """The running canary built on each of these deployments (as its v1), by baseline id.
+
+    One query for a whole page of deployments: an active deployment serving as v1
+    does not serve 100%, and the console must not say it does.
+    """
+    ids = list(baseline_ids)
+    if not ids:
+        return {}
+    canaries = Deployment.objects.filter(
+        status=DeploymentStatus.CANARY, baseline_id__in=ids
+    ).select_related("version")
+    return {canary.baseline_id: canary for canary in canaries}
 
 
 def deployment_event_list(*, deployment: Deployment) -> QuerySet[DeploymentEvent]:

@@ -836,6 +836,32 @@ def deployment_compensation_complete(*, deployment_id: Any, actor: Actor) -> Dep
     return deployment
 
 
+def deployment_breaker_opened(
+    *, deployment_id: Any, consecutive_failures: int, cooldown_seconds: float, actor: Actor
+) -> DeploymentEvent | None:
+    """Record that a running canary's circuit breaker opened and the canary keeps running.
+
+    Not a transition: v1 serves everyone until the cooldown ends. The breaker's
+    store keeps only its current state, so this event is the lasting trace of
+    the opening for the audit trail and the console's chart. None when the
+    deployment is no longer a canary (a rollback already records why).
+    """
+    deployment = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.CANARY).first()
+    if deployment is None:
+        return None
+    return _record_event(
+        deployment,
+        action=EventAction.BREAKER_OPEN,
+        actor=actor,
+        from_status=deployment.status,
+        to_status=deployment.status,
+        payload={
+            "consecutive_failures": consecutive_failures,
+            "cooldown_seconds": cooldown_seconds,
+        },
+    )
+
+
 # --- the one transition path ---------------------------------------------------
 
 Before = Callable[[Deployment, datetime, dict[str, Any]], set[str]]

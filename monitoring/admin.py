@@ -58,12 +58,17 @@ def deployment_live(deployment: Deployment) -> dict[str, Any] | None:
 
 
 def running_canaries() -> list[dict[str, Any]]:
-    """Every running canary with its step and breaker, for the index page's first block."""
+    """Every running canary with its step, breaker, verdict, readiness, approvals and error
+    rates, for the index page's first block."""
     canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).select_related(
         "ruleset", "version", "baseline__version"
     )
     return [
-        {"deployment": deployment, **(deployment_live(deployment) or {})}
+        {
+            "deployment": deployment,
+            **(deployment_live(deployment) or {}),
+            "overview": verdict.canary_overview(deployment=deployment),
+        }
         for deployment in canaries.order_by("ruleset__name")
     ]
 
@@ -106,6 +111,7 @@ admin_panels.register(
     monitor=console.monitor_status,
     live=deployment_live,
     running=running_canaries,
+    compensation_pending=console.compensation_pending_list,
 )
 
 

@@ -136,7 +136,7 @@ def _judge_errors(
             level,
             f"{scope}, on the same inputs v2 failed where v1 succeeded "
             f"{weighed.only_v2_failed:,} times and the reverse {weighed.only_v1_failed:,} times "
-            f"(one-sided McNemar p = {_p(p_value)}, needed <= {_p(level)})",
+            f"(one-sided McNemar {_p(p_value)}, needed <= {_level(level)})",
         )
     if _enough(v1, min_samples) and _enough(v2, min_samples):
         assert v1 is not None and v2 is not None
@@ -152,13 +152,19 @@ def _judge_errors(
             p_value,
             level,
             f"v1 failed {v1.error_rate:.2%} of {v1.total_requests:,} requests "
-            f"(one-sided Fisher exact p = {_p(p_value)}, needed <= {_p(level)})",
+            f"(one-sided Fisher exact {_p(p_value)}, needed <= {_level(level)})",
         )
     return None
 
 
 def _p(value: float) -> str:
-    return "< 0.0001" if 0 < value < 0.0001 else f"{value:.4f}" if value else "0"
+    """ "p < 0.0001" rather than "p = < 0.0001" or "p = 0.0000"."""
+    return "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}"
+
+
+def _level(value: float) -> str:
+    """A significance level; a spent-down one keeps two significant digits, never "0.0000"."""
+    return f"{value:.4f}" if value >= 0.0001 else f"{value:.2g}"
 
 
 def _window_judgements(
@@ -300,7 +306,7 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
         warnings.append(
             f"sample_ratio_mismatch: v2 got {ratio['observed_share']:.2%} of "
             f"{ratio['contexts']:,} new contexts against {ratio['expected_share']:.0%} expected "
-            f"(chi-square p = {_p(ratio['p_value'])}); the canary's numbers may not describe "
+            f"(chi-square {_p(ratio['p_value'])}); the canary's numbers may not describe "
             "the planned population. Automatic progression and promotion are paused."
         )
     return warnings

@@ -17,9 +17,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from deployments.choices import DeploymentStatus
+from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment
-from monitoring import breaker
+from monitoring import breaker, compensation
 from monitoring.breaker_store import breaker_store
 from monitoring.models import JobRun
 from monitoring.monitor import MONITOR_JOB
@@ -122,3 +122,21 @@ def breaker_detail(*, deployment: Deployment, now: float | None = None) -> dict[
         "cooldown_seconds": cooldown,
         "cooldown_left_seconds": cooldown_left,
     }
+
+
+def compensation_pending_list() -> list[dict[str, Any]]:
+    """Deployments whose manual compensation nobody has marked done, newest rollback first,
+    with the counts of ``GET /deployments/{id}/compensation``.
+
+    For the console's home: a rolled-back release still owes work until an
+    operator has dealt with v2's decisions.
+    """
+    pending = (
+        Deployment.objects.filter(compensation_status=CompensationStatus.PENDING)
+        .select_related("ruleset", "version")
+        .order_by("-rolled_back_at", "-created_at")
+    )
+    return [
+        {"deployment": deployment, **compensation.compensation_summary(deployment=deployment)}
+        for deployment in pending
+    ]

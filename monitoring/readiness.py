@@ -125,7 +125,7 @@ def _success_rate(e: ReadinessEvidence) -> Check:
         True,
         difference,
         f"v2 success rate {e.v2.success_rate:.2%} vs v1 {e.v1.success_rate:.2%}: v2 is "
-        f"{verdict} v1 (one-sided p = {e.v2_worse_p_value:.4g}, {e.v2_worse_test}, "
+        f"{verdict} v1 (one-sided p {_p(e.v2_worse_p_value)}, {e.v2_worse_test}, "
         f"alpha {ALPHA:.2f}).",
     )
 
@@ -179,7 +179,7 @@ def _sample_ratio(e: ReadinessEvidence) -> Check:
         True,
         e.sample_ratio_p_value,
         f"v2's share of new assignments {'matches' if passed else 'does not match'} the "
-        f"traffic percentage (chi-square p = {e.sample_ratio_p_value:.4g}, "
+        f"traffic percentage (chi-square p {_p(e.sample_ratio_p_value)}, "
         f"mismatch below {SAMPLE_RATIO_ALPHA}).",
     )
 
@@ -220,3 +220,8 @@ def stretch_started_at(
         else:
             started = None
     return started
+
+
+def _p(value: float) -> str:
+    """A p-value rounded as the console shows it: "< 0.0001" rather than "= 1.2e-05"."""
+    return "< 0.0001" if value < 0.0001 else f"= {value:.4f}"

@@ -589,10 +589,13 @@ def paired_latency_direction(
 def minute_series(
     *, deployment_id: Any, since: datetime, until: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Per minute and version: requests, errors and p95 latency, in one grouped query.
+    """Per minute and version: requests, errors, p95 latency and the paired outcomes,
+    in one grouped query.
 
-    Rows ``{"minute", "served_version", "total", "errors", "p95_latency_ms"}``
-    ordered by minute; minutes without executions are absent. SQLite has no
+    Rows ``{"minute", "served_version", "total", "errors", "p95_latency_ms",
+    "pairs", "disagreed"}`` ordered by minute; ``pairs`` counts the executions
+    also evaluated by the other version (SPEC 9.1) and ``disagreed`` those whose
+    two versions decided differently. Minutes without executions are absent. SQLite has no
     ``percentile_cont``: there the window's rows are read once and grouped here
     (the embedded database serves development traffic, not production volumes).
     """
@@ -607,6 +610,8 @@ def minute_series(
             total=Count("id"),
             errors=Count("id", filter=Q(success=False)),
             p95_latency_ms=PercentileCont("latency_ms", 0.95),
+            pairs=Count("id", filter=Q(shadow_success__isnull=False)),
+            disagreed=Count("id", filter=Q(agreed=False)),
         )
         .order_by("minute", "served_version")
     )
@@ -614,18 +619,20 @@ def minute_series(
 
 
 def _minute_series_in_python(logs: QuerySet) -> list[dict[str, Any]]:
-    groups: dict[tuple[Any, str], list[tuple[bool, float]]] = {}
-    for minute, version, success, latency in logs.values_list(
-        "minute", "served_version", "success", "latency_ms"
+    groups: dict[tuple[Any, str], list[tuple[bool, float, bool | None, bool | None]]] = {}
+    for minute, version, success, latency, shadow_success, agreed in logs.values_list(
+        "minute", "served_version", "success", "latency_ms", "shadow_success", "agreed"
     ):
-        groups.setdefault((minute, version), []).append((success, latency))
+        groups.setdefault((minute, version), []).append((success, latency, shadow_success, agreed))
     return [
         {
             "minute": minute,
             "served_version": version,
             "total": len(outcomes),
-            "errors": sum(1 for success, _ in outcomes if not success),
-            "p95_latency_ms": _percentile_of(sorted(latency for _, latency in outcomes), 0.95),
+            "errors": sum(1 for success, *_ in outcomes if not success),
+            "p95_latency_ms": _percentile_of(sorted(row[1] for row in outcomes), 0.95),
+            "pairs": sum(1 for row in outcomes if row[2] is not None),
+            "disagreed": sum(1 for row in outcomes if row[3] is False),
         }
         for (minute, version), outcomes in sorted(groups.items())
     ]

@@ -297,11 +297,28 @@ def breaker_record(
     if breaker.just_opened(before, after):
         logger.warning("circuit breaker opened for deployment %s", deployment_id)
         if canary_config.get("auto_rollback", True):
-            # The rollback's own notification says the breaker caused it.
+            # The rollback's own notification and event say the breaker caused it.
             _rollback_for_breaker(deployment_id, after, error_message)
         else:
+            _record_breaker_open(deployment_id, after, cooldown)
             _notify_breaker_open(deployment_id, after)
     return after
+
+
+def _record_breaker_open(deployment_id: Any, state: breaker.BreakerState, cooldown: float) -> None:
+    from deployments.services import deployment_breaker_opened
+
+    try:
+        deployment_breaker_opened(
+            deployment_id=deployment_id,
+            consecutive_failures=state.consecutive_failures,
+            cooldown_seconds=cooldown,
+            actor=SYSTEM_BREAKER,
+        )
+    except Exception:
+        # NOTE: the request was served and v1 already takes over; a lost event must not
+        # turn the answer into an error.
+        logger.warning("breaker opening of %s not recorded", deployment_id, exc_info=True)
 
 
 def _notify_breaker_open(deployment_id: Any, state: breaker.BreakerState) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
@@ -29,6 +30,41 @@ def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> di
     now = now or timezone.now()
     comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
     readiness = governance.deployment_readiness(deployment=deployment, now=now)
+    return _verdict(deployment, comparison, readiness, now)
+
+
+def canary_overview(
+    *, deployment: Deployment, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """A running canary in one row for the console's home: the verdict, readiness, approvals
+    and both versions' error rates over the whole canary.
+
+    The same comparison and readiness as the canary's page and the API, read once.
+    None unless the deployment is a running canary.
+    """
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    now = now or timezone.now()
+    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    readiness = governance.deployment_readiness(deployment=deployment, now=now)
+
+    def error_rate(version: str) -> float | None:
+        metrics = comparison.get(f"{version}_metrics")
+        return metrics["error_rate"] if metrics else None
+
+    return {
+        "verdict": _verdict(deployment, comparison, readiness, now),
+        "approvals": len(readiness["approved_by"]),
+        "approved_by": readiness["approved_by"],
+        "required_approvals": readiness["required_approvals"],
+        "v1_error_rate": error_rate("v1"),
+        "v2_error_rate": error_rate("v2"),
+    }
+
+
+def _verdict(
+    deployment: Deployment, comparison: dict[str, Any], readiness: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     recommendation = comparison["comparison"]["recommendation"]
     evidence = comparison["evidence"]
     failing = [c["name"] for c in readiness["checks"] if c["required"] and not c["passed"]]
@@ -99,7 +135,9 @@ def _monitor_next(
 ) -> str:
     monitor = console.monitor_status(now=now)
     when = monitor.get("next_expected_at")
-    at = f" at its next run (about {when:%H:%M} UTC)" if when else " at its next run"
+    # The console's one date-time format (canary/formats), in the site's time zone.
+    shown = date_format(timezone.localtime(when), "DATETIME_FORMAT") if when else ""
+    at = f" at its next run (about {shown})" if when else " at its next run"
     if monitor.get("never_ran"):
         return "The monitor has never run: nothing will happen automatically until beat runs."
     config = deployment.canary_config

@@ -15,6 +15,7 @@ The package, by what each module holds:
 - ``actions``: the lifecycle buttons, their forms, consequences and service calls;
 - ``panels``: the deployment page's event history and measurement panel;
 - ``deployments``: the deployment list, page and confirmation view;
+- ``home``: the index's block (monitor, running canaries, compensation pending);
 - ``users``: users and API tokens, managed by Admins within their own powers.
 
 Measurements come from ``deployments.admin_panels``, which ``monitoring``

@@ -1,5 +1,9 @@
 """Server-rendered SVG line charts: per-minute v1 vs v2 series on the canary page.
 
+With paired evaluation on, a fourth chart shows how often the two versions
+decided differently on the same inputs; vertical markers show traffic changes
+and circuit-breaker openings.
+
 No JavaScript library and no CDN: the chart is a few dozen SVG elements built
 here, so it refreshes with the page's live block and prints as it looks.
 Values are escaped by ``format_html``; coordinates are numbers we compute.
@@ -25,8 +29,18 @@ WINDOW_MINUTES = 60
 
 @dataclass(frozen=True)
 class Series:
-    label: str  # "v1" or "v2": also the CSS class of its line
+    label: str  # "v1", "v2" or "disagreement": also the CSS class of its line
     values: Sequence[float | None]  # one per minute of the window; None: no data
+
+
+CHANGE, BREAKER = "change", "breaker"  # marker kinds: a lifecycle change, the breaker opening
+
+
+@dataclass(frozen=True)
+class Marker:
+    index: int  # the minute of the window
+    label: str
+    kind: str = CHANGE
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,7 @@ class Chart:
     fmt: Callable[[float], str]
     threshold: float | None = None  # a dashed horizontal line, e.g. the error threshold
     threshold_label: str = ""
-    markers: Sequence[tuple[int, str]] = field(default_factory=tuple)  # (minute index, label)
+    markers: Sequence[Marker] = field(default_factory=tuple)
 
 
 def minutes_window(until: datetime | None = None) -> list[datetime]:
@@ -50,9 +64,15 @@ def charts_for(
     *,
     minutes: Sequence[datetime],
     error_threshold: float | None,
-    markers: Sequence[tuple[datetime, str]] = (),
+    markers: Sequence[tuple[datetime, str, str]] = (),
+    paired: bool = False,
 ) -> list[Chart]:
-    """Requests, error rate and p95 per minute, v1 against v2, from ``minute_series`` rows."""
+    """Requests, error rate and p95 per minute, v1 against v2, from ``minute_series`` rows.
+
+    ``markers`` are ``(moment, label, kind)``; ``paired`` adds the shadow
+    disagreement rate (both versions' pairs of a minute together), the earliest
+    sign that v2 decides differently, before any error shows.
+    """
     index = {minute: i for i, minute in enumerate(minutes)}
     grid: dict[str, list[Mapping[str, Any] | None]] = {
         version: [None] * len(minutes) for version in ("v1", "v2")
@@ -69,11 +89,11 @@ def charts_for(
         ]
 
     placed = []
-    for moment, label in markers:
+    for moment, label, kind in markers:
         minute = moment.replace(second=0, microsecond=0)
         if minute in index:
-            placed.append((index[minute], label))
-    return [
+            placed.append(Marker(index[minute], label, kind))
+    found = [
         Chart("Requests per minute", series(lambda r: float(r["total"])), _count, markers=placed),
         Chart(
             "Error rate per minute",
@@ -90,6 +110,29 @@ def charts_for(
             markers=placed,
         ),
     ]
+    if paired:
+        found.append(
+            Chart(
+                "Disagreement per minute, same inputs",
+                [Series("disagreement", _disagreement(rows, index, len(minutes)))],
+                _rate,
+                markers=placed,
+            )
+        )
+    return found
+
+
+def _disagreement(
+    rows: Sequence[Mapping[str, Any]], index: Mapping[datetime, int], size: int
+) -> list[float | None]:
+    """Disagreed pairs over all pairs of each minute; None where nothing was paired."""
+    pairs, disagreed = [0] * size, [0] * size
+    for row in rows:
+        i = index.get(row["minute"])
+        if i is not None:
+            pairs[i] += row.get("pairs") or 0
+            disagreed[i] += row.get("disagreed") or 0
+    return [d / n if n else None for d, n in zip(disagreed, pairs, strict=True)]
 
 
 def _count(value: float) -> str:
@@ -152,15 +195,17 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                 chart.fmt(chart.threshold),
             )
         )
-    for i, label in chart.markers:
+    for marker in chart.markers:
         parts.append(
             format_html(
-                '<line class="marker" x1="{}" x2="{}" y1="{}" y2="{}"><title>{}</title></line>',
-                _n(x(i)),
-                _n(x(i)),
+                '<line class="marker marker-{}" x1="{}" x2="{}" y1="{}" y2="{}">'
+                "<title>{}</title></line>",
+                marker.kind,
+                _n(x(marker.index)),
+                _n(x(marker.index)),
                 TOP,
                 TOP + plot_h,
-                label,
+                marker.label,
             )
         )
     for series in chart.series:

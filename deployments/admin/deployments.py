@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from canary.errors import DomainError, NotFound
 from deployments import admin_panels, selectors, transitions
-from deployments.admin import charts
+from deployments.admin import charts, home
 from deployments.admin.actions import (
     ACTIONS,
     COMPENSATION,
@@ -51,6 +51,7 @@ from deployments.admin.panels import (
     measurement_panel,
     monitor_banner,
     outcome_banner,
+    shadow_panel,
     step_lines,
 )
 from deployments.choices import CompensationStatus, DeploymentStatus, EventAction
@@ -58,14 +59,20 @@ from deployments.models import Deployment, DeploymentEvent
 
 
 class DeploymentChangeList(ChangeList):
-    """Reads v2 health for the page's canary rows only: other rows cost no query."""
+    """Reads v2 health for the page's canary rows only, and in one query which active rows
+    are v1 of a running canary: other rows cost no query."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         rows = list(self.result_list)
+        canaries = selectors.deployment_canaries_by_baseline(
+            baseline_ids=[row.pk for row in rows if row.status == DeploymentStatus.ACTIVE]
+        )
         for row in rows:
             if row.status == DeploymentStatus.CANARY:
                 row.canary_health = admin_panels.health_for(row)
+            elif row.status == DeploymentStatus.ACTIVE:
+                row.running_canary = canaries.get(row.pk)
         self.result_list = rows
 
 
@@ -85,6 +92,7 @@ CHART_MARKERS = {
     EventAction.SET_TRAFFIC,
     EventAction.ROLLBACK,
     EventAction.PROMOTE,
+    EventAction.BREAKER_OPEN,
 }
 
 CONFIG_FORMATTERS = {
@@ -168,6 +176,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
             },
         ),
     ]
+    # History: the console's own actions (LogEntry) and every lifecycle event.
+    keeps_history = True
     change_form_template = "admin/deployments/deployment/change_form.html"
     object_history_template = "admin/deployments/deployment/object_history.html"
 
@@ -202,8 +212,18 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="traffic", ordering="traffic_percentage")
     def traffic(self, obj: Deployment) -> str:
-        if obj.status == "canary" and obj.traffic_percentage == 0:
+        if obj.status == DeploymentStatus.CANARY and obj.traffic_percentage == 0:
             return "0% (dark launch)"
+        if obj.status == DeploymentStatus.ACTIVE:
+            if not hasattr(obj, "running_canary"):
+                found = selectors.deployment_canaries_by_baseline(baseline_ids=[obj.pk])
+                obj.running_canary = found.get(obj.pk)
+            canary = obj.running_canary
+            if canary is not None:
+                return (
+                    f"{100 - canary.traffic_percentage}% of new contexts "
+                    f"(v1 of canary {canary.version.version} at {canary.traffic_percentage}%)"
+                )
         return f"{obj.traffic_percentage}%"
 
     @admin.display(description="v2 (last 5 min)")
@@ -252,10 +272,25 @@ class DeploymentAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.live_view),
             name="deployments_deployment_live",
         )
-        return [action, live, *super().get_urls()]
+        running = path(
+            "running/",
+            self.admin_site.admin_view(self.running_view),
+            name="deployments_deployment_running",
+        )
+        return [action, live, running, *super().get_urls()]
+
+    def running_view(self, request: HttpRequest) -> HttpResponse:
+        """The home page's block (monitor, running canaries, compensations owed) alone, for the
+        index to re-fetch in place (admin.js)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = home.index_block_context(request)
+        response = TemplateResponse(request, "admin/deployments/index_live.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The page's live block alone, for the page to re-fetch in place (admin.js).
+        """The page's live block and its verdict, for the page to re-fetch in place (admin.js).
 
         Headers carry the status and traffic so the page can tell its buttons are stale.
         """
@@ -265,7 +300,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request, deployment):
             raise PermissionDenied
         context = {"original": deployment, **self._page_context(request, deployment)}
-        response = TemplateResponse(request, "admin/deployments/deployment/live.html", context)
+        response = TemplateResponse(
+            request, "admin/deployments/deployment/live_fragment.html", context
+        )
         response["X-Canary-Status"] = deployment.status
         response["X-Canary-Traffic"] = str(deployment.traffic_percentage)
         response["Cache-Control"] = "no-store"
@@ -376,19 +413,26 @@ class DeploymentAdmin(ReadOnlyAdmin):
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
             "canary_breaker": breaker_line(live.get("breaker")) if is_canary else None,
-            "canary_shadow": admin_panels.panel("shadow", deployment) if is_canary else None,
+            "canary_shadow": shadow_panel(admin_panels.panel("shadow", deployment))
+            if is_canary
+            else None,
             "canary_rendered_at": when(timezone.now()),
         }
 
     @staticmethod
     def _charts(deployment: Deployment) -> list[SafeString] | None:
-        """The last hour per minute, v1 vs v2, with traffic changes marked."""
+        """The last hour per minute, v1 vs v2, with traffic changes and breaker openings marked;
+        with paired evaluation on, the two versions' disagreement rate too."""
         minutes = charts.minutes_window()
         rows = admin_panels.panel("chart", deployment, minutes[0])
         if rows is None:
             return None
         markers = [
-            (event.created_at, f"{event.get_action_display()}: {event_details(event)}")
+            (
+                event.created_at,
+                f"{when(event.created_at)} {event.get_action_display()}: {event_details(event)}",
+                charts.BREAKER if event.action == EventAction.BREAKER_OPEN else charts.CHANGE,
+            )
             for event in selectors.deployment_event_list(deployment=deployment)
             if event.action in CHART_MARKERS and event.created_at >= minutes[0]
         ]
@@ -397,6 +441,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             minutes=minutes,
             error_threshold=deployment.canary_config.get("error_threshold"),
             markers=markers,
+            paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
         )
         return [charts.render(chart, minutes) for chart in found]
 

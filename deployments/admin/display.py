@@ -30,7 +30,31 @@ NONE = "—"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Browse and search only; writes happen through services, never model forms."""
+    """Browse and search only; writes happen through services, never model forms.
+
+    Nothing in the console changes these objects, so Django's History would
+    always be empty: its button is hidden and its page is not found, unless a
+    subclass fills it (``keeps_history``, as the deployments do from their events).
+    """
+
+    keeps_history = False
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        context = {"canary_hide_history": not self.keeps_history, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        if not self.keeps_history:
+            raise Http404("This page keeps no history.")
+        return super().history_view(request, object_id, extra_context=extra_context)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -78,6 +78,11 @@ def event_details(event: DeploymentEvent) -> str:
         parts.append(f"superseded by {payload['superseded_by']}")
     if payload.get("restored_by_rollback_of"):
         parts.append(f"restored by the rollback of {payload['restored_by_rollback_of']}")
+    if event.action == EventAction.BREAKER_OPEN:
+        parts.append(
+            f"after {payload.get('consecutive_failures')} consecutive v2 failures; "
+            f"v1 serves everyone for {duration(payload.get('cooldown_seconds'))}"
+        )
     if payload.get("changed"):
         parts.append("changed " + ", ".join(payload["changed"]))
     if payload.get("version") and event.action == EventAction.CREATE:
@@ -107,17 +112,28 @@ def _evidence_lines(comparison: Mapping[str, Any], *, ended: bool = False) -> li
     errors = evidence.get("error_rate")
     if errors:
         verdict = "significant" if errors.get("significant") else "not significant"
+        # Paired tests count inputs evaluated by both versions; unpaired ones each version's.
+        size = (
+            f"{errors['pairs']:,} paired inputs"
+            if errors.get("pairs") is not None
+            else f"n = {errors.get('n_v1')} vs {errors.get('n_v2')}"
+        )
         lines.append(
             f"Error rate v2 minus v1: {percent(errors.get('difference'))} "
             f"({errors.get('test')}, {p_value(errors.get('p_value'))}, {verdict} at 95%; "
-            f"n = {errors.get('n_v1')} vs {errors.get('n_v2')})."
+            f"{size})."
         )
     latency = evidence.get("latency")
     if latency:
         verdict = "significant" if latency.get("significant") else "not significant"
+        size = (
+            f"{latency['pairs']:,} paired inputs"
+            if latency.get("pairs") is not None
+            else f"samples {latency.get('sample_v1')} vs {latency.get('sample_v2')}"
+        )
         lines.append(
             f"Latency: {latency.get('test')}, {p_value(latency.get('p_value'))}, {verdict} "
-            f"(samples {latency.get('sample_v1')} vs {latency.get('sample_v2')})."
+            f"({size})."
         )
     for check in evidence.get("thresholds") or []:
         mark = "✓ held" if check.get("held") else "✗ breached"
@@ -164,6 +180,30 @@ def measurement_panel(
             "checked_at": when(health.get("last_check_at")),
         }
     return panel
+
+
+def shadow_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Paired evaluation with its rates as percentages, McNemar's p as a statistician writes
+    it and outputs as JSON text (not Python's repr); the counts as the API gives them."""
+    if not data:
+        return None
+    interval = data.get("disagreement_rate_ci") or None
+    return {
+        **data,
+        "disagreement_percent": percent(data.get("disagreement_rate")),
+        "disagreement_interval": f"{percent(interval[0])} to {percent(interval[1])}"
+        if interval
+        else None,
+        "mcnemar_p": p_value((data.get("mcnemar") or {}).get("p_value")),
+        "changes": [
+            {
+                **change,
+                "v1_output": plain_value(change.get("v1_output")),
+                "v2_output": plain_value(change.get("v2_output")),
+            }
+            for change in data.get("changes") or []
+        ],
+    }
 
 
 def monitor_banner(data: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 Chromium comes from the system (``apt-get install -y chromium``); no browser is
 ever downloaded at test time. Without it the tests skip locally and fail in CI.
-Screenshots land in ``test-artifacts/`` (git-ignored) for a person to look at.
+Screenshots land in ``test-artifacts/`` for a person to look at; the three that
+docs/admin.md links (canary page, running canaries, compensation panel) are
+committed, and every run writes them afresh.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.utils import timezone
 from canary.celery import app as celery_app
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent
+from monitoring.models import ExecutionLog
 from tests.admin.conftest import PASSWORD, make_staff
 from tests.monitoring.logs import add_logs
 
@@ -71,6 +74,36 @@ def screenshot(page: Any, name: str) -> Path:
     target = ARTIFACTS / name
     page.screenshot(path=str(target), full_page=True)
     return target
+
+
+def screenshot_region(page: Any, name: str, first: str, last: str) -> Path:
+    """The page from the top of ``first`` to the bottom of ``last``: the part a reader needs,
+    small enough to commit."""
+    top = page.locator(first).bounding_box()
+    bottom = page.locator(last).bounding_box()
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / name
+    clip = {
+        "x": 0,
+        "y": top["y"] - 8,
+        "width": page.viewport_size["width"],
+        "height": bottom["y"] + bottom["height"] - top["y"] + 16,
+    }
+    page.screenshot(path=str(target), full_page=True, clip=clip)
+    return target
+
+
+def fits_the_window(page: Any) -> bool:
+    """No horizontal scrolling: every table fits the viewport's width."""
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def regressing(deployment: Deployment) -> Deployment:
+    """v2 failing 40% of 200 requests where v1 fails 1%: a clear regression."""
+    canary = Deployment.objects.select_related("baseline").get(pk=deployment.pk)
+    add_logs(canary, "v1", [8.0 + (i % 5) for i in range(200)], errors=2)
+    add_logs(canary, "v2", [8.0 + (i % 5) for i in range(200)], errors=80)
+    return canary
 
 
 def log_in(page: Any, base: str, username: str) -> None:
@@ -210,27 +243,52 @@ def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
     make_staff("sam", "approver")
     base = live_server.url
     log_in(page, base, "sam")
-    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(deployment_page(base, canary_v2))
 
     # New executions show up without a reload; the page itself stays put.
     now = timezone.now()
     Deployment.objects.filter(pk=canary_v2.pk).update(started_at=now - timedelta(minutes=30))
     canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    assert page.get_attribute("#canary-verdict", "data-recommendation") == "collect_more_data"
+    page.evaluate("window.canaryNotReloaded = true")
     for minutes_ago in range(12, 0, -1):
         at = now - timedelta(minutes=minutes_ago)
-        add_logs(canary, "v1", [8.0 + (i % 7) for i in range(40)], errors=minutes_ago % 2, at=at)
-        add_logs(canary, "v2", [9.0 + (i % 9) for i in range(10)], errors=minutes_ago % 3, at=at)
+        add_logs(
+            canary,
+            "v1",
+            [8.0 + (i % 7) for i in range(40)],
+            errors=minutes_ago % 2,
+            at=at,
+            paired=True,
+        )
+        add_logs(
+            canary,
+            "v2",
+            [9.0 + (i % 9) for i in range(10)],
+            errors=3,  # v2 fails 30% where v1 succeeds: a regression the verdict must catch
+            at=at,
+            paired=True,
+        )
+    services.deployment_breaker_opened(
+        deployment_id=canary.pk, consecutive_failures=5, cooldown_seconds=60, actor="system:breaker"
+    )
     page.wait_for_function(
         "document.querySelector('#canary-comparison') &&"
         " document.querySelector('#canary-comparison').innerText.includes('480')"
     )
     assert int(page.get_attribute("#canary-live", "data-refreshed") or 0) >= 1
-    # The charts: three SVGs, each with a v1 and a v2 line.
-    assert page.locator("#canary-charts svg").count() == 3
+    assert page.evaluate("window.canaryNotReloaded") is True
+    # The verdict at the top refreshed with the numbers: no stale "keep collecting" above them.
+    page.wait_for_selector("#canary-verdict[data-recommendation='rollback']")
+    # The charts: three SVGs with a v1 and a v2 line each, and the paired disagreement rate;
+    # the traffic start and the breaker opening are marked.
+    assert page.locator("#canary-charts svg").count() == 4
     assert page.locator("#canary-charts path.series-v1").count() == 3
     assert page.locator("#canary-charts path.series-v2").count() == 3
-    screenshot(page, "admin-canary-page.png")
+    assert page.locator("#canary-charts svg[data-chart='disagreement'] path.series").count() == 1
+    assert page.locator("#canary-charts svg[data-chart='error'] line.marker-breaker").count() == 1
+    assert fits_the_window(page)
+    screenshot_region(page, "admin-canary-page.png", "#canary-verdict-slot", "#canary-charts")
 
     confirm(page, "traffic", "now serves 10% of new contexts")
     assert page.get_attribute("#id_traffic_percentage", "type") == "range"
@@ -275,7 +333,10 @@ def test_replay_and_mark_complete_from_the_compensation_panel(
         celery_app.conf.task_always_eager = False
     assert "Replay queued for 12 flagged executions" in success_message(page)
     assert "12 replayed on v1" in page.inner_text("#canary-compensation-counts")
-    screenshot(page, "admin-compensation-panel.png")
+    assert fits_the_window(page)
+    screenshot_region(
+        page, "admin-compensation-panel.png", "#canary-outcome", "#canary-compensation"
+    )
 
     confirm(page, "compensation-complete", "recorded as done")
     submit(page)
@@ -288,14 +349,123 @@ def test_replay_and_mark_complete_from_the_compensation_panel(
 def test_a_viewer_sees_no_action_anywhere(
     live_server: Any, page: Any, roles: None, canary_v2: Deployment
 ):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES)
+    task = PeriodicTask.objects.create(
+        name="canary monitor (test)", task="monitoring.tasks.monitor", interval=every
+    )
+    Deployment.objects.filter(pk=canary_v2.pk).update(compensation_strategy="manual")
+    add_logs(Deployment.objects.select_related("baseline").get(pk=canary_v2.pk), "v2", [1.0] * 3)
     make_staff("vera", "viewer")
     base = live_server.url
     log_in(page, base, "vera")
-    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{base}/admin/")
-    assert "thermostat\tv2.0.0 / v1.0.0\t10%" in page.inner_text("#canary-running")
-    screenshot(page, "admin-running-canaries.png")
+    running = page.inner_text("#canary-running tr.canary-running-row")
+    assert "thermostat\nv2.0.0 / v1.0.0\t10%" in running
+    assert page.locator("#canary-home a.canary-button, #canary-home form").count() == 0
     page.goto(deployment_page(base, canary_v2))
     assert page.locator("a.canary-button").count() == 0
+    page.goto(f"{base}/admin/deployments/deployment/")
+    assert page.locator("select[name=action]").count() == 0
+    page.goto(f"{base}/admin/deployments/rulesetversion/{canary_v2.version_id}/change/")
+    assert page.locator("#canary-test").count() == 0  # "Test this version" is for approvers
     page.goto(f"{base}/admin/django_celery_beat/periodictask/")
     assert page.locator("select[name=action]").count() == 0
+    page.goto(f"{base}/admin/django_celery_beat/periodictask/{task.pk}/change/")
+    assert page.locator("input[type=submit]").count() == 0  # read-only: nothing to save
+    assert page.locator("#id_enabled").count() == 0
+
+    # After a rollback with manual compensation the panel is shown, without its buttons.
+    services.deployment_rollback(deployment_id=canary_v2.pk, reason="bad", actor="t")
+    page.goto(deployment_page(base, canary_v2))
+    assert "3 v2 executions flagged" in page.inner_text("#canary-compensation-counts")
+    assert page.locator("a.canary-button").count() == 0
+    page.goto(f"{base}/admin/")
+    assert "thermostat v2.0.0" in page.inner_text("#canary-compensations")
+    assert page.locator("#canary-home a.canary-button").count() == 0
+
+
+def test_the_running_view_refreshes_in_place_and_fits_1280_px(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment, settings: Any
+):
+    settings.CANARY_CONSOLE_REFRESH_SECONDS = 1
+    make_staff("olga", "viewer")
+    base = live_server.url
+    log_in(page, base, "olga")
+    page.goto(f"{base}/admin/")
+    row = "#canary-running tr.canary-running-row"
+    assert "keep collecting" in page.inner_text(row)
+    page.evaluate("window.canaryNotReloaded = true")
+    regressing(canary_v2)
+    page.wait_for_function(
+        "document.querySelector('#canary-running .canary-recommend-rollback') !== null"
+    )
+    assert page.evaluate("window.canaryNotReloaded") is True
+    cells = page.inner_text(row)
+    assert "roll back" in cells and "not ready" in cells and "0 of 1" in cells
+    assert "v1 1.00%\nv2 40.00%" in cells
+    assert fits_the_window(page)
+    screenshot(page, "admin-running-canaries.png")
+    for path in (
+        "/admin/deployments/deployment/",
+        "/admin/deployments/deploymentevent/",
+        "/admin/monitoring/executionlog/",
+        f"/admin/deployments/deployment/{canary_v2.pk}/change/",
+        f"/admin/deployments/deployment/{canary_v2.pk}/history/",
+    ):
+        page.goto(f"{base}{path}")
+        assert fits_the_window(page), path
+
+
+def test_a_clear_regression_reads_roll_back_and_promoting_against_it_takes_a_reason(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    regressing(canary_v2)
+    make_staff("paula", "approver")
+    base = live_server.url
+    log_in(page, base, "paula")
+    page.goto(deployment_page(base, canary_v2))
+    assert page.get_attribute("#canary-verdict", "data-recommendation") == "rollback"
+    verdict = page.inner_text("#canary-verdict")
+    assert verdict.startswith("Roll back:")
+    assert "40.00%" in verdict and "5.00%" in verdict  # v2's error rate against the threshold
+    assert re.search(r"p (<|=) 0\.\d{4}", verdict) and "p = <" not in verdict
+
+    confirm(page, "promote", "v2.0.0 will serve 100% of traffic")
+    assert "I promote against the evidence: Roll back:" in page.inner_text(
+        "form.canary-action-form"
+    )
+    submit(page)  # neither acknowledged nor explained
+    refused = page.inner_text("ul.messagelist li.error")
+    assert "Promote refused" in refused and "Why promote anyway: This field is required." in refused
+    assert Deployment.objects.get(pk=canary_v2.pk).status == "canary"
+
+    page.check("input[name=acknowledge]")
+    page.fill("textarea[name=override_reason]", "the errors are a test client, not users")
+    submit(page)
+    assert "Promoted: v2.0.0 serves 100% of traffic." in success_message(page)
+    event = DeploymentEvent.objects.get(deployment=canary_v2, action="promote")
+    assert event.actor == "paula"
+    assert event.payload["override_reason"] == "the errors are a test client, not users"
+
+
+def test_a_healthy_canary_reads_promote_with_its_numbers(
+    live_server: Any, page: Any, roles: None, canary_v2: Deployment
+):
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v1", [8.0 + (i % 5) for i in range(300)], errors=3, paired=True)
+    add_logs(
+        canary, "v2", [8.0 + (i % 5) for i in range(300)], errors=3, paired=True, shared_errors=3
+    )
+    assert ExecutionLog.objects.filter(agreed=False).count() == 3  # v1-served, v2 succeeded
+    make_staff("vince", "viewer")
+    base = live_server.url
+    log_in(page, base, "vince")
+    page.goto(deployment_page(base, canary_v2))
+    assert page.get_attribute("#canary-verdict", "data-recommendation") == "promote"
+    verdict = page.inner_text("#canary-verdict")
+    assert verdict.startswith("Promote: v2 is not worse than v1 (error rate v2 - v1 = ")
+    assert "95% interval" in verdict and "paired on 600 inputs" in verdict
+    assert "Readiness checks still failing: time_at_traffic." in verdict
+    assert page.locator("a.canary-button").count() == 0  # a viewer reads, never acts

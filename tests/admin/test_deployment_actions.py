@@ -374,6 +374,7 @@ def test_the_shadow_panel_shows_what_would_change(console: Console, canary_v2: D
         )
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-shadow"' in body
-    assert "<strong>3</strong> decided differently" in body
-    assert "hot → {&#x27;alert&#x27;: &#x27;raise&#x27;}" in body
+    assert "<strong>3</strong> decided differently (100.00%, 95% interval" in body
+    assert "hot → {&quot;alert&quot;: &quot;raise&quot;}" in body  # JSON, not a Python repr
+    assert "finds no difference in failures (p = 1.0000)" in body
     assert f"/api/v1/deployments/{canary_v2.pk}/shadow/differences" in body

@@ -14,6 +14,7 @@ from deployments.admin.display import (
     percent_of_one,
     when,
 )
+from deployments.admin.panels import measurement_panel
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,25 @@ def test_key_value_table_nests_objects_and_escapes_values():
     assert '<th scope="row">auto rollback</th><td>yes</td>' in html
     assert '<th scope="row">ids</th><td>a, b</td>' in html
     assert "&lt;b&gt;" in html and "<b>" not in html
+
+
+def test_paired_evidence_counts_inputs_not_missing_versions():
+    comparison = {
+        "evidence": {
+            "error_rate": {
+                "test": "McNemar (exact, paired)",
+                "difference": 0.05,
+                "p_value": 0.00001,
+                "significant": True,
+                "pairs": 1200,
+            },
+            "latency": {"test": "sign test on paired latencies", "p_value": 1.0, "pairs": 1200},
+        }
+    }
+    lines = measurement_panel({"comparison": comparison})["evidence"]
+    assert lines[0] == (
+        "Error rate v2 minus v1: 5.00% (McNemar (exact, paired), p < 0.0001, significant at 95%; "
+        "1,200 paired inputs)."
+    )
+    assert lines[1].endswith("not significant (1,200 paired inputs).")
+    assert "None" not in " ".join(lines)

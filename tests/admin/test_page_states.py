@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from deployments import services
 from deployments.models import Deployment
+from monitoring.models import JobRun
+from monitoring.monitor import MONITOR_JOB
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +36,9 @@ def test_v1_under_a_canary_says_so_and_offers_no_refused_action(
     assert "at 100% traffic" not in body
     assert 'data-action="rollback"' not in body and 'data-action="deprecate"' not in body
     assert "it can be rolled back or deprecated only after that canary" in body
+    assert "90% of new contexts (v1 of canary v2.0.0 at 10%)" in body  # not "100%"
+    listing = console("viewer").get(reverse("admin:deployments_deployment_changelist"))
+    assert "90% of new contexts (v1 of canary v2.0.0 at 10%)" in listing.content.decode()
 
 
 def test_v1_without_a_canary_keeps_its_actions(console: Console, active_v1: Deployment):
@@ -62,3 +69,17 @@ def test_a_promoted_canary_shows_no_stale_recommendation(console: Console, canar
     body = page(console, canary_v2)
     assert "final numbers" in body
     assert "Recommendation:" not in body and "not enough to recommend" not in body
+
+
+def test_the_verdict_says_when_the_monitor_acts_in_the_one_date_format(
+    console: Console, canary_v2: Deployment
+):
+    started = timezone.now().replace(microsecond=0) - timedelta(minutes=1)
+    JobRun.objects.create(name=MONITOR_JOB, last_started_at=started, last_finished_at=started)
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v1", [10.0] * 200, errors=2)
+    add_logs(canary, "v2", [10.0] * 200, errors=80)
+    url = reverse("admin:deployments_deployment_change", args=[canary_v2.pk])
+    body = console("viewer").get(url).content.decode()
+    next_run = (started + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"The monitor rolls it back at its next run (about {next_run})." in body

@@ -74,6 +74,23 @@ def test_console_actions_fill_recent_actions_and_history(console: Console, canar
     assert 'id="canary-events"' in history and "Canary started" in history
 
 
+def test_pages_nothing_changes_offer_no_empty_history(console: Console, canary_v2: Deployment):
+    add_logs(canary_v2, "v2", [1.0])
+    client = console("viewer")
+    log = ExecutionLog.objects.get()
+    pages = [
+        ("deployments", "ruleset", canary_v2.ruleset_id),
+        ("deployments", "rulesetversion", canary_v2.version_id),
+        ("monitoring", "executionlog", log.pk),
+    ]
+    for app, model, pk in pages:
+        body = client.get(reverse(f"admin:{app}_{model}_change", args=[pk])).content.decode()
+        assert 'class="historylink"' not in body, model
+        assert client.get(reverse(f"admin:{app}_{model}_history", args=[pk])).status_code == 404
+    deployment = client.get(page_url(canary_v2)).content.decode()
+    assert 'class="historylink"' in deployment  # filled from the console's actions and events
+
+
 def test_execution_log_list_has_compact_columns(console: Console, canary_v2: Deployment):
     add_logs(canary_v2, "v2", [0.1519170000392478], errors=1)
     ExecutionLog.objects.update(workflow_id="wf-1", user_id="u-9", error_rule="hot")

@@ -63,6 +63,19 @@ def test_the_live_endpoint_answers_the_fragment_with_status_headers(
     assert "<html" not in body and 'id="canary-monitor"' in body
 
 
+def test_the_live_endpoint_refreshes_the_verdict_with_the_numbers(
+    console: Console, canary_v2: Deployment
+):
+    client = console("viewer")
+    assert "Keep collecting data" in client.get(live_url(canary_v2)).content.decode()
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v1", [10.0] * 200, errors=2)
+    add_logs(canary, "v2", [10.0] * 200, errors=80)
+    body = client.get(live_url(canary_v2)).content.decode()
+    slot = body.split('data-canary-slot="canary-verdict-slot">')[1].split("</section>")[0]
+    assert 'data-recommendation="rollback"' in slot and "Roll back:" in slot
+
+
 def test_the_live_endpoint_needs_a_console_login(client: Client, canary_v2: Deployment):
     response = client.get(live_url(canary_v2))
     assert response.status_code == 302 and "/login/" in response["Location"]

@@ -298,3 +298,14 @@ class TestComparison:
             evidence=a.Evidence(pairs_5m=counts, pairs_10m=counts, sample_ratio=ratio),
         )
         assert answer["comparison"]["recommendation"] == "collect_more_data"
+
+
+@pytest.mark.parametrize(
+    ("p_value", "shown"), [(0.0, "p < 0.0001"), (0.00003, "p < 0.0001"), (0.01234, "p = 0.0123")]
+)
+def test_p_values_in_messages_read_as_a_statistician_writes_them(p_value: float, shown: str):
+    assert a._p(p_value) == shown
+
+
+def test_a_spent_down_significance_level_never_reads_zero():
+    assert a._level(0.0000123) == "1.2e-05" and a._level(0.0152) == "0.0152"

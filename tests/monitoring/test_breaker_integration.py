@@ -102,6 +102,22 @@ def test_open_breaker_without_auto_rollback_routes_to_v1_and_stores_nothing(role
 
 
 @pytest.mark.django_db
+def test_an_opening_without_auto_rollback_is_recorded_once_as_an_event(roles: None) -> None:
+    canary = make_canary("breaker-event", auto_rollback=False)
+    for n in range(7):  # the fifth failure opens it; the next two are served by v1
+        run(canary, f"u{n}", FAILING_INPUT)
+    event = DeploymentEvent.objects.get(deployment=canary, action="breaker_open")
+    assert event.actor == "system:breaker"
+    assert (event.from_status, event.to_status) == ("canary", "canary")
+    assert event.payload == {"consecutive_failures": 5, "cooldown_seconds": 60.0}
+    # With auto-rollback the rollback event is the record: no second event.
+    rolled = make_canary("breaker-event-rollback")
+    for n in range(5):
+        run(rolled, f"u{n}", FAILING_INPUT)
+    assert not DeploymentEvent.objects.filter(deployment=rolled, action="breaker_open").exists()
+
+
+@pytest.mark.django_db
 def test_manual_rollback_leaves_the_breaker_open(
     roles: None, django_capture_on_commit_callbacks: object
 ) -> None:

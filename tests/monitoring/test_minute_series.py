@@ -34,3 +34,17 @@ def test_buckets_by_minute_and_version_in_one_query(canary_v2: Deployment):
     ]
     assert rows[1]["p95_latency_ms"] == pytest.approx(19.05)
     assert rows[0]["p95_latency_ms"] == pytest.approx(10.0)
+
+
+def test_counts_the_pairs_and_their_disagreements_per_minute(canary_v2: Deployment):
+    now = timezone.now().replace(second=30, microsecond=0)
+    # 10 v2-served inputs, 4 failed on v2 where v1 (the shadow) succeeded: 4 disagreements.
+    add_logs(canary_v2, "v2", [5.0] * 10, errors=4, paired=True, at=now)
+    # 30 v1-served inputs, 2 failed in both versions: they agree.
+    add_logs(canary_v2, "v1", [5.0] * 30, errors=2, shared_errors=2, paired=True, at=now)
+    add_logs(canary_v2, "v1", [5.0] * 5, at=now)  # not paired (shadow sampling)
+    rows = minute_series(deployment_id=canary_v2.pk, since=now - timedelta(hours=1))
+    assert [(r["served_version"], r["total"], r["pairs"], r["disagreed"]) for r in rows] == [
+        ("v1", 35, 30, 0),
+        ("v2", 10, 10, 4),
+    ]

@@ -96,6 +96,15 @@ def test_success_rate_fails_only_when_v2_is_significantly_worse(
     assert "one-sided p" in found.detail
 
 
+@pytest.mark.parametrize(
+    ("p_value", "shown"), [(0.0000123, "one-sided p < 0.0001,"), (0.0312, "one-sided p = 0.0312,")]
+)
+def test_p_values_in_the_details_are_rounded_as_the_console_shows_them(
+    p_value: float, shown: str
+) -> None:
+    assert shown in check(replace(READY, v2_worse_p_value=p_value), "success_rate").detail
+
+
 def test_success_rate_without_both_versions_is_no_evidence() -> None:
     found = check(replace(READY, v1=None, v2_worse_p_value=None), "success_rate")
     assert (found.passed, found.observed) == (False, None)

@@ -41,8 +41,23 @@ document.addEventListener("click", (event) => {
   }
 });
 
-// The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) re-fetched in
-// place every few seconds; nothing else on the page is touched. When the deployment itself
+// Put a fetched fragment in place: each [data-canary-slot] part replaces the content of the
+// page element it names (the verdict at the top), the rest becomes the live block.
+function canaryFillLive(live, html) {
+  const fragment = document.createElement("template");
+  fragment.innerHTML = html;
+  for (const part of fragment.content.querySelectorAll("[data-canary-slot]")) {
+    const slot = document.getElementById(part.dataset.canarySlot);
+    if (slot) {
+      slot.replaceChildren(...part.childNodes);
+    }
+    part.remove();
+  }
+  live.replaceChildren(fragment.content);
+}
+
+// The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) and its verdict
+// re-fetched in place every few seconds; nothing else on the page is touched. When the deployment itself
 // changed (status or traffic), the action buttons above are stale: say so, keep refreshing.
 function canaryStartLiveRefresh() {
   const live = document.getElementById("canary-live");
@@ -62,7 +77,7 @@ function canaryStartLiveRefresh() {
       if (!response.ok) {
         return;
       }
-      live.innerHTML = await response.text();
+      canaryFillLive(live, await response.text());
       live.dataset.refreshed = String(Number(live.dataset.refreshed || 0) + 1);
       const status = response.headers.get("X-Canary-Status");
       const traffic = response.headers.get("X-Canary-Traffic");
@@ -77,8 +92,39 @@ function canaryStartLiveRefresh() {
   };
   setInterval(refresh, seconds * 1000);
 }
-if (document.readyState === "loading") {
-  document.addEventListener("DOMContentLoaded", canaryStartLiveRefresh);
-} else {
+// The home page's block (monitor, running canaries, compensation pending) re-fetched in place
+// the same way: the page, its scroll position and anything typed elsewhere stay put.
+function canaryStartHomeRefresh() {
+  const home = document.getElementById("canary-home");
+  if (!home || !home.dataset.refreshUrl) {
+    return;
+  }
+  const seconds = Math.max(1, Number(home.dataset.refreshSeconds || 30));
+  setInterval(async () => {
+    if (document.visibilityState === "hidden") {
+      return;
+    }
+    try {
+      const response = await fetch(home.dataset.refreshUrl, {
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch" },
+      });
+      if (response.ok) {
+        home.innerHTML = await response.text();
+        home.dataset.refreshed = String(Number(home.dataset.refreshed || 0) + 1);
+      }
+    } catch (error) {
+      // A missed refresh is harmless: the next one tries again.
+    }
+  }, seconds * 1000);
+}
+
+function canaryStart() {
   canaryStartLiveRefresh();
+  canaryStartHomeRefresh();
+}
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", canaryStart);
+} else {
+  canaryStart();
 }

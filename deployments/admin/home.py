@@ -1,0 +1,84 @@
+"""The console's home (admin index): the monitor's heartbeat, the running canaries and the
+compensations still owed, as one block that re-fetches itself (``…/deployment/running/``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from deployments import admin_panels
+from deployments.admin.display import NONE, duration, percent, status_badge, when
+from deployments.admin.panels import breaker_line, monitor_banner
+
+RECOMMENDATIONS = {
+    "rollback": "roll back",
+    "promote": "promote",
+    "collect_more_data": "keep collecting",
+}
+
+
+def index_block_context(request: HttpRequest) -> dict[str, Any]:
+    """What the index shows; nothing for a user who may not see deployments."""
+    if not request.user.has_perm("deployments.view_deployment"):
+        return {"visible": False}
+    return {
+        "visible": True,
+        "monitor": monitor_banner(admin_panels.panel("monitor")),
+        "canaries": [canary_row(item) for item in admin_panels.panel("running") or []],
+        "compensations": [
+            compensation_row(item) for item in admin_panels.panel("compensation_pending") or []
+        ],
+        "refresh_url": reverse("admin:deployments_deployment_running"),
+        "refresh_seconds": settings.CANARY_CONSOLE_REFRESH_SECONDS,
+        "rendered_at": when(timezone.now()),
+    }
+
+
+def canary_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One running canary: where it stands, what the evidence says, who has approved."""
+    deployment = item["deployment"]
+    progress = item.get("progress") or {}
+    overview = item.get("overview") or {}
+    verdict = overview.get("verdict") or {}
+    recommendation = verdict.get("recommendation")
+    return {
+        "url": reverse("admin:deployments_deployment_change", args=[deployment.pk]),
+        "ruleset": deployment.ruleset.name,
+        "version": deployment.version.version,
+        "baseline": deployment.baseline.version.version if deployment.baseline else NONE,
+        "status": status_badge(deployment.status),
+        "traffic": deployment.traffic_percentage,
+        "elapsed": duration(progress.get("elapsed_seconds")),
+        "remaining": duration(progress.get("remaining_seconds")),
+        "auto_progress": progress.get("auto_progress"),
+        "breaker": breaker_line(item.get("breaker")),
+        "recommendation": recommendation,
+        "recommendation_label": RECOMMENDATIONS.get(recommendation or "", NONE),
+        "verdict": verdict.get("sentence", ""),
+        "ready": verdict.get("ready"),
+        "failing_checks": ", ".join(c.replace("_", " ") for c in verdict.get("failing_checks", [])),
+        "approvals": overview.get("approvals"),
+        "required_approvals": overview.get("required_approvals"),
+        "approved_by": ", ".join(overview.get("approved_by") or []),
+        "v1_error_rate": percent(overview.get("v1_error_rate")),
+        "v2_error_rate": percent(overview.get("v2_error_rate")),
+    }
+
+
+def compensation_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A rolled-back release whose v2 decisions still wait for an operator."""
+    deployment = item["deployment"]
+    return {
+        "url": reverse("admin:deployments_deployment_change", args=[deployment.pk]),
+        "ruleset": deployment.ruleset.name,
+        "version": deployment.version.version,
+        "rolled_back_at": when(deployment.rolled_back_at),
+        "flagged": item.get("flagged", 0),
+        "processed": item.get("processed", 0),
+        "differing": item.get("differing", 0),
+    }
