@@ -106,6 +106,15 @@ class _ErrorJudgement:
     level: float
     detail: str
 
+    @property
+    def rate_phrase(self) -> str:
+        """v2's rate with what it is out of: paired rates count every input both versions
+        evaluated, not only the requests v2 served."""
+        rate = f"v2 error rate {self.v2_error_rate:.2%}"
+        if self.basis == "paired":
+            return f"{rate} (on the {self.samples:,} inputs both versions evaluated)"
+        return rate
+
 
 def _judge_errors(
     pairs: PairedCounts,
@@ -207,7 +216,7 @@ def rollback_breaches(evidence: Evidence, config: dict[str, Any]) -> list[Breach
         breaches.append(
             Breach(
                 "error_rate",
-                f"v2 error rate {errors.v2_error_rate:.2%} over the last {ERROR_WINDOW_MINUTES} "
+                f"{errors.rate_phrase} over the last {ERROR_WINDOW_MINUTES} "
                 f"minutes is above the {limit:.2%} threshold, and v2 fails more often than v1: "
                 f"{errors.detail}.",
                 errors.v2_error_rate,
@@ -275,12 +284,11 @@ def health_warnings(evidence: Evidence, config: dict[str, Any]) -> list[str]:
         limit = config["error_threshold"]
         if limit * (1 - NEAR_THRESHOLD) - EPSILON <= errors.v2_error_rate <= limit:
             warnings.append(
-                f"v2 error rate {errors.v2_error_rate:.2%} is within 20% of the "
-                f"{limit:.2%} rollback threshold."
+                f"{errors.rate_phrase} is within 20% of the {limit:.2%} rollback threshold."
             )
         elif errors.v2_error_rate > limit and not errors.v2_worse:
             warnings.append(
-                f"v2 error rate {errors.v2_error_rate:.2%} is above the {limit:.2%} threshold, "
+                f"{errors.rate_phrase} is above the {limit:.2%} threshold, "
                 f"but v1 fails as often on the same traffic ({errors.detail}); no rollback."
             )
     latency = _latency_p95(evidence, min_samples)

@@ -1,15 +1,16 @@
 """Hourly rollups so long windows never scan millions of execution logs.
 
-A periodic task folds every closed hour of execution logs into one
-``ExecutionRollup`` row per version: counts, latency sum and a latency histogram
-with log-spaced buckets (each 2% wider than the last), and for the paired
-(shadowed) executions their outcome counts, latency histograms of both sides, a
-histogram of the v2/v1 latency ratio and the decision changes. Windows longer than
-``LONG_WINDOW`` are answered from rollups plus the raw rows at their edges (at most
-about an hour at each end); percentiles then come from the histograms, within 1% of
-the exact value (the bucket's geometric midpoint), and counts are exact. Shorter
-windows, which the monitor and health use, are always computed exactly from the
-raw rows.
+A periodic task folds every closed five-minute slice of execution logs into its
+hour's ``ExecutionRollup`` row, one per version and hour: counts, latency sum and
+a latency histogram with log-spaced buckets (each 2% wider than the last), and
+for the paired (shadowed) executions their outcome counts, latency histograms of
+both sides, a histogram of the v2/v1 latency ratio and the decision changes.
+Windows longer than ``LONG_WINDOW`` are answered from rollups plus the raw rows at
+their edges (the minutes since the last slice, and the partial first hour when
+the deployment logged anything in it before the window); percentiles then come
+from the histograms, within 1% of the exact value (the bucket's geometric
+midpoint), and counts are exact. Shorter windows, which the monitor and health
+use, are always computed exactly from the raw rows.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from monitoring import columns
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
 
 LONG_WINDOW = timedelta(hours=3)
-# A request that began before an hour ended may commit its log a little later.
+# A request that began before a slice ended may commit its log a little later.
 GRACE = timedelta(seconds=60)
+# Closed slices of this many minutes are folded into their hour's rollup.
+SLICE_MINUTES = 5
 
 LOW_MS, RATIO = columns.LOW_MS, columns.RATIO
 bucket_expression = columns.latency_bucket
@@ -131,11 +134,23 @@ def _paired_by_hour(logs: QuerySet) -> dict[tuple[str, datetime], dict[str, Any]
     return rows
 
 
+def floor_slice(moment: datetime) -> datetime:
+    return moment.replace(
+        minute=moment.minute - moment.minute % SLICE_MINUTES, second=0, microsecond=0
+    )
+
+
 def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) -> int:
-    """Fold the deployment's closed hours into rollups; returns the rows written."""
+    """Fold the deployment's closed slices into their hours' rollups; returns the rows
+    written or grown.
+
+    Slices are ``SLICE_MINUTES`` long, so the raw rows a long window still reads
+    after the last rollup are minutes of traffic, not up to an hour; a slice of the
+    current hour is added to that hour's row.
+    """
     backfill_paired(deployment=deployment)
     now = now or timezone.now()
-    until = floor_hour(now - GRACE)
+    until = floor_slice(now - GRACE)
     with transaction.atomic():
         watermark = (
             RollupWatermark.objects.select_for_update().filter(deployment=deployment).first()
@@ -157,34 +172,63 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
             .order_by()
         )
         rows: dict[tuple[str, datetime], dict[str, Any]] = defaultdict(
-            lambda: {"total": 0, "errors": 0, "latency_sum": 0.0, "buckets": {}}
+            lambda: {"total": 0, "errors": 0, "latency_sum": 0.0, "latency_buckets": {}}
         )
         for item in grouped.iterator(chunk_size=5_000):
             row = rows[(item["served_version"], item["hour"])]
             row["total"] += item["n"]
             row["errors"] += item["errors"]
             row["latency_sum"] += item["latency"] or 0.0
-            row["buckets"][str(int(item["bucket"]))] = item["n"]
+            row["latency_buckets"][str(int(item["bucket"]))] = item["n"]
         paired = _paired_by_hour(logs) if rows else {}
+        for key, row in rows.items():
+            row.update(paired.get(key) or _empty_paired())
+        existing = {
+            (rollup.served_version, rollup.hour): rollup
+            for rollup in ExecutionRollup.objects.select_for_update().filter(
+                deployment=deployment, hour__in={hour for _, hour in rows}
+            )
+        }
+        grown = []
+        for key in list(rows):
+            if key in existing:
+                _add_into(existing[key], rows.pop(key))
+                grown.append(existing[key])
+        ExecutionRollup.objects.bulk_update(grown, _MERGED_FIELDS, batch_size=500)
+        # ignore_conflicts: the first run of two at once has no watermark row to lock;
+        # both fold the same rows, so either's insert is right.
         ExecutionRollup.objects.bulk_create(
             [
-                ExecutionRollup(
-                    deployment=deployment,
-                    served_version=version,
-                    hour=hour,
-                    total=row["total"],
-                    errors=row["errors"],
-                    latency_sum=row["latency_sum"],
-                    latency_buckets=row["buckets"],
-                    **(paired.get((version, hour)) or _empty_paired()),
-                )
+                ExecutionRollup(deployment=deployment, served_version=version, hour=hour, **row)
                 for (version, hour), row in rows.items()
             ],
             ignore_conflicts=True,
             batch_size=1_000,
         )
         RollupWatermark.objects.update_or_create(deployment=deployment, defaults={"until": until})
-    return len(rows)
+    return len(rows) + len(grown)
+
+
+_MERGED_FIELDS = ("total", "errors", "latency_sum", "latency_buckets", *PAIRED_FIELDS)
+
+
+def _add_into(rollup: ExecutionRollup, more: dict[str, Any]) -> None:
+    """Grow an hour's rollup by the rows of a later slice of that hour."""
+    for name in ("total", "errors", "latency_sum", *PAIRED_COUNTS):
+        setattr(rollup, name, (getattr(rollup, name) or 0) + more[name])
+    for name in ("latency_buckets", *PAIRED_HISTOGRAMS):
+        merged = dict(getattr(rollup, name) or {})
+        for index, count in more[name].items():
+            merged[index] = merged.get(index, 0) + count
+        setattr(rollup, name, merged)
+    changes: dict[tuple[Any, ...], list[Any]] = {}
+    for entry in [*(rollup.changes or []), *more["changes"]]:
+        key = change_key(*entry[:6])
+        if key in changes:
+            changes[key][6] += entry[6]
+        else:
+            changes[key] = list(entry)
+    rollup.changes = list(changes.values())
 
 
 def backfill_paired(*, deployment: Deployment) -> int:

@@ -83,9 +83,10 @@ def _span(
     first_hour = None
     if since is not None:
         first_hour = rollups.floor_hour(since)
-        if first_hour < since:
-            first_hour += timedelta(hours=1)
-    rolled_until = min(watermark, end)
+        if first_hour < since and _has_rows(deployment_id, first_hour, since):
+            first_hour += timedelta(hours=1)  # that hour's rollup holds rows before the window
+    # Rollups cover [hour, watermark) for the watermark's own hour, whole hours before it.
+    rolled_until = watermark if watermark <= end else rollups.floor_hour(end)
     hours = rollups.hours_between(deployment_id=deployment_id, since=first_hour, until=rolled_until)
     if paired and not rollups.paired_complete(hours):
         return _Span(None, _window(deployment_id, since, until))
@@ -98,6 +99,11 @@ def _span(
         )
     )
     return _Span(hours, edges)
+
+
+def _has_rows(deployment_id: Any, since: datetime, until: datetime) -> bool:
+    """One index probe: whether the deployment logged anything in [since, until)."""
+    return _window(deployment_id, since, until).exists()
 
 
 def version_stats(

@@ -31,22 +31,29 @@ def test_histogram_percentile_is_within_one_percent() -> None:
         assert approx == pytest.approx(exact, rel=0.01)
 
 
-def test_rollups_cover_closed_hours_once(canary_v2: Deployment) -> None:
+def test_rollups_fold_closed_slices_once_and_grow_the_current_hour(
+    canary_v2: Deployment,
+) -> None:
     now = timezone.now().replace(minute=30, second=0, microsecond=0)
     for hours_ago in (5, 4, 3):
         add_logs(canary_v2, "v2", [1.0, 2.0, 3.0], errors=1, at=now - timedelta(hours=hours_ago))
     add_logs(canary_v2, "v1", [4.0] * 4, at=now - timedelta(hours=3))
-    add_logs(canary_v2, "v2", [9.0], at=now - timedelta(minutes=20))  # this hour: not closed
-    assert rollups.rollup_deployment(deployment=canary_v2, now=now) == 4
+    add_logs(canary_v2, "v2", [9.0], at=now - timedelta(minutes=20))  # a closed slice
+    add_logs(canary_v2, "v2", [5.0], at=now - timedelta(minutes=3))  # its slice is open
+    assert rollups.rollup_deployment(deployment=canary_v2, now=now) == 5
     assert rollups.rollup_deployment(deployment=canary_v2, now=now) == 0
     rows = ExecutionRollup.objects.filter(deployment=canary_v2, served_version="v2")
-    assert [(r.total, r.errors, r.latency_sum) for r in rows.order_by("hour")] == [(3, 1, 6.0)] * 3
+    totals = [(r.total, r.errors, r.latency_sum) for r in rows.order_by("hour")]
+    assert totals == [(3, 1, 6.0)] * 3 + [(1, 0, 9.0)]
     watermark = RollupWatermark.objects.get(deployment=canary_v2).until
-    assert watermark == rollups.floor_hour(now - rollups.GRACE)
-    # A later run picks up only what is new.
-    later = now + timedelta(hours=1)
+    assert watermark == now - timedelta(minutes=5)  # the last closed slice, after the grace
+    # A later run folds only what is new, into the hour it belongs to.
+    later = now + timedelta(minutes=10)
     assert rollups.rollup_deployment(deployment=canary_v2, now=later) == 1
     assert ExecutionRollup.objects.filter(deployment=canary_v2).count() == 5
+    current = rows.order_by("hour").last()
+    assert (current.total, current.latency_sum) == (2, 14.0)
+    assert sum(current.latency_buckets.values()) == 2
 
 
 def test_long_windows_use_rollups_and_raw_edges(canary_v2: Deployment) -> None:

@@ -167,3 +167,19 @@ def test_differences_total_from_rollups_matches_the_rows_paged(
             break
         page = viewer.get(page["next"]).json()
     assert total == seen == disagreeing
+
+
+def test_slices_folded_every_few_minutes_answer_as_one_fold_does(
+    long_canary: tuple[Deployment, datetime, datetime, int],
+) -> None:
+    """The job runs every minute: each closed slice grows its hour's rollup."""
+    deployment, since, until, _ = long_canary
+    exact = answers(deployment, since, until)
+    moment = since
+    while moment < until:
+        rollups.rollup_deployment(deployment=deployment, now=moment)
+        moment += timedelta(minutes=7)
+    rollups.rollup_deployment(deployment=deployment, now=until)
+    assert rollups.watermark_for(deployment.pk) > until - timedelta(minutes=7)
+    assert rolled_up(deployment, since, until)
+    assert_same(answers(deployment, since, until), exact)
