@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -33,11 +33,13 @@ from deployments.models import Deployment
 from monitoring import columns
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
 
-LONG_WINDOW = timedelta(hours=3)
+LONG_WINDOW = timedelta(hours=1)
 # A request that began before a slice ended may commit its log a little later.
 GRACE = timedelta(seconds=60)
 # Closed slices of this many minutes are folded into their hour's rollup.
 SLICE_MINUTES = 5
+# The watermark of a deployment nothing has been folded for yet.
+NOTHING_YET = datetime(1970, 1, 1, tzinfo=UTC)
 
 LOW_MS, RATIO = columns.LOW_MS, columns.RATIO
 bucket_expression = columns.latency_bucket
@@ -151,11 +153,13 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
     backfill_paired(deployment=deployment)
     now = now or timezone.now()
     until = floor_slice(now - GRACE)
+    # The watermark row exists before it is locked, so two runs at once (a first fold of
+    # a big canary outlasts the one-minute schedule) wait for each other instead of
+    # both folding the same rows.
+    RollupWatermark.objects.get_or_create(deployment=deployment, defaults={"until": NOTHING_YET})
     with transaction.atomic():
-        watermark = (
-            RollupWatermark.objects.select_for_update().filter(deployment=deployment).first()
-        )
-        start = watermark.until if watermark else None
+        watermark = RollupWatermark.objects.select_for_update().get(deployment=deployment)
+        start = watermark.until if watermark.until > NOTHING_YET else None
         if start is not None and start >= until:
             return 0
         logs = ExecutionLog.objects.filter(deployment=deployment, created_at__lt=until)
@@ -195,17 +199,15 @@ def rollup_deployment(*, deployment: Deployment, now: datetime | None = None) ->
                 _add_into(existing[key], rows.pop(key))
                 grown.append(existing[key])
         ExecutionRollup.objects.bulk_update(grown, _MERGED_FIELDS, batch_size=500)
-        # ignore_conflicts: the first run of two at once has no watermark row to lock;
-        # both fold the same rows, so either's insert is right.
         ExecutionRollup.objects.bulk_create(
             [
                 ExecutionRollup(deployment=deployment, served_version=version, hour=hour, **row)
                 for (version, hour), row in rows.items()
             ],
-            ignore_conflicts=True,
             batch_size=1_000,
         )
-        RollupWatermark.objects.update_or_create(deployment=deployment, defaults={"until": until})
+        watermark.until = until
+        watermark.save(update_fields=["until"])
     return len(rows) + len(grown)
 
 
@@ -273,11 +275,13 @@ def rollup_run(*, now: datetime | None = None) -> int:
 
 
 def watermark_for(deployment_id: Any) -> datetime | None:
-    return (
+    """Until when the deployment's executions are all rolled up (None: nothing yet)."""
+    until = (
         RollupWatermark.objects.filter(deployment_id=deployment_id)
         .values_list("until", flat=True)
         .first()
     )
+    return until if until is not None and until > NOTHING_YET else None
 
 
 def rolled_up_totals(

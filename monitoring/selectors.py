@@ -306,20 +306,22 @@ def paired_latency_ratio(
     """Median of v2/v1 latency per pair, with a distribution-free 95% interval.
 
     The interval's ends are order statistics (``paired.median_ci_ranks``), so the
-    answer is the same on every call: exact over raw rows, within 1% (the ratio
-    histogram's bucket) over the rolled-up hours of a long window.
+    answer is the same on every call: exact over up to ``RATIO_EXACT_PAIRS`` raw
+    pairs, otherwise within 1% (the ratio histogram's bucket).
     """
     span = _span(deployment_id, since, until, paired=True)
     if span.hours is not None:
         return _rolled_up_latency_ratio(span)
     logs = _paired_window(deployment_id, since, until).filter(columns.TIMED_PAIR)
     ratio = columns.latency_ratio()
-    n = logs.count()
+    # One grouped pass counts the pairs and, for a large window, is the answer.
+    ratios = rollups.raw_histogram(logs=logs, bucket=columns.ratio_bucket())
+    n = sum(sum(histogram.values()) for histogram in ratios.values())
     answer: dict[str, Any] = {"pairs": n, "v2_over_v1_median_ratio": None, "ci": None}
     if n == 0:
         return answer
-    if connection.vendor == "postgresql" and n > RATIO_SAMPLE_PAIRS:
-        return _sampled_latency_ratio(deployment_id, since, until, n)
+    if n > RATIO_EXACT_PAIRS:
+        return _ratio_from_histogram(ratios)
     ranks = paired.median_ci_ranks(n)
     if connection.vendor == "postgresql":
         aggregates: dict[str, Any] = {"median": PercentileCont(ratio, 0.5)}
@@ -344,8 +346,12 @@ def _rolled_up_latency_ratio(span: _Span) -> dict[str, Any]:
     raw = rollups.raw_histogram(
         logs=span.raw.filter(columns.PAIRED, columns.TIMED_PAIR), bucket=columns.ratio_bucket()
     )
-    rolled = rollups.merged_buckets(span.hours, "ratio_buckets")
-    buckets = rollups.added(*raw.values(), *rolled.values())
+    return _ratio_from_histogram(raw, rollups.merged_buckets(span.hours, "ratio_buckets"))
+
+
+def _ratio_from_histogram(*per_version: dict[str, dict[int, int]]) -> dict[str, Any]:
+    """The median ratio and its order-statistic interval, each within 1% (its bucket)."""
+    buckets = rollups.added(*(h for histogram in per_version for h in histogram.values()))
     n = sum(buckets.values())
     answer: dict[str, Any] = {"pairs": n, "v2_over_v1_median_ratio": None, "ci": None}
     if n == 0:
@@ -358,54 +364,9 @@ def _rolled_up_latency_ratio(span: _Span) -> dict[str, Any]:
     return answer
 
 
-# Above this many pairs in a raw window the ratio's median and interval come from a
-# repeatable page sample (sorting tens of millions of ratios takes tens of seconds).
-RATIO_SAMPLE_PAIRS = 200_000
-RATIO_SAMPLE_SEED = 7
-
-
-def _sampled_latency_ratio(
-    deployment_id: Any, since: datetime | None, until: datetime | None, pairs: int
-) -> dict[str, Any]:
-    """The median ratio and its interval over a ``TABLESAMPLE SYSTEM ... REPEATABLE`` sample
-    of about ``RATIO_SAMPLE_PAIRS`` pairs: the same pages on every call, so the answer is
-    repeatable while the data is unchanged; the interval is the sample's."""
-    percent = min(100.0, 100.0 * 1.5 * RATIO_SAMPLE_PAIRS / pairs)
-    conditions = [
-        "deployment_id = %s",
-        "shadow_success IS NOT NULL",
-        "latency_ms > 0",
-        "shadow_latency_ms > 0",
-    ]
-    params: list[Any] = [percent, RATIO_SAMPLE_SEED, str(deployment_id)]
-    if since is not None:
-        conditions.append("created_at >= %s")
-        params.append(since)
-    if until is not None:
-        conditions.append("created_at < %s")
-        params.append(until)
-    table = ExecutionLog._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT r FROM (SELECT CASE WHEN served_version = 'v2' "  # noqa: S608 - fixed names
-            "THEN latency_ms / shadow_latency_ms ELSE shadow_latency_ms / latency_ms END AS r "
-            f"FROM {table} TABLESAMPLE SYSTEM (%s) REPEATABLE (%s) "
-            f"WHERE {' AND '.join(conditions)}) AS sampled ORDER BY r",
-            params,
-        )
-        values = [row[0] for row in cursor.fetchall()]
-    answer: dict[str, Any] = {
-        "pairs": pairs,
-        "sampled_pairs": len(values),
-        "v2_over_v1_median_ratio": None,
-        "ci": None,
-    }
-    if values:
-        answer["v2_over_v1_median_ratio"] = _percentile_of(values, 0.5)
-        ranks = paired.median_ci_ranks(len(values))
-        if ranks:
-            answer["ci"] = [values[ranks[0] - 1], values[ranks[1] - 1]]
-    return answer
+# Above this many pairs in a raw window the ratio's median and interval come from
+# the ratio histogram (one grouped pass) instead of sorting every ratio.
+RATIO_EXACT_PAIRS = 200_000
 
 
 def shadow_changes(

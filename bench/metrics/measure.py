@@ -42,10 +42,11 @@ ENDPOINTS = (
     "shadow",
     "shadow/differences",
     "readiness",
-    # Windows of three hours or less are read from raw rows: what the tail since the
-    # last rolled-up hour costs at this row rate.
+    # Windows of an hour or less are read from raw rows, and so is the partial first
+    # hour of a longer one: what that costs at this row rate.
+    "comparison?window_minutes=60",
+    "shadow?window_minutes=60",
     "comparison?window_minutes=180",
-    "shadow?window_minutes=180",
 )
 
 
