@@ -467,9 +467,8 @@ def dataplane_execute(
         client_check=client_check,
     )
     assert resolution.rules is not None
-    outcome = _evaluate(resolution.rules, input)
+    outcome, shadow = _served_and_shadow(resolution, input)
     if resolution.canary_running:
-        shadow = _shadow_after(resolution, outcome, input)
         hooks.record_execution(
             _execution_record(resolution, outcome, input, context, now, shadow),
             resolution.canary_config or {},
@@ -516,6 +515,31 @@ def _evaluate(
         latency_ms,
         evaluation.exhausted,
     )
+
+
+def _served_and_shadow(
+    resolution: Resolution, input: Mapping[str, Any]
+) -> tuple[_Outcome, ShadowOutcome | None]:
+    """The served outcome and, when shadowed, the other version's on the same input.
+
+    When both versions are cheap they run in random order, as in the one-trip path:
+    whichever runs first pays for caches the request's own processing left cold, and
+    the paired latency ratio must not credit that to the version always run second.
+    """
+    assert resolution.rules is not None
+    other = resolution.shadow_rules
+    version_id = resolution.shadow_version_id
+    both_cheap = other is not None and resolution.rules.is_cheap() and other.is_cheap()
+    if other is None or version_id is None or not both_cheap:
+        outcome = _evaluate(resolution.rules, input)
+        return outcome, _shadow_after(resolution, outcome, input)
+    if random.random() < 0.5:
+        shadow = _evaluate(other, input)
+        outcome = _evaluate(resolution.rules, input)
+    else:
+        outcome = _evaluate(resolution.rules, input)
+        shadow = _evaluate(other, input)
+    return outcome, None if shadow.exhausted else shadow.as_shadow(version_id)
 
 
 def _shadow_after(

@@ -6,10 +6,11 @@ tested without a database and the readiness endpoint, the promote gate and the
 monitor all judge with the same code. ``monitoring.governance`` gathers the
 evidence.
 
-Until paired (shadow) evaluation lands, ``success_rate`` judges with the
-unpaired two-proportion test of ``/comparison`` and ``sample_ratio`` and
-``shadow_agreement`` report "not measured yet"; paired evidence replaces them by
-filling the optional fields of ``ReadinessEvidence``.
+``success_rate`` judges with McNemar's test on the same inputs once there are
+``min_samples`` paired executions, else with the unpaired two-proportion test of
+``/comparison``; ``sample_ratio`` (no assignments yet, or a target filter) and
+``shadow_agreement`` (no paired executions) report "not measured yet" when their
+optional evidence is missing.
 """
 
 from __future__ import annotations

@@ -230,3 +230,37 @@ def test_a_large_window_reads_the_ratio_from_its_histogram(
     )
     assert binned["ci"] == pytest.approx(exact["ci"], rel=0.01)
     assert selectors.paired_latency_ratio(deployment_id=canary_v2.pk) == binned
+
+
+@pytest.mark.parametrize("one_trip", [True, False], ids=["one Redis trip", "general path"])
+def test_neither_version_is_always_timed_first(
+    draft_v2: Deployment, approver: APIClient, monkeypatch: pytest.MonkeyPatch, one_trip: bool
+) -> None:
+    """The first evaluation of a request runs on caches the request left cold; the paired
+    latency ratio must not credit that to the version that always runs second."""
+    from django.conf import settings
+
+    from assignments import services as dataplane
+
+    if one_trip and not settings.REDIS_URL:
+        pytest.skip("the one-trip path needs Redis (CI runs on it)")
+    if not one_trip:
+        monkeypatch.setattr(dataplane, "redis_enabled", lambda: False)
+    dark = lifecycle.deployment_start_canary(deployment_id=draft_v2.pk, canary_pct=0, actor="t")
+    first: list[bool] = []  # per request: was v1 (the served version) evaluated first?
+    evaluate = dataplane._evaluate
+
+    def recording(rules: Any, input: Any, budget_ms: float | None = None) -> Any:
+        if not calls:
+            first.append(rules.evaluate(MOVED).matched_rule == "hot")  # only v1 says "hot"
+        calls.append(1)
+        return evaluate(rules, input, budget_ms)
+
+    calls: list[int] = []
+    monkeypatch.setattr(dataplane, "_evaluate", recording)
+    for index in range(40):
+        calls.clear()
+        first_before = len(first)
+        execute(approver, dark, COLD, f"order-{index}")
+        assert len(first) == first_before + 1 and len(calls) == 2  # served and shadow
+    assert 5 <= sum(first) <= 35  # v1 (served) ran first in some requests, v2 in others
