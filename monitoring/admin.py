@@ -27,6 +27,7 @@ from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
+from deployments.redaction import redaction_note
 from monitoring import compensation, console, health, selectors, tasks, verdict
 from monitoring.models import ExecutionLog
 
@@ -173,6 +174,7 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
         "session_id",
         "workflow_id",
         "input_display",
+        "redaction",
         "output_display",
         "needs_reprocess",
         "reprocessed_at",
@@ -234,6 +236,10 @@ class ExecutionLogAdmin(ReadOnlyAdmin):
     @admin.display(description="input")
     def input_display(self, obj: ExecutionLog) -> SafeString:
         return _json_block(obj.input)
+
+    @admin.display(description="redaction")
+    def redaction(self, obj: ExecutionLog) -> str:
+        return redaction_note(obj.redacted_paths) or "none: the input is stored as received"
 
     @admin.display(description="output")
     def output_display(self, obj: ExecutionLog) -> SafeString:

@@ -55,9 +55,14 @@ class RuleSetVersionInline(admin.TabularInline):
 class RuleSetAdmin(ReadOnlyAdmin):
     list_display = ["name", "description", "version_count", "created_at"]
     search_fields = ["name", "description"]
-    readonly_fields = ["name", "description", "created_at", "deployments_link"]
+    readonly_fields = ["name", "description", "redacted_paths", "created_at", "deployments_link"]
     fields = readonly_fields
     inlines = [RuleSetVersionInline]
+
+    @admin.display(description="input paths never stored")
+    def redacted_paths(self, obj: RuleSet) -> str:
+        # Changed over the API (PATCH /rulesets/{id}, Admin role): docs/security.md.
+        return ", ".join(obj.redacted_input_paths or []) or "none (every input stored whole)"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RuleSet]:
         return super().get_queryset(request).annotate(_version_count=Count("versions"))

@@ -214,3 +214,18 @@ def test_only_admins_manage_users_and_tokens(console: Console, role: str, allowe
     for name in ("admin:auth_user_changelist", "admin:knox_authtoken_changelist"):
         assert (client.get(reverse(name)).status_code == 200) is allowed
     assert (client.get(reverse("admin:auth_user_add")).status_code == 200) is allowed
+
+
+def test_redaction_is_shown_on_the_rule_set_and_on_each_execution(
+    console: Console, canary_v2: Deployment
+):
+    ruleset = canary_v2.ruleset
+    RuleSet.objects.filter(pk=ruleset.pk).update(redacted_input_paths=["customer.email", "ssn"])
+    client = console("viewer")
+    page = client.get(reverse("admin:deployments_ruleset_change", args=[ruleset.pk]))
+    assert "customer.email, ssn" in page.content.decode()
+    add_logs(canary_v2, "v2", [1.0])
+    log = stored(ExecutionLog).get()
+    ExecutionLog.objects.filter(pk=log.pk).update(redacted_paths=["customer.email"])
+    change = client.get(reverse("admin:monitoring_executionlog_change", args=[log.pk]))
+    assert "input redacted: customer.email" in change.content.decode()
