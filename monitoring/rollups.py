@@ -284,29 +284,6 @@ def watermark_for(deployment_id: Any) -> datetime | None:
     return until if until is not None and until > NOTHING_YET else None
 
 
-def rolled_up_totals(
-    *, deployment_id: Any, since: datetime | None, until: datetime
-) -> dict[str, dict[str, Any]]:
-    """Counts, latency sums and merged histograms per version over whole hours."""
-    rollups = hours_between(deployment_id=deployment_id, since=since, until=until)
-    totals = {
-        row["served_version"]: {
-            "total": row["total"],
-            "errors": row["errors"],
-            "latency_sum": row["latency_sum"],
-            "buckets": defaultdict(int),
-        }
-        for row in rollups.values("served_version")
-        .annotate(total=Sum("total"), errors=Sum("errors"), latency_sum=Sum("latency_sum"))
-        .order_by()
-    }
-    if not totals:
-        return totals
-    for version, buckets in merged_buckets(rollups, "latency_buckets").items():
-        totals[version]["buckets"].update(buckets)
-    return totals
-
-
 def hours_between(*, deployment_id: Any, since: datetime | None, until: datetime) -> QuerySet:
     rollups = ExecutionRollup.objects.filter(deployment_id=deployment_id, hour__lt=until)
     if since is not None:

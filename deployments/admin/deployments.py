@@ -123,25 +123,6 @@ class DeploymentAdmin(ReadOnlyAdmin):
     search_fields = ["version__version", "changelog"]
     list_select_related = ["ruleset", "version"]
     ordering = ["-created_at"]
-    readonly_fields = [
-        "ruleset",
-        "version_link",
-        "status_label",
-        "traffic",
-        "baseline_link",
-        "changelog",
-        "canary_config_display",
-        "compensation_strategy",
-        "target_filter_display",
-        "created_by",
-        "created_at",
-        "started_at",
-        "promoted_at",
-        "rolled_back_at",
-        "deprecated_at",
-        "rollback_reason",
-        "id",
-    ]
     fieldsets = [
         (
             "Release",
@@ -176,6 +157,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             },
         ),
     ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
     # History: the console's own actions (LogEntry) and every lifecycle event.
     keeps_history = True
     change_form_template = "admin/deployments/deployment/change_form.html"

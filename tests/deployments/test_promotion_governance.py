@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -17,6 +14,7 @@ from canary.errors import AlreadyApproved, Conflict
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent, PromotionApproval
 from tests.accounts import create_user
+from tests.concurrency import run_together
 from tests.monitoring.logs import add_logs
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 
@@ -244,27 +242,6 @@ def test_three_approvals_take_three_people(roles: None) -> None:
 
 
 # --- races ---------------------------------------------------------------------------------
-
-
-def run_together(*calls: Callable[[], Any]) -> list[Any]:
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def worker(index: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait()
-            results[index] = call()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 ROUNDS = 8

@@ -4,19 +4,18 @@ before paired outcomes existed are filled in rather than trusted."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deployments.models import Deployment
 from monitoring import rollups, selectors
 from monitoring.models import ExecutionLog, ExecutionRollup
+from tests.concurrency import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -194,21 +193,9 @@ def test_two_rollup_runs_at_once_fold_every_row_once(
     """A first fold of a big canary can outlast the one-minute schedule."""
     deployment, since, until, _ = long_canary
     exact = answers(deployment, since, until)
-    barrier = threading.Barrier(2)
-    written: list[int] = []
-
-    def run() -> None:
-        try:
-            barrier.wait(timeout=10)
-            written.append(rollups.rollup_deployment(deployment=deployment, now=until))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    written = run_together(
+        *[lambda: rollups.rollup_deployment(deployment=deployment, now=until)] * 2
+    )
     assert sorted(written)[0] == 0 and sorted(written)[1] > 0  # the second found it done
     assert rolled_up(deployment, since, until)
     assert_same(answers(deployment, since, until), exact)
