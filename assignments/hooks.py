@@ -46,7 +46,7 @@ class ExecutionRecord:
     # The breaker counted no failures when the request was routed: a v2 success
     # changes nothing, so it need not be written.
     breaker_clean: bool = False
-    # The rule set's input paths never stored (``deployments.redaction``).
+    # The rule set's input paths never stored (``deployments.rules.redaction``).
     redacted_paths: tuple[str, ...] = ()
 
 

@@ -12,7 +12,7 @@ Keys (raw, shared with the script):
 
 - ``canary:tok:<sha256 of the token>`` -> user id (``canary.api.authentication``)
 - ``canary:gen:<rule set>`` -> the last committed routing generation
-- ``canary:breaker:<deployment>`` -> the breaker's JSON (``monitoring.breaker_store``)
+- ``canary:breaker:<deployment>`` -> the breaker's JSON (``monitoring.breaker.store``)
 - ``canary:a:<deployment>:<tier>:<identifier>`` -> "v1" / "v2" (sessions:
   "v2|<expiry, epoch seconds>")
 
@@ -41,7 +41,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from assignments import router
 from assignments.hooks import ExecutionRecord
-from deployments.redaction import redact_input
+from deployments.rules.redaction import redact_input
 
 ASSIGNMENT_STREAM = "canary:stream:assignments"
 EXECUTION_STREAM = "canary:stream:executions"
@@ -179,7 +179,7 @@ class ExecutionEntry:
 
     @classmethod
     def of(cls, record: ExecutionRecord) -> ExecutionEntry:
-        """The one encoding of a record, read back by ``monitoring.services``'s sink."""
+        """The one encoding of a record, read back by ``monitoring.recording.executions``'s sink."""
         version = record.served_version
         stored_input, removed = redact_input(
             record.input, record.redacted_paths, store_inputs=settings.CANARY_STORE_INPUTS

@@ -14,6 +14,6 @@ app.autodiscover_tasks()
 @signals.beat_init.connect
 def apply_monitor_schedule(**kwargs: object) -> None:
     """Beat starts with the monitor's period taken from CANARY_MONITOR_INTERVAL_SECONDS."""
-    from monitoring.schedule import ensure_monitor_schedule
+    from monitoring.automation.schedule import ensure_monitor_schedule
 
     ensure_monitor_schedule()

@@ -34,7 +34,7 @@ class RuleSet(models.Model):
     # transaction: the data plane's in-process routing state is valid only while
     # it carries the current value (see ``assignments.routing``).
     routing_generation = models.BigIntegerField(default=0, editable=False)
-    # Dotted input paths never stored with an execution (``deployments.redaction``).
+    # Dotted input paths never stored with an execution (``deployments.rules.redaction``).
     redacted_input_paths = models.JSONField(default=list, blank=True)
 
     class Meta:

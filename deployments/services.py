@@ -48,13 +48,13 @@ from deployments.models import (
     RuleSet,
     RuleSetVersion,
 )
-from deployments.redaction import redaction_paths_errors
-from deployments.rule_language import (
+from deployments.rules.language import (
     InputBoundsError,
     RuleCompileError,
     check_input_bounds,
     compile_rules,
 )
+from deployments.rules.redaction import redaction_paths_errors
 from deployments.selectors import compiled_rules_for, ruleset_version_latest
 from deployments.signals import (
     deployment_transitioned,

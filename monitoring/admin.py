@@ -27,8 +27,10 @@ from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
-from deployments.redaction import redaction_note
-from monitoring import compensation, console, health, selectors, tasks, verdict
+from deployments.rules.redaction import redaction_note
+from monitoring import console, tasks
+from monitoring.automation import compensation
+from monitoring.decision import health, selectors, verdict
 from monitoring.models import ExecutionLog
 
 

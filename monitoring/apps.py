@@ -15,7 +15,9 @@ class MonitoringConfig(AppConfig):
             deployment_transitioning,
             promotion_approval_recorded,
         )
-        from monitoring import governance, receivers, services
+        from monitoring import receivers
+        from monitoring.automation import governance
+        from monitoring.recording import executions as services
 
         # The data plane records executions and asks the breaker through these seams.
         hooks.record_execution = services.execution_record

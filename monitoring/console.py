@@ -19,12 +19,13 @@ from django.utils import timezone
 
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment
-from monitoring import breaker, compensation
-from monitoring.breaker_store import breaker_store
+from monitoring.automation import compensation
+from monitoring.automation.monitor import MONITOR_JOB
+from monitoring.automation.schedule import MONITOR_TASK_NAME
+from monitoring.breaker import state as breaker
+from monitoring.breaker.store import breaker_store
+from monitoring.decision.selectors import step_started_at
 from monitoring.models import JobRun
-from monitoring.monitor import MONITOR_JOB
-from monitoring.schedule import MONITOR_TASK_NAME
-from monitoring.selectors import step_started_at
 
 logger = logging.getLogger(__name__)
 

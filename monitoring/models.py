@@ -4,7 +4,7 @@ from django.db import models
 
 from assignments.models import ServedVersion
 from deployments.models import Deployment, RuleSetVersion
-from monitoring.breaker import BreakerState
+from monitoring.breaker.state import BreakerState
 
 
 class ExecutionLog(models.Model):
@@ -133,7 +133,7 @@ class ExecutionRollup(models.Model):
     """One hour of one version's executions, pre-aggregated for long windows.
 
     ``latency_buckets[i]`` counts executions whose latency falls in
-    ``[LOW * RATIO**i, LOW * RATIO**(i+1))`` (see ``monitoring.rollups``).
+    ``[LOW * RATIO**i, LOW * RATIO**(i+1))`` (see ``monitoring.logstore.rollups``).
     """
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="rollups")

@@ -7,9 +7,9 @@ from typing import Any
 from deployments import transitions
 from deployments.choices import CompensationStatus, CompensationStrategy, EventAction
 from deployments.models import Deployment, DeploymentEvent
-from monitoring import services
-from monitoring.compensation import compensation_flag
-from monitoring.notifications import notify
+from monitoring.automation.compensation import compensation_flag
+from monitoring.notifications.dispatch import notify
+from monitoring.recording import executions as services
 
 
 def flag_executions_for_compensation(

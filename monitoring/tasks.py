@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def canary_monitor_task(now: str | None = None) -> dict[str, Any]:
     from datetime import datetime
 
-    from monitoring.monitor import monitor_run
+    from monitoring.automation.monitor import monitor_run
 
     report = monitor_run(now=datetime.fromisoformat(now) if now else None)
     return report.__dict__
@@ -61,7 +61,7 @@ def send_email_notification(subject: str, text: str, recipients: list[str]) -> N
 
 @shared_task(soft_time_limit=3_000, time_limit=3_300, acks_late=True, ignore_result=True)
 def compensation_replay_task(deployment_id: str) -> dict[str, int]:
-    from monitoring.compensation import compensation_replay
+    from monitoring.automation.compensation import compensation_replay
 
     return compensation_replay(deployment_id=deployment_id)
 
@@ -76,7 +76,7 @@ def compensation_replay_enqueue(*, deployment: Any) -> dict[str, Any]:
     from redis.exceptions import RedisError
 
     from canary.errors import Conflict, ServiceUnavailable
-    from monitoring.compensation import compensation_summary
+    from monitoring.automation.compensation import compensation_summary
 
     summary = compensation_summary(deployment=deployment)
     if not summary["flagged"]:
@@ -98,8 +98,8 @@ def compensation_replay_enqueue(*, deployment: Any) -> dict[str, Any]:
 
 @shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)
 def rollup_task() -> int:
-    """Fold closed minutes of execution logs into rollups (idempotent; see monitoring.rollups)."""
-    from monitoring.rollups import rollup_run
+    """Fold closed minutes of execution logs into rollups (idempotent; logstore.rollups)."""
+    from monitoring.logstore.rollups import rollup_run
 
     return rollup_run()
 
@@ -107,7 +107,7 @@ def rollup_task() -> int:
 @shared_task(soft_time_limit=240, time_limit=270, acks_late=True, ignore_result=True)
 def partitions_task() -> list[str]:
     """Create the execution log's day partitions ahead (idempotent)."""
-    from monitoring.retention import partitions_run
+    from monitoring.logstore.retention import partitions_run
 
     return partitions_run()
 
@@ -115,6 +115,6 @@ def partitions_task() -> list[str]:
 @shared_task(soft_time_limit=540, time_limit=590, acks_late=True, ignore_result=True)
 def retention_task() -> str:
     """Drop execution-log partitions and rollups past retention (idempotent)."""
-    from monitoring.retention import retention_run
+    from monitoring.logstore.retention import retention_run
 
     return retention_run().summary()

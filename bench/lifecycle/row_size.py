@@ -2,7 +2,7 @@
 
 Writes ROWS executions (default 100,000) of bench/dataplane/input.json, shadowed,
 into today's day partition with the drainer's own statement
-(``monitoring.services.execution_write_batch``), then reads the partition's
+(``monitoring.recording.executions.execution_write_batch``), then reads the partition's
 size (heap + TOAST + every index) and divides. Repeats with the input not
 stored (``CANARY_STORE_INPUTS=false``). Needs a migrated PostgreSQL database
 in DATABASE_URL; it creates a rule set of its own there.
@@ -29,8 +29,8 @@ from django.test import override_settings  # noqa: E402
 from assignments.hooks import ExecutionRecord, ShadowOutcome  # noqa: E402
 from assignments.sticky import ExecutionEntry  # noqa: E402
 from deployments import services  # noqa: E402
-from monitoring import partitions  # noqa: E402
-from monitoring.services import execution_write_batch  # noqa: E402
+from monitoring.logstore import partitions  # noqa: E402
+from monitoring.recording.executions import execution_write_batch  # noqa: E402
 
 INPUT = json.loads((Path(__file__).parent.parent / "dataplane" / "input.json").read_text())
 RULES = [{"name": "big", "condition": "input.amount > 300", "output": {"review": True}}]

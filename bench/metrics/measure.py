@@ -27,9 +27,9 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from deployments import services  # noqa: E402
 from deployments.models import Deployment  # noqa: E402
-from monitoring import partitions  # noqa: E402
+from monitoring.logstore import partitions  # noqa: E402
+from monitoring.logstore.rollups import rollup_run  # noqa: E402
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark  # noqa: E402
-from monitoring.rollups import rollup_run  # noqa: E402
 
 RULES = [{"name": "hot", "condition": "input.temperature > 25", "output": {"alert": True}}]
 DAYS = 7

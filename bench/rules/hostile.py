@@ -15,7 +15,7 @@ on its input. The budget stops each one after the rule that crossed 50 ms, so th
 measured time is the worst an execute spends in evaluation: about the budget plus the
 slowest single rule.
 
-No Django, no database: it uses deployments/rule_language.py with its default limits.
+No Django, no database: it uses deployments/rules/language.py with its default limits.
 Run it on a quiet machine; it takes about a minute on one core.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deployments import rule_language as rl  # noqa: E402
+from deployments.rules import language as rl  # noqa: E402
 
 LIMITS = rl.EvalLimits()
 L = LIMITS.max_list_length

@@ -3,9 +3,9 @@
     .venv/bin/python bench/statistics/simulate.py [--canaries 2000] [--seed 7]
 
 Each synthetic canary runs for 60 minutes at a 10% split and is looked at by the
-monitor 12 times (every 5 minutes), exactly as ``monitoring.monitor`` does: the
-counts of each window are turned into ``monitoring.analysis.Evidence`` and judged
-by ``monitoring.analysis.rollback_breaches`` with the default ``canary_config``.
+monitor 12 times (every 5 minutes), exactly as ``monitoring.automation.monitor`` does: the
+counts of each window are turned into ``monitoring.statistics.analysis.Evidence`` and judged
+by ``monitoring.statistics.analysis.rollback_breaches`` with the default ``canary_config``.
 No database: traffic is drawn with numpy (Poisson arrivals per 5-minute block, the
 10-minute window is the last two blocks).
 
@@ -42,9 +42,9 @@ import django
 django.setup()
 
 from deployments.canary_config import default_canary_config  # noqa: E402
-from monitoring import analysis  # noqa: E402
-from monitoring.analysis import Evidence, VersionStats  # noqa: E402
-from monitoring.paired import PairedCounts  # noqa: E402
+from monitoring.statistics import analysis  # noqa: E402
+from monitoring.statistics.analysis import Evidence, VersionStats  # noqa: E402
+from monitoring.statistics.paired import PairedCounts  # noqa: E402
 
 CONFIG = default_canary_config()
 LOOKS = 12

@@ -13,9 +13,9 @@ from canary.api.permissions import RolePermission
 from canary.api.serializers import StrictInputSerializer
 from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
-from deployments.redaction import redaction_note
+from deployments.rules.redaction import redaction_note
 from deployments.selectors import deployment_get
-from monitoring import compensation, governance, health, tasks
+from monitoring import tasks
 from monitoring.api.serializers import (
     ComparisonOutputSerializer,
     CompensationOutputSerializer,
@@ -27,7 +27,9 @@ from monitoring.api.serializers import (
     ShadowDifferencesOutputSerializer,
     ShadowOutputSerializer,
 )
-from monitoring.scheduler import scheduler_jobs
+from monitoring.automation import compensation, governance
+from monitoring.automation.scheduler import scheduler_jobs
+from monitoring.decision import health
 
 WINDOW_PARAMETER = OpenApiParameter(
     "window_minutes", int, required=False, description="Default: the whole canary."

@@ -13,10 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.models import Deployment
-from monitoring import breaker
-from monitoring.breaker_store import breaker_store
+from monitoring.automation.monitor import MONITOR_JOB
+from monitoring.breaker import state as breaker
+from monitoring.breaker.store import breaker_store
 from monitoring.models import JobRun
-from monitoring.monitor import MONITOR_JOB
 
 pytestmark = pytest.mark.django_db
 

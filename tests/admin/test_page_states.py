@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from deployments import services
 from deployments.models import Deployment
+from monitoring.automation.monitor import MONITOR_JOB
 from monitoring.models import JobRun
-from monitoring.monitor import MONITOR_JOB
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from assignments.sticky import ASSIGNMENT_STREAM, EXECUTION_STREAM
 from deployments.models import Deployment, DeploymentEvent
+from monitoring.automation.monitor import monitor_lease, monitor_run
 from monitoring.models import ExecutionLog
-from monitoring.monitor import monitor_lease, monitor_run
 from tests.accounts import create_user
 from tests.monitoring.logs import add_logs
 from tests.monitoring.test_breaker_integration import make_canary
@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_run_loses_no_verdict(roles: None) -> None:
     script = (
         "import django, time; django.setup()\n"
         "from django.utils import timezone\n"
-        "from monitoring.monitor import MONITOR_JOB, lease_acquire, monitor_lease\n"
+        "from monitoring.automation.monitor import MONITOR_JOB, lease_acquire, monitor_lease\n"
         "now, lease = timezone.now(), monitor_lease()\n"
         "assert lease_acquire(MONITOR_JOB, holder='doomed', now=now, lease=lease)\n"
         "print('leased', flush=True)\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.redaction import (
+from deployments.rules.redaction import (
     MAX_PATHS,
     redact_input,
     redaction_note,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from deployments import rule_language as rl
-from deployments.rule_language import RuleCompileError, compile_rules
+from deployments.rules import language as rl
+from deployments.rules.language import RuleCompileError, compile_rules
 
 # The issue's hostile condition: 200 linear scans of the input list inside a loop over it.
 ISSUE_HOSTILE = "input.l.all(a, " + " && ".join(["!(-1 in input.l)"] * 200) + ")"

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from deployments import rule_language as rl
-from deployments.rule_language import (
+from deployments.rules import language as rl
+from deployments.rules.language import (
     CompiledRuleSet,
     Evaluation,
     RuleCompileError,

@@ -15,7 +15,7 @@ from assignments import router
 from assignments.services import dataplane_execute
 from deployments import services
 from deployments.models import Deployment, RuleSet
-from monitoring.compensation import compensation_replay
+from monitoring.automation.compensation import compensation_replay
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 
 ACTOR = "fuzz-seed"

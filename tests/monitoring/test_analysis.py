@@ -8,9 +8,9 @@ import pytest
 from scipy import stats
 
 from deployments.canary_config import default_canary_config
-from monitoring import analysis as a
-from monitoring import paired
-from monitoring.paired import PairedCounts
+from monitoring.statistics import analysis as a
+from monitoring.statistics import paired
+from monitoring.statistics.paired import PairedCounts
 
 CONFIG = default_canary_config()  # error 0.05, success 0.95, latency x2, floor 1 ms, n >= 20
 

@@ -1,6 +1,6 @@
 """The breaker's pure state machine at every boundary."""
 
-from monitoring import breaker as b
+from monitoring.breaker import state as b
 
 COOLDOWN = 60.0
 

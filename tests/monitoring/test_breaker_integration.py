@@ -16,8 +16,9 @@ from assignments.models import Assignment
 from assignments.services import dataplane_execute, dataplane_resolve
 from deployments import services as lifecycle
 from deployments.models import Deployment, DeploymentEvent
-from monitoring import breaker, services
-from monitoring.breaker_store import breaker_store
+from monitoring.breaker import state as breaker
+from monitoring.breaker.store import breaker_store
+from monitoring.recording import executions as services
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 from tests.servers import ROOT, server_env
 from tests.stored import stored

@@ -14,7 +14,7 @@ from assignments.services import dataplane_execute
 from canary.celery import app as celery_app
 from deployments import services as lifecycle
 from deployments.models import Deployment
-from monitoring.compensation import compensation_replay
+from monitoring.automation.compensation import compensation_replay
 from monitoring.models import ExecutionLog
 from tests.monitoring.test_breaker_integration import make_canary
 from tests.samples import DEFAULT_OUTPUT
@@ -101,7 +101,7 @@ def test_replay_interrupted_and_resumed_processes_each_once(roles: None) -> None
     class Killed(Exception):
         pass
 
-    from monitoring import compensation
+    from monitoring.automation import compensation
 
     original = compensation.compiled_rules_for_version_id
     calls = {"n": 0}

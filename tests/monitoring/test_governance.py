@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 from canary.celery import app as celery_app
 from deployments import services as lifecycle
 from deployments.models import Deployment, DeploymentEvent
-from monitoring import governance
+from monitoring.automation import governance
+from monitoring.automation.monitor import monitor_run
 from monitoring.models import GovernanceRecord
-from monitoring.monitor import monitor_run
 from monitoring.prometheus import render_metrics
 from tests.deployments.test_promotion_governance import make_canary
 from tests.monitoring.logs import add_logs

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deployments.models import Deployment
-from monitoring.selectors import version_stats
+from monitoring.decision.selectors import version_stats
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db

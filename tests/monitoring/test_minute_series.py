@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deployments.models import Deployment
-from monitoring.selectors import minute_series
+from monitoring.decision.selectors import minute_series
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from deployments import services as lifecycle
 from deployments.models import Deployment, DeploymentEvent
+from monitoring.automation.monitor import monitor_run
 from monitoring.models import JobRun
-from monitoring.monitor import monitor_run
 from tests.monitoring.logs import add_logs
 from tests.monitoring.test_breaker_integration import make_canary
 

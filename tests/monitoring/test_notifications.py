@@ -13,8 +13,8 @@ from django.utils import timezone
 from canary.celery import app as celery_app
 from deployments import services as lifecycle
 from deployments.models import Deployment
-from monitoring.monitor import monitor_run
-from monitoring.notifications import notify
+from monitoring.automation.monitor import monitor_run
+from monitoring.notifications.dispatch import notify
 from tests.monitoring.logs import add_logs
 from tests.monitoring.webhook import slack_stub
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from deployments.models import Deployment
-from monitoring import partitions
+from monitoring.logstore import partitions
 from monitoring.models import ExecutionLog
 
 BEFORE = [("monitoring", "0012_governance_record")]

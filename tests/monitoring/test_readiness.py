@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitoring import readiness as r
-from monitoring.analysis import VersionStats
+from monitoring.statistics import readiness as r
+from monitoring.statistics.analysis import VersionStats
 
 
 def stats(total: int, errors: int = 0, p95: float = 10.0) -> VersionStats:

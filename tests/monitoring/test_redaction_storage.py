@@ -13,7 +13,7 @@ from assignments import router
 from assignments.services import dataplane_execute
 from deployments import services as lifecycle
 from deployments.models import Deployment, RuleSet
-from monitoring.compensation import compensation_replay
+from monitoring.automation.compensation import compensation_replay
 from monitoring.models import ExecutionLog
 from tests.monitoring.test_compensation import manual_canary
 from tests.stored import stored

@@ -12,9 +12,9 @@ from rest_framework.test import APIClient
 
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
-from monitoring import partitions
+from monitoring.logstore import partitions
+from monitoring.logstore.retention import retention_run
 from monitoring.models import ExecutionLog, ExecutionRollup
-from monitoring.retention import retention_run
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from deployments.models import Deployment
-from monitoring import rollups
+from monitoring.decision.selectors import _exact_stats, version_stats
+from monitoring.logstore import rollups
 from monitoring.models import ExecutionRollup, RollupWatermark
-from monitoring.selectors import _exact_stats, version_stats
 from tests.monitoring.logs import add_logs
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deployments.models import Deployment
-from monitoring import rollups, selectors
+from monitoring.decision import selectors
+from monitoring.logstore import rollups
 from monitoring.models import ExecutionLog, ExecutionRollup
 from tests.concurrency import run_together
 

@@ -9,8 +9,8 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from deployments.models import Deployment
-from monitoring.monitor import monitor_run
-from monitoring.schedule import ensure_monitor_schedule
+from monitoring.automation.monitor import monitor_run
+from monitoring.automation.schedule import ensure_monitor_schedule
 
 pytestmark = pytest.mark.django_db
 

@@ -210,7 +210,7 @@ def test_a_large_window_reads_the_ratio_from_its_histogram(
 ) -> None:
     """Above RATIO_EXACT_PAIRS pairs no ratio is sorted: the median and interval come
     from one grouped pass, within 1% of the exact order statistics and repeatable."""
-    from monitoring import selectors
+    from monitoring.decision import selectors
     from tests.monitoring.logs import add_logs
 
     add_logs(

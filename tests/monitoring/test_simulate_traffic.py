@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from assignments.models import Assignment
 from deployments.models import Deployment, DeploymentEvent, RuleSet
-from monitoring import simulation as sim
+from monitoring.automation.monitor import monitor_run
 from monitoring.models import ExecutionLog
-from monitoring.monitor import monitor_run
+from monitoring.simulation import traffic as sim
 from tests.accounts import create_user
 from tests.servers import gunicorn
 from tests.stored import stored

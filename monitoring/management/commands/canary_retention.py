@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from monitoring.retention import partitions_run, retention_run
+from monitoring.logstore.retention import partitions_run, retention_run
 
 
 class Command(BaseCommand):

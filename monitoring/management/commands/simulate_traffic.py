@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from monitoring import simulation as sim
+from monitoring.simulation import traffic as sim
 
 ACTOR = "simulate_traffic"
 POLL_SECONDS = 0.5
@@ -215,7 +215,7 @@ class InProcessBackend:
         return self._info(deployment_list().get(pk=deployment_id))
 
     def breaker_state(self, info: DeploymentInfo) -> str:
-        from monitoring.services import breaker_state_for
+        from monitoring.recording.executions import breaker_state_for
 
         try:
             return breaker_state_for(deployment_id=info.id, canary_config=info.canary_config)
@@ -264,7 +264,7 @@ class InProcessBackend:
 
     def comparison(self, deployment_id: str) -> dict[str, Any] | None:
         from deployments.models import Deployment
-        from monitoring.health import deployment_comparison
+        from monitoring.decision.health import deployment_comparison
 
         deployment = Deployment.objects.get(pk=deployment_id)
         if deployment.started_at is None:
@@ -939,7 +939,7 @@ class Run:
         self.view.breaker_open = self.breaker in ("OPEN", "UNKNOWN")
 
     def _monitor(self) -> None:
-        from monitoring.monitor import monitor_run
+        from monitoring.automation.monitor import monitor_run
 
         report = monitor_run()
         self.monitor_runs += 1

@@ -37,8 +37,8 @@ from cel_expr_python import cel
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
-from deployments import rule_cost
-from deployments.rule_cost import CostEstimate, InputCaps
+from deployments.rules import cost as rule_cost
+from deployments.rules.cost import CostEstimate, InputCaps
 
 try:  # optional: outside Django (benchmarks, scripts) the defaults below apply
     from django.conf import settings as _django_settings

@@ -18,9 +18,10 @@ from canary.errors import DomainError
 from canary.redis import redis_client, redis_enabled
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
-from deployments.redaction import redact_input
-from monitoring import breaker, prometheus
-from monitoring.breaker_store import breaker_store
+from deployments.rules.redaction import redact_input
+from monitoring import prometheus
+from monitoring.breaker import state as breaker
+from monitoring.breaker.store import breaker_store
 from monitoring.models import ExecutionLog
 
 logger = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ def _record_breaker_open(deployment_id: Any, state: breaker.BreakerState, cooldo
 
 def _notify_breaker_open(deployment_id: Any, state: breaker.BreakerState) -> None:
     from deployments.models import Deployment
-    from monitoring.notifications import notify
+    from monitoring.notifications.dispatch import notify
 
     deployment = Deployment.objects.filter(pk=deployment_id).first()
     if deployment is not None:

@@ -29,10 +29,11 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from monitoring import columns, paired, rollups
-from monitoring.analysis import Evidence, VersionStats
+from monitoring.logstore import columns, rollups
 from monitoring.models import ExecutionLog
-from monitoring.paired import PairedCounts
+from monitoring.statistics import paired
+from monitoring.statistics.analysis import Evidence, VersionStats
+from monitoring.statistics.paired import PairedCounts
 
 VERSIONS = ("v1", "v2")
 LATENCY_SAMPLE_SIZE = 5_000

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring import analysis, governance, paired
-from monitoring.selectors import (
+from monitoring.automation import governance
+from monitoring.decision.selectors import (
     disagreement_count,
     evidence_at,
     latency_sample_deterministic,
@@ -21,7 +21,8 @@ from monitoring.selectors import (
     shadow_differences,
     version_stats,
 )
-from monitoring.services import breaker_state_for
+from monitoring.recording.executions import breaker_state_for
+from monitoring.statistics import analysis, paired
 
 # Unpaired latency samples per version: the rank interval compares every pair of
 # the two samples (a million differences at 1,000 each).

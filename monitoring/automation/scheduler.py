@@ -7,9 +7,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from monitoring.automation.monitor import MONITOR_JOB
+from monitoring.automation.schedule import MONITOR_TASK_NAME
 from monitoring.models import JobRun
-from monitoring.monitor import MONITOR_JOB
-from monitoring.schedule import MONITOR_TASK_NAME
 
 
 def _period_seconds(task: Any) -> float | None:

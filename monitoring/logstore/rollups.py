@@ -30,7 +30,7 @@ from django.utils import timezone
 from assignments.buffer import drain_now
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from monitoring import columns
+from monitoring.logstore import columns
 from monitoring.models import ExecutionLog, ExecutionRollup, RollupWatermark
 
 LONG_WINDOW = timedelta(hours=1)

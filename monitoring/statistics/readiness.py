@@ -3,7 +3,7 @@
 ``readiness_checks`` takes numbers already computed (``ReadinessEvidence``) and
 returns one explainable check per item of the checklist, so each boundary is
 tested without a database and the readiness endpoint, the promote gate and the
-monitor all judge with the same code. ``monitoring.governance`` gathers the
+monitor all judge with the same code. ``monitoring.automation.governance`` gathers the
 evidence.
 
 ``success_rate`` judges with McNemar's test on the same inputs once there are
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from monitoring.analysis import ALPHA, DEGRADED_LATENCY_RATIO, EPSILON, VersionStats
+from monitoring.statistics.analysis import ALPHA, DEGRADED_LATENCY_RATIO, EPSILON, VersionStats
 
 READINESS_TRAFFIC = 50  # the guide: "at least an hour at 50%"
 SAMPLE_RATIO_ALPHA = 0.001  # SPEC 9.2: a sample-ratio mismatch is p < 0.001

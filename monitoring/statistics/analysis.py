@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from monitoring import paired
-from monitoring.paired import PairedCounts
+from monitoring.statistics import paired
+from monitoring.statistics.paired import PairedCounts
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE

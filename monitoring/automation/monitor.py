@@ -23,11 +23,12 @@ from canary.errors import DomainError
 from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from monitoring import analysis, governance
+from monitoring.automation import governance
+from monitoring.decision.selectors import evidence_at, paired_counts, step_started_at, version_stats
 from monitoring.models import HealthRecord, JobRun
-from monitoring.notifications import notify
-from monitoring.selectors import evidence_at, paired_counts, step_started_at, version_stats
-from monitoring.services import breaker_state_for
+from monitoring.notifications.dispatch import notify
+from monitoring.recording.executions import breaker_state_for
+from monitoring.statistics import analysis
 
 logger = logging.getLogger(__name__)
 

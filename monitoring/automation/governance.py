@@ -1,7 +1,7 @@
 """Release governance on the Django side: gather readiness evidence, stale canaries,
 the notifications the monitor sends about them (SPEC 9.3).
 
-The checklist itself is the pure ``monitoring.readiness``; this module reads the
+The checklist itself is the pure ``monitoring.statistics.readiness``; this module reads the
 database, the breaker and the clock for it. Every function takes ``now`` so the
 boundaries (an hour at 50%, seven days of canary) are tested exactly.
 """
@@ -21,12 +21,17 @@ from deployments.choices import DeploymentStatus, EventAction
 from deployments.hooks import ReadinessVerdict
 from deployments.models import Deployment, DeploymentEvent
 from deployments.selectors import deployment_pending_approvers
-from monitoring import analysis, paired, readiness
+from monitoring.decision.selectors import (
+    paired_counts,
+    paired_latency_p95,
+    sample_ratio,
+    version_stats,
+)
 from monitoring.models import GovernanceRecord
-from monitoring.notifications import notify
-from monitoring.readiness import ReadinessEvidence
-from monitoring.selectors import paired_counts, paired_latency_p95, sample_ratio, version_stats
-from monitoring.services import breaker_state_for
+from monitoring.notifications.dispatch import notify
+from monitoring.recording.executions import breaker_state_for
+from monitoring.statistics import analysis, paired, readiness
+from monitoring.statistics.readiness import ReadinessEvidence
 
 logger = logging.getLogger(__name__)
 

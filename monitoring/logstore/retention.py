@@ -28,9 +28,9 @@ from django.utils import timezone
 
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
-from monitoring import partitions
+from monitoring.automation.monitor import lease_acquire, lease_release
+from monitoring.logstore import partitions
 from monitoring.models import ExecutionLog, ExecutionRollup
-from monitoring.monitor import lease_acquire, lease_release
 
 logger = logging.getLogger(__name__)
 

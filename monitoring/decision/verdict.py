@@ -14,7 +14,9 @@ from django.utils.formats import date_format
 
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from monitoring import console, governance, health
+from monitoring import console
+from monitoring.automation import governance
+from monitoring.decision import health
 
 ACTIONS = {
     "rollback": "Roll back",

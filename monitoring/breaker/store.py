@@ -1,7 +1,7 @@
 """Where breaker state lives: Redis (atomic WATCH/MULTI updates) or the database.
 
 Every web process, replica and worker reads and writes the same state. The
-transitions themselves are the pure functions of ``monitoring.breaker``; a store
+transitions themselves are the pure functions of ``monitoring.breaker.state``; a store
 only applies one atomically.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from django.conf import settings
 from django.db import transaction
 
-from monitoring.breaker import BreakerState
+from monitoring.breaker.state import BreakerState
 from monitoring.models import BreakerRecord
 
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""The rule language: CEL conditions compiled, bounded, costed, redacted, evaluated. No Django."""

@@ -1,0 +1,1 @@
+"""What runs on its own: the monitor, governance, compensation and the beat schedule."""

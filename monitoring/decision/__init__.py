@@ -1,0 +1,1 @@
+"""What the evidence says about a canary: the reads that gather it, health, the verdict."""

@@ -1,0 +1,1 @@
+"""The execution log's storage: column expressions, day partitions, rollups, retention."""

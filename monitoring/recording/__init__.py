@@ -1,0 +1,1 @@
+"""What the data plane hands over per execute: the log entry and the breaker's count."""

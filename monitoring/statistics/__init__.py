@@ -1,0 +1,1 @@
+"""Pure statistics the decision is made with: no Django, no database."""
