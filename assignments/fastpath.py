@@ -42,7 +42,7 @@ from canary.api.authentication import token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
 from canary.errors import DomainError
 from canary.redis import redis_enabled
-from deployments.rules.language import InputBoundsError, check_input_bounds
+from deployments.rules import InputBoundsError, check_input_bounds
 
 logger = logging.getLogger(__name__)
 

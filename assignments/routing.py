@@ -35,7 +35,7 @@ from assignments import router
 from canary.redis import redis_enabled
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, RuleSet
-from deployments.rules.language import CompiledRuleSet
+from deployments.rules import CompiledRuleSet
 from deployments.selectors import compiled_rules_for
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from canary.errors import Conflict, DomainError, NotFound
 from canary.redis import redis_client, redis_enabled
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from deployments.rules.language import CompiledRuleSet, eval_limits
+from deployments.rules import CompiledRuleSet, eval_limits
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from deployments.models import (
     RuleSet,
     RuleSetVersion,
 )
-from deployments.rules.language import CompiledRuleSet, compiled_for
+from deployments.rules import CompiledRuleSet, compiled_for
 
 
 def ruleset_list() -> QuerySet[RuleSet]:

@@ -48,7 +48,7 @@ from deployments.models import (
     RuleSet,
     RuleSetVersion,
 )
-from deployments.rules.language import (
+from deployments.rules import (
     InputBoundsError,
     RuleCompileError,
     check_input_bounds,

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from assignments.models import Assignment, ClientToken
 from canary.api.serializers import JSONObjectField, StrictInputSerializer
 from deployments.api.serializers import RuleErrorSerializer
-from deployments.rules.language import InputBoundsError, check_input_bounds
+from deployments.rules import InputBoundsError, check_input_bounds
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
 IDENTIFIER_HELP = "1-200 characters: letters, digits and . _ : @ / + = -"

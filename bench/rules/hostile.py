@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deployments import rules as rule_language  # noqa: E402
 from deployments.rules import language as rl  # noqa: E402
 
 LIMITS = rl.EvalLimits()
@@ -193,10 +194,10 @@ def main() -> None:
             continue
         for count, condition, cost in variants(case):
             document = case.document()
-            rl.check_input_bounds(document)
+            rule_language.check_input_bounds(document)
             compiled = rl.compile_rules([{"name": "r", "condition": condition, "output": 1}], 0)
             fastest, slow, evaluation = timed(compiled, document, args.rounds)
-            nominal = cost * rl.rule_cost.NANOSECONDS_PER_UNIT / 1e6
+            nominal = cost * rule_language.cost.NANOSECONDS_PER_UNIT / 1e6
             outcome = "" if evaluation.success else f"  [{evaluation.error.message[:40]}]"
             print(
                 f"{case.name:44} {count:>4} {cost:>10,} {nominal:>6.1f}ms {fastest:>6.2f}ms "
@@ -205,7 +206,7 @@ def main() -> None:
             accepted.append((case, condition, document))
 
     document = {"a": nested_equal(30_000), "b": nested_equal(30_000)}
-    rl.check_input_bounds(document)
+    rule_language.check_input_bounds(document)
     walk = rl.compile_rules([], 0)  # checks the input only
     convert = rl.compile_rules([{"name": "r", "condition": "size(input) < 0", "output": 1}], 0)
     walk_ms = timed(walk, document, args.rounds)[0]
@@ -243,7 +244,7 @@ def whole_version(
         condition = f"!({condition})"  # a rule that matches would end the evaluation
     document = {**document, "filler": list(range(150))}
     try:
-        rl.check_input_bounds(document)
+        rule_language.check_input_bounds(document)
     except rl.InputBoundsError:
         document = {**document, "filler": list(range(20))}
     # One filler's own time: two fillers minus one (the input is converted once per call).
@@ -252,7 +253,7 @@ def whole_version(
     two = rl.compile_rules([{"name": "f", **rule}, {"name": "g", **rule}], 0)
     filler_ms = max(0.05, timed(two, document, 5)[0] - timed(one, document, 5)[0])
     setup_ms = max(0.0, timed(one, document, 5)[0] - filler_ms)
-    guess = int((rl.DEFAULT_EVAL_BUDGET_MS - setup_ms) / filler_ms)
+    guess = int((rule_language.limits.DEFAULT_EVAL_BUDGET_MS - setup_ms) / filler_ms)
     # The worst order runs the case just before the budget runs out: try counts around
     # the guess and keep the slowest.
     best = (0.0, 0.0, "no count fits")

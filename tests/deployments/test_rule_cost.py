@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from deployments import rules
+from deployments.rules import RuleCompileError, compile_rules
 from deployments.rules import language as rl
-from deployments.rules.language import RuleCompileError, compile_rules
 
 # The issue's hostile condition: 200 linear scans of the input list inside a loop over it.
 ISSUE_HOSTILE = "input.l.all(a, " + " && ".join(["!(-1 in input.l)"] * 200) + ")"
@@ -152,7 +153,7 @@ def test_the_estimate_grows_with_the_caps() -> None:
     ],
 )
 def test_regular_expression_size(pattern: str, low: int, high: int | None) -> None:
-    size = rl.rule_cost.regex_size(pattern)
+    size = rules.cost.regex_size(pattern)
 
     assert size >= low
     assert high is None or size <= high
@@ -186,7 +187,7 @@ def test_input_over_the_caps_is_refused_naming_the_part(
     document: Any, fragments: list[str]
 ) -> None:
     with pytest.raises(rl.InputBoundsError) as info:
-        rl.check_input_bounds(document)
+        rules.check_input_bounds(document)
 
     for fragment in fragments:
         assert fragment in str(info.value)
@@ -194,8 +195,8 @@ def test_input_over_the_caps_is_refused_naming_the_part(
 
 
 def test_input_at_the_caps_is_accepted() -> None:
-    rl.check_input_bounds({"items": list(range(1000)), "s": "x" * 8192, "deep": nested(31)})
-    rl.check_input_bounds({})
+    rules.check_input_bounds({"items": list(range(1000)), "s": "x" * 8192, "deep": nested(31)})
+    rules.check_input_bounds({})
 
 
 def test_evaluate_refuses_an_input_over_the_caps_without_naming_a_rule() -> None:
@@ -218,8 +219,8 @@ def test_input_caps_follow_the_settings(settings: Any) -> None:
     too_large = {"l": ["abcd"] * 10, "m": ["abcd"] * 10}
     for document in [{"l": [0] * 11}, nested(4), {"s": "abcdef"}, too_large]:
         with pytest.raises(rl.InputBoundsError):
-            rl.check_input_bounds(document)
-    rl.check_input_bounds({"l": [0] * 10, "s": "abcde", "d": {"e": {}}})
+            rules.check_input_bounds(document)
+    rules.check_input_bounds({"l": [0] * 10, "s": "abcde", "d": {"e": {}}})
 
 
 # --- the runtime budget -----------------------------------------------------------------------

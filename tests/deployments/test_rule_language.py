@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from deployments.rules import language as rl
-from deployments.rules.language import (
+from deployments.rules import (
     CompiledRuleSet,
     Evaluation,
     RuleCompileError,
@@ -21,6 +20,7 @@ from deployments.rules.language import (
     compile_rules,
     compiled_for,
 )
+from deployments.rules import language as rl
 
 # Hostile cases must finish; the bound is generous so slow CI machines do not flake.
 GENEROUS_SECONDS = 5.0
