@@ -28,9 +28,10 @@ from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, RuleSetVersion
 from deployments.rules.redaction import redaction_note
-from monitoring import console, tasks
+from monitoring import console, verdict
 from monitoring.automation import compensation
-from monitoring.decision import health, selectors, verdict
+from monitoring.automation.compensation import compensation_replay_enqueue
+from monitoring.decision import health, selectors
 from monitoring.models import ExecutionLog
 
 
@@ -104,7 +105,7 @@ def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
 
 
 admin_panels.register(
-    operations_by_name={"compensation_replay": tasks.compensation_replay_enqueue},
+    operations_by_name={"compensation_replay": compensation_replay_enqueue},
     verdict=lambda deployment: verdict.canary_verdict(deployment=deployment),
     shadow=lambda deployment: health.deployment_shadow(deployment=deployment, window_minutes=None),
     compensation=deployment_compensation,

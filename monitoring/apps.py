@@ -16,15 +16,15 @@ class MonitoringConfig(AppConfig):
             promotion_approval_recorded,
         )
         from monitoring import receivers
-        from monitoring.automation import governance
-        from monitoring.recording import executions as services
+        from monitoring.decision import readiness as promotion_readiness
+        from monitoring.recording import breaker, executions
 
         # The data plane records executions and asks the breaker through these seams.
-        hooks.record_execution = services.execution_record
-        hooks.observe_execution = services.execution_observe
-        hooks.breaker_gate = services.breaker_gate
-        hooks.breaker_claim_trial = services.breaker_claim_trial
-        buffer.register_sink(EXECUTION_STREAM, services.execution_write_batch)
+        hooks.record_execution = executions.execution_record
+        hooks.observe_execution = executions.execution_observe
+        hooks.breaker_gate = breaker.breaker_gate
+        hooks.breaker_claim_trial = breaker.breaker_claim_trial
+        buffer.register_sink(EXECUTION_STREAM, executions.execution_write_batch)
         deployment_transitioning.connect(
             receivers.flag_executions_for_compensation,
             dispatch_uid="monitoring.flag_for_compensation",
@@ -33,8 +33,8 @@ class MonitoringConfig(AppConfig):
             receivers.after_rollback, dispatch_uid="monitoring.after_rollback"
         )
         # Release governance (SPEC 9.3): the promote gate judges with monitoring's evidence.
-        promotion_hooks.readiness = governance.readiness_gate
-        promotion_hooks.settle = governance.settle
+        promotion_hooks.readiness = promotion_readiness.readiness_gate
+        promotion_hooks.settle = promotion_readiness.settle
         promotion_approval_recorded.connect(
             receivers.after_approval, dispatch_uid="monitoring.after_approval"
         )

@@ -4,7 +4,6 @@ from django.db import models
 
 from assignments.models import ServedVersion
 from deployments.models import Deployment, RuleSetVersion
-from monitoring.breaker.state import BreakerState
 
 
 class ExecutionLog(models.Model):
@@ -89,17 +88,6 @@ class BreakerRecord(models.Model):
 
     def __str__(self) -> str:
         return self.state
-
-    def as_state(self) -> BreakerState:
-        return BreakerState(
-            self.state, self.consecutive_failures, self.opened_at, self.trial_started_at
-        )
-
-    def set_state(self, breaker: BreakerState) -> None:
-        self.state = breaker.state
-        self.consecutive_failures = breaker.consecutive_failures
-        self.opened_at = breaker.opened_at
-        self.trial_started_at = breaker.trial_started_at
 
 
 class JobRun(models.Model):

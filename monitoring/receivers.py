@@ -9,7 +9,7 @@ from deployments.choices import CompensationStatus, CompensationStrategy, EventA
 from deployments.models import Deployment, DeploymentEvent
 from monitoring.automation.compensation import compensation_flag
 from monitoring.notifications.dispatch import notify
-from monitoring.recording import executions as services
+from monitoring.recording.breaker import breaker_force_open
 
 
 def flag_executions_for_compensation(
@@ -29,7 +29,7 @@ def after_rollback(
     if action != transitions.ROLLBACK:
         return
     if from_status == transitions.CANARY:
-        services.breaker_force_open(deployment_id=deployment.pk)
+        breaker_force_open(deployment_id=deployment.pk)
     if actor.startswith("system:"):
         notify(
             deployment=deployment,

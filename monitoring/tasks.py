@@ -11,8 +11,6 @@ from typing import Any
 
 import requests
 from celery import shared_task
-from django.conf import settings
-from django.core.mail import send_mail
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +37,9 @@ def canary_monitor_task(now: str | None = None) -> dict[str, Any]:
     ignore_result=True,
 )
 def send_slack_notification(text: str) -> None:
-    url = settings.SLACK_WEBHOOK_URL
-    if not url:
-        return
-    response = requests.post(url, json={"text": text}, timeout=10)
-    response.raise_for_status()
+    from monitoring.notifications.channels import slack_send
+
+    slack_send(text)
 
 
 @shared_task(
@@ -56,7 +52,9 @@ def send_slack_notification(text: str) -> None:
     ignore_result=True,
 )
 def send_email_notification(subject: str, text: str, recipients: list[str]) -> None:
-    send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, recipients)
+    from monitoring.notifications.channels import email_send
+
+    email_send(subject, text, recipients)
 
 
 @shared_task(soft_time_limit=3_000, time_limit=3_300, acks_late=True, ignore_result=True)
@@ -64,36 +62,6 @@ def compensation_replay_task(deployment_id: str) -> dict[str, int]:
     from monitoring.automation.compensation import compensation_replay
 
     return compensation_replay(deployment_id=deployment_id)
-
-
-def compensation_replay_enqueue(*, deployment: Any) -> dict[str, Any]:
-    """Queue the replay of a deployment's flagged executions; the API and the console call this.
-
-    Refused (409) when nothing is flagged, and 503 when the broker is down:
-    nothing changes then, and the caller can simply try again.
-    """
-    from kombu.exceptions import OperationalError as KombuOperationalError
-    from redis.exceptions import RedisError
-
-    from canary.errors import Conflict, ServiceUnavailable
-    from monitoring.automation.compensation import compensation_summary
-
-    summary = compensation_summary(deployment=deployment)
-    if not summary["flagged"]:
-        raise Conflict(
-            "No executions of this deployment are flagged for reprocessing; replay "
-            "applies after a rollback with the manual compensation strategy."
-        )
-    try:
-        # NOTE: no publish retries: with the broker down, answer now, not in seconds.
-        compensation_replay_task.apply_async(args=[str(deployment.pk)], retry=False)
-    except (KombuOperationalError, RedisError, OSError) as exc:
-        raise ServiceUnavailable(
-            "The task queue is unreachable, so the replay was not queued and nothing "
-            "changed. Try again once it is back.",
-            retry_after=30,
-        ) from exc
-    return summary
 
 
 @shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)

@@ -6,8 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from assignments.models import Assignment, ClientToken
-from canary.api.serializers import JSONObjectField, StrictInputSerializer
-from deployments.api.serializers import RuleErrorSerializer
+from canary.api.serializers import JSONObjectField, RuleErrorSerializer, StrictInputSerializer
 from deployments.rules import InputBoundsError, check_input_bounds
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"

@@ -47,3 +47,10 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be a string.")
         return super().to_internal_value(data)
+
+
+# Why an evaluation failed; shared by execute (data plane) and the rule-set test. (A
+# comment, not a docstring: a docstring would become the schema's description.)
+class RuleErrorSerializer(serializers.Serializer):
+    rule = serializers.CharField(allow_null=True)
+    message = serializers.CharField()

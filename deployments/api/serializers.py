@@ -5,7 +5,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from canary.api.serializers import JSONObjectField, StrictCharField, StrictInputSerializer
+from canary.api.serializers import (
+    JSONObjectField,
+    RuleErrorSerializer,
+    StrictCharField,
+    StrictInputSerializer,
+)
 from deployments import transitions
 from deployments.choices import CompensationStrategy, DeploymentStatus
 from deployments.models import (
@@ -105,11 +110,6 @@ class RuleSetTestInputSerializer(StrictInputSerializer):
     input = serializers.DictField(help_text="The input document, bound to `input` in CEL.")
     expected_output = serializers.JSONField(required=False, allow_null=True)
     version = StrictCharField(max_length=64, required=False)
-
-
-class RuleErrorSerializer(serializers.Serializer):
-    rule = serializers.CharField(allow_null=True)
-    message = serializers.CharField()
 
 
 class RuleSetTestOutputSerializer(serializers.Serializer):

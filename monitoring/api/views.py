@@ -15,7 +15,6 @@ from deployments import services as lifecycle
 from deployments.api.serializers import DeploymentOutputSerializer, validated
 from deployments.rules.redaction import redaction_note
 from deployments.selectors import deployment_get
-from monitoring import tasks
 from monitoring.api.serializers import (
     ComparisonOutputSerializer,
     CompensationOutputSerializer,
@@ -27,9 +26,11 @@ from monitoring.api.serializers import (
     ShadowDifferencesOutputSerializer,
     ShadowOutputSerializer,
 )
-from monitoring.automation import compensation, governance
+from monitoring.automation import compensation
+from monitoring.automation.compensation import compensation_replay_enqueue
 from monitoring.automation.scheduler import scheduler_jobs
 from monitoring.decision import health
+from monitoring.decision import readiness as promotion_readiness
 
 WINDOW_PARAMETER = OpenApiParameter(
     "window_minutes", int, required=False, description="Default: the whole canary."
@@ -149,7 +150,7 @@ class DeploymentReadinessView(_DeploymentReadView):
     @extend_schema(responses=ReadinessOutputSerializer)
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
-        return Response(governance.deployment_readiness(deployment=deployment))
+        return Response(promotion_readiness.deployment_readiness(deployment=deployment))
 
 
 class CompensationView(_DeploymentReadView):
@@ -215,7 +216,7 @@ class CompensationReplayView(_CompensationActionView):
     @extend_schema(request=None, responses={202: CompensationReplayOutputSerializer})
     def post(self, request: Request, deployment_id: str) -> Response:
         deployment = deployment_get(deployment_id=deployment_id)
-        summary = tasks.compensation_replay_enqueue(deployment=deployment)
+        summary = compensation_replay_enqueue(deployment=deployment)
         return Response({**summary, "replay": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 

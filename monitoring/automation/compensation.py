@@ -6,9 +6,12 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 from assignments.buffer import drain_now
-from canary.errors import Conflict
+from canary.dispatch import enqueue
+from canary.errors import Conflict, ServiceUnavailable
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
 from deployments.selectors import compiled_rules_for_version_id
@@ -100,3 +103,30 @@ def compensation_summary(*, deployment: Deployment) -> dict[str, Any]:
         "differing": flagged.filter(replay_differs=True).count(),
         "redacted": flagged.filter(redacted_paths__isnull=False).count(),
     }
+
+
+COMPENSATION_REPLAY_TASK = "monitoring.tasks.compensation_replay_task"
+
+
+def compensation_replay_enqueue(*, deployment: Any) -> dict[str, Any]:
+    """Queue the replay of a deployment's flagged executions; the API and the console call this.
+
+    Refused (409) when nothing is flagged, and 503 when the broker is down:
+    nothing changes then, and the caller can simply try again.
+    """
+    summary = compensation_summary(deployment=deployment)
+    if not summary["flagged"]:
+        raise Conflict(
+            "No executions of this deployment are flagged for reprocessing; replay "
+            "applies after a rollback with the manual compensation strategy."
+        )
+    try:
+        # NOTE: no publish retries: with the broker down, answer now, not in seconds.
+        enqueue(COMPENSATION_REPLAY_TASK, str(deployment.pk), retry=False)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            "The task queue is unreachable, so the replay was not queued and nothing "
+            "changed. Try again once it is back.",
+            retry_after=30,
+        ) from exc
+    return summary

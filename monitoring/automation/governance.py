@@ -8,170 +8,25 @@ boundaries (an hour at 50%, seven days of canary) are tested exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.utils import timezone
-
-from assignments.buffer import drain_now
-from deployments.choices import DeploymentStatus, EventAction
-from deployments.hooks import ReadinessVerdict
-from deployments.models import Deployment, DeploymentEvent
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
 from deployments.selectors import deployment_pending_approvers
-from monitoring.decision.selectors import (
-    paired_counts,
-    paired_latency_p95,
-    sample_ratio,
-    version_stats,
+from monitoring.decision.readiness import (
+    readiness_evaluate,
+    stale_days,
+    stale_warning,
+    summary,
+    traffic_history,
 )
 from monitoring.models import GovernanceRecord
 from monitoring.notifications.dispatch import notify
-from monitoring.recording.executions import breaker_state_for
-from monitoring.statistics import analysis, paired, readiness
-from monitoring.statistics.readiness import ReadinessEvidence
+from monitoring.statistics import readiness
 
 logger = logging.getLogger(__name__)
-
-UNPAIRED_TEST = "one-sided two-proportion test, unpaired (too few paired inputs)"
-PAIRED_TEST = "one-sided exact McNemar test on the same inputs (paired evaluation)"
-STALE_CODE = "stale_canary"
-
-
-# --- readiness ----------------------------------------------------------------------
-
-
-def traffic_history(*, deployment: Deployment, until: datetime) -> list[tuple[datetime, int]]:
-    """``(at, percentage)`` of every traffic change of the canary, from its events, oldest first.
-
-    start-canary stores ``traffic_percentage``, a traffic change ``to_traffic``.
-    """
-    events = DeploymentEvent.objects.filter(
-        deployment=deployment,
-        action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
-        created_at__lte=until,
-    ).order_by("created_at", "id")
-    history = []
-    for at, action, payload in events.values_list("created_at", "action", "payload"):
-        key = "traffic_percentage" if action == EventAction.START_CANARY else "to_traffic"
-        if isinstance(payload.get(key), int):
-            history.append((at, payload[key]))
-    return history
-
-
-def readiness_evidence(*, deployment: Deployment, now: datetime) -> ReadinessEvidence:
-    """The evidence over the whole canary so far (the same data ``/comparison`` judges).
-
-    Paired outcomes (both versions on the same inputs) are used whenever there are
-    ``min_samples`` of them: McNemar's test for "v2 fails more often" and the p95s
-    of the same inputs; otherwise the served populations are compared.
-    """
-    config = analysis.with_defaults(deployment.canary_config)
-    since = deployment.started_at
-    stats = version_stats(deployment_id=deployment.pk, since=since, until=now)
-    v1, v2 = stats["v1"], stats["v2"]
-    pairs = paired_counts(deployment_id=deployment.pk, since=since, until=now)
-    worse_p, test_name = None, UNPAIRED_TEST
-    if pairs.pairs >= int(config["min_samples"]):
-        _, worse_p = paired.v2_fails_more_paired(pairs, level=0.0)
-        test_name = PAIRED_TEST
-        p95 = paired_latency_p95(deployment_id=deployment.pk, since=since, until=now)
-        if p95 is not None and v1 is not None and v2 is not None:
-            v1 = dataclasses.replace(v1, p95_latency_ms=p95[0])
-            v2 = dataclasses.replace(v2, p95_latency_ms=p95[1])
-    elif v1 is not None and v2 is not None:
-        test = analysis.error_rate_test(v1, v2)
-        worse_p = readiness.one_sided_worse_p_value(test["p_value"], test["difference"])
-    started = readiness.stretch_started_at(traffic_history(deployment=deployment, until=now))
-    ratio = sample_ratio(deployment)
-    return ReadinessEvidence(
-        v1=v1,
-        v2=v2,
-        v2_worse_p_value=worse_p,
-        v2_worse_test=test_name,
-        breaker_state=breaker_state_for(deployment_id=deployment.pk, canary_config=config),
-        minutes_at_traffic=(now - started).total_seconds() / 60 if started else None,
-        readiness_minutes=int(config["readiness_minutes"]),
-        min_samples=int(config["min_samples"]),
-        latency_floor_ms=float(config["latency_floor_ms"]),
-        sample_ratio_p_value=ratio["p_value"] if ratio else None,
-        shadow_agreement_rate=pairs.agreed / pairs.pairs if pairs.pairs else None,
-    )
-
-
-def readiness_evaluate(*, deployment: Deployment, now: datetime) -> readiness.Readiness:
-    return readiness.readiness_checks(readiness_evidence(deployment=deployment, now=now))
-
-
-def deployment_readiness(*, deployment: Deployment, now: datetime | None = None) -> dict[str, Any]:
-    """The readiness endpoint's answer; only a running canary can be ready."""
-    drain_now()
-    now = now or timezone.now()
-    answer: dict[str, Any] = {
-        "deployment_id": str(deployment.pk),
-        "status": deployment.status,
-        "enforce_readiness": bool(deployment.canary_config.get("enforce_readiness", False)),
-        "required_approvals": int(deployment.canary_config.get("required_approvals", 1)),
-        "approved_by": deployment_pending_approvers(deployment=deployment),
-        "checked_at": now.isoformat(),
-    }
-    if deployment.status != DeploymentStatus.CANARY:
-        return {
-            **answer,
-            "ready": False,
-            "checks": [],
-            "detail": f"Readiness applies to a running canary; this deployment is "
-            f"{deployment.status}.",
-        }
-    verdict = readiness_evaluate(deployment=deployment, now=now)
-    return {**answer, **verdict.as_dict(), "detail": _summary(verdict)}
-
-
-def _summary(verdict: readiness.Readiness) -> str:
-    if verdict.ready:
-        return "Every required check passes: the canary is ready to promote."
-    failed = [check.name for check in verdict.checks if check.required and not check.passed]
-    return "Not ready: " + ", ".join(failed) + "."
-
-
-def readiness_gate(deployment: Deployment, now: datetime) -> ReadinessVerdict:
-    """The promote service's hook (under its row locks: reads only)."""
-    verdict = readiness_evaluate(deployment=deployment, now=now)
-    return ReadinessVerdict(
-        ready=verdict.ready, checks=[check.as_dict() for check in verdict.checks]
-    )
-
-
-def settle() -> None:
-    drain_now()
-
-
-# --- stale canaries -------------------------------------------------------------------
-
-
-def stale_days(deployment: Deployment, now: datetime) -> int | None:
-    """Whole days the canary has run when that is longer than ``CANARY_STALE_DAYS``, else None."""
-    if deployment.status != DeploymentStatus.CANARY or deployment.started_at is None:
-        return None
-    age = now - deployment.started_at
-    if age <= timedelta(days=settings.CANARY_STALE_DAYS):
-        return None
-    return age.days
-
-
-def stale_warning(deployment: Deployment, now: datetime) -> str | None:
-    """The ``stale_canary`` health warning; the string starts with its code."""
-    days = stale_days(deployment, now)
-    if days is None:
-        return None
-    return (
-        f"{STALE_CODE}: the canary has run {days} days (since "
-        f"{deployment.started_at:%Y-%m-%d %H:%M} UTC), longer than the "
-        f"{settings.CANARY_STALE_DAYS}-day limit (CANARY_STALE_DAYS); promote it or roll it back."
-    )
-
 
 # --- what the monitor does each run -------------------------------------------------------
 
@@ -236,7 +91,7 @@ def auto_promote_allowed(*, deployment: Deployment, now: datetime, step: str) ->
     if config.get("enforce_readiness", False):
         verdict = readiness_evaluate(deployment=deployment, now=now)
         if not verdict.ready:
-            logger.info("auto-promote of %s waits: %s", deployment.pk, _summary(verdict))
+            logger.info("auto-promote of %s waits: %s", deployment.pk, summary(verdict))
             return False
     return True
 

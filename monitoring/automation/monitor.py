@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from assignments.buffer import drain_now
@@ -24,10 +23,11 @@ from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.automation import governance
+from monitoring.breaker.store import breaker_state_for
 from monitoring.decision.selectors import evidence_at, paired_counts, step_started_at, version_stats
-from monitoring.models import HealthRecord, JobRun
+from monitoring.leases import lease_acquire, lease_release
+from monitoring.models import HealthRecord
 from monitoring.notifications.dispatch import notify
-from monitoring.recording.executions import breaker_state_for
 from monitoring.statistics import analysis
 
 logger = logging.getLogger(__name__)
@@ -51,20 +51,6 @@ class MonitorReport:
     rolled_back: list[str] = field(default_factory=list)
     progressed: list[str] = field(default_factory=list)
     promoted: list[str] = field(default_factory=list)
-
-
-def lease_acquire(name: str, *, holder: str, now: datetime, lease: timedelta) -> bool:
-    JobRun.objects.get_or_create(name=name)
-    taken = JobRun.objects.filter(
-        Q(held_until__isnull=True) | Q(held_until__lte=now), name=name
-    ).update(holder=holder, held_until=now + lease, last_started_at=now)
-    return taken == 1
-
-
-def lease_release(name: str, *, holder: str, outcome: str) -> None:
-    JobRun.objects.filter(name=name, holder=holder).update(
-        held_until=None, last_finished_at=timezone.now(), last_outcome=outcome[:2000]
-    )
 
 
 def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> MonitorReport:

@@ -8,6 +8,8 @@ only applies one atomically.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Protocol, TypeVar
@@ -15,8 +17,10 @@ from typing import Any, Protocol, TypeVar
 from django.conf import settings
 from django.db import transaction
 
-from monitoring.breaker.state import BreakerState
+from monitoring.breaker.state import BreakerState, current
 from monitoring.models import BreakerRecord
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Change = Callable[[BreakerState], tuple[T, BreakerState]]
@@ -69,19 +73,46 @@ class RedisBreakerStore:
 class DatabaseBreakerStore:
     def read(self, deployment_id: Any) -> BreakerState:
         record = BreakerRecord.objects.filter(deployment_id=deployment_id).first()
-        return record.as_state() if record else BreakerState()
+        return _state_of(record) if record else BreakerState()
 
     def update(self, deployment_id: Any, change: Change[T]) -> tuple[T, BreakerState, BreakerState]:
         with transaction.atomic():
             BreakerRecord.objects.get_or_create(deployment_id=deployment_id)
             record = BreakerRecord.objects.select_for_update().get(deployment_id=deployment_id)
-            before = record.as_state()
+            before = _state_of(record)
             result, after = change(before)
             if after != before:
-                record.set_state(after)
+                _set_state(record, after)
                 record.save()
         return result, before, after
 
 
 def breaker_store() -> BreakerStore:
     return RedisBreakerStore() if settings.REDIS_URL else DatabaseBreakerStore()
+
+
+def breaker_cooldown(config: dict[str, Any]) -> float:
+    return float(config.get("breaker_cooldown_seconds", 60))
+
+
+def breaker_state_for(*, deployment_id: Any, canary_config: dict[str, Any]) -> str:
+    """The breaker's state, or UNKNOWN while its store is unreachable."""
+    try:
+        state = breaker_store().read(deployment_id)
+    except Exception:
+        logger.warning("breaker state of %s unreadable", deployment_id, exc_info=True)
+        return "UNKNOWN"
+    return current(state, now=time.time(), cooldown=breaker_cooldown(canary_config)).state
+
+
+def _state_of(record: BreakerRecord) -> BreakerState:
+    return BreakerState(
+        record.state, record.consecutive_failures, record.opened_at, record.trial_started_at
+    )
+
+
+def _set_state(record: BreakerRecord, state: BreakerState) -> None:
+    record.state = state.state
+    record.consecutive_failures = state.consecutive_failures
+    record.opened_at = state.opened_at
+    record.trial_started_at = state.trial_started_at

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring.automation import governance
+from monitoring.breaker.store import breaker_state_for
+from monitoring.decision import readiness as promotion_readiness
 from monitoring.decision.selectors import (
     disagreement_count,
     evidence_at,
@@ -21,7 +22,6 @@ from monitoring.decision.selectors import (
     shadow_differences,
     version_stats,
 )
-from monitoring.recording.executions import breaker_state_for
 from monitoring.statistics import analysis, paired
 
 # Unpaired latency samples per version: the rank interval compares every pair of
@@ -123,7 +123,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."
         )
     warnings.extend(analysis.health_warnings(evidence, config))
-    warnings.extend(filter(None, [governance.stale_warning(deployment, now)]))
+    warnings.extend(filter(None, [promotion_readiness.stale_warning(deployment, now)]))
     v2_now = evidence.v2_5m
     return {
         "deployment_id": str(deployment.pk),

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
-from monitoring.automation.monitor import lease_acquire, lease_release
+from monitoring.leases import lease_acquire, lease_release
 from monitoring.logstore import partitions
 from monitoring.models import ExecutionLog, ExecutionRollup
 

@@ -14,9 +14,13 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.urls import reverse
 
+from canary.dispatch import enqueue
 from deployments.models import Deployment
 
 logger = logging.getLogger(__name__)
+
+SLACK_TASK = "monitoring.tasks.send_slack_notification"
+EMAIL_TASK = "monitoring.tasks.send_email_notification"
 
 
 def admin_link(deployment: Deployment) -> str:
@@ -55,18 +59,16 @@ def notify(*, deployment: Deployment, headline: str, reason: str) -> dict[str, A
 
     ``robust``: a broker that is down is logged, never turned into a failed request.
     """
-    from monitoring import tasks
-
     subject, text = compose(deployment=deployment, headline=headline, reason=reason)
     queued: dict[str, Any] = {"slack": False, "email": []}
     if settings.SLACK_WEBHOOK_URL:
-        transaction.on_commit(lambda: tasks.send_slack_notification.delay(text), robust=True)
+        transaction.on_commit(lambda: enqueue(SLACK_TASK, text), robust=True)
         queued["slack"] = True
     if settings.CANARY_NOTIFY_EMAIL:
         recipients = _email_recipients()
         if recipients:
             transaction.on_commit(
-                lambda: tasks.send_email_notification.delay(subject, text, recipients),
+                lambda: enqueue(EMAIL_TASK, subject, text, recipients),
                 robust=True,
             )
             queued["email"] = recipients

@@ -98,7 +98,8 @@ def test_a_worker_killed_mid_run_loses_no_verdict(roles: None) -> None:
     script = (
         "import django, time; django.setup()\n"
         "from django.utils import timezone\n"
-        "from monitoring.automation.monitor import MONITOR_JOB, lease_acquire, monitor_lease\n"
+        "from monitoring.automation.monitor import MONITOR_JOB, monitor_lease\n"
+        "from monitoring.leases import lease_acquire\n"
         "now, lease = timezone.now(), monitor_lease()\n"
         "assert lease_acquire(MONITOR_JOB, holder='doomed', now=now, lease=lease)\n"
         "print('leased', flush=True)\n"

@@ -18,7 +18,7 @@ from deployments import services as lifecycle
 from deployments.models import Deployment, DeploymentEvent
 from monitoring.breaker import state as breaker
 from monitoring.breaker.store import breaker_store
-from monitoring.recording import executions as services
+from monitoring.recording import breaker as services
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 from tests.servers import ROOT, server_env
 from tests.stored import stored
@@ -161,7 +161,7 @@ def test_state_is_shared_across_processes(roles: None) -> None:
     canary = make_canary("breaker-processes", auto_rollback=False)
     script = (
         "import json, sys, django; django.setup()\n"
-        "from monitoring import services\n"
+        "from monitoring.recording import breaker as services\n"
         "deployment_id, config = sys.argv[1], json.loads(sys.argv[2])\n"
         "for _ in range(5):\n"
         "    services.breaker_record(\n"

@@ -215,7 +215,7 @@ class InProcessBackend:
         return self._info(deployment_list().get(pk=deployment_id))
 
     def breaker_state(self, info: DeploymentInfo) -> str:
-        from monitoring.recording.executions import breaker_state_for
+        from monitoring.breaker.store import breaker_state_for
 
         try:
             return breaker_state_for(deployment_id=info.id, canary_config=info.canary_config)

@@ -15,8 +15,8 @@ from django.utils.formats import date_format
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring import console
-from monitoring.automation import governance
 from monitoring.decision import health
+from monitoring.decision import readiness as promotion_readiness
 
 ACTIONS = {
     "rollback": "Roll back",
@@ -31,7 +31,7 @@ def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> di
         return None
     now = now or timezone.now()
     comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
-    readiness = governance.deployment_readiness(deployment=deployment, now=now)
+    readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
     return _verdict(deployment, comparison, readiness, now)
 
 
@@ -48,7 +48,7 @@ def canary_overview(
         return None
     now = now or timezone.now()
     comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
-    readiness = governance.deployment_readiness(deployment=deployment, now=now)
+    readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
     def error_rate(version: str) -> float | None:
         metrics = comparison.get(f"{version}_metrics")
