@@ -44,9 +44,13 @@ test-js:
 	cd $(JS) && if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 		npm ci --no-audit --no-fund --loglevel=error; fi && npm test
 
+# Style, then the architecture's contracts (.importlinter) and the types of the
+# Django-free packages ([tool.mypy] in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff format .

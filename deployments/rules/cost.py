@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cel.expr import checked_pb2, syntax_pb2
 
@@ -199,7 +200,7 @@ class _Coster:
             best = min(best, others * self._times(without=root) * self._weight(root))
         return best
 
-    def charge(self, expr: syntax_pb2.Expr, coefficient: float, *options: list) -> None:
+    def charge(self, expr: syntax_pb2.Expr, coefficient: float, *options: list[Any]) -> None:
         """Add ``coefficient`` times the cheapest bound among ``options`` (lists of factors).
 
         Each option bounds the same work; the sum over runs of a minimum is at most the
@@ -330,9 +331,9 @@ class _Coster:
                 self.charge(expr, SCAN_PER_CHAR, [self._text(sizes[0])])
             return _SCALAR
         if function == "contains" and len(sizes) == 2:
-            text, needle = (self._text(size) for size in sizes)
+            text, pattern = (self._text(size) for size in sizes)
             self.charge(expr, SEARCH_PER_CHAR, [text])
-            self.charge(expr, SEARCH_PER_CHAR_PAIR, [text, needle])
+            self.charge(expr, SEARCH_PER_CHAR_PAIR, [text, pattern])
             return _SCALAR
         if function in ("startsWith", "endsWith") and len(sizes) == 2:
             text, prefix = (self._text(size) for size in sizes)
@@ -384,7 +385,7 @@ class _Coster:
         """The size of a function's result, from the type the checker proved."""
         result_type = self.types.get(expr.id)
         kind = result_type.WhichOneof("type_kind") if result_type is not None else None
-        if kind == "primitive":
+        if kind == "primitive" and result_type is not None:
             if result_type.primitive in (checked_pb2.Type.STRING, checked_pb2.Type.BYTES):
                 # A conversion's text is at most its argument's plus a number's digits.
                 return _Size(1, sum(self._text(size)[0] for size in sizes) + 64, 0)

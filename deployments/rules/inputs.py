@@ -39,7 +39,8 @@ _last_measured = threading.local()
 def _measured(document: Mapping[str, Any], limits: EvalLimits) -> _InputShape:
     memo = getattr(_last_measured, "memo", None)
     if memo is not None and memo[0] is document and memo[1] == limits:
-        return memo[2]
+        remembered: _InputShape = memo[2]
+        return remembered
     shape = _measure_input(document, limits)
     _last_measured.memo = (document, limits, shape)
     return shape
@@ -85,9 +86,9 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
             except TypeError:  # other keys: the library refuses them when converting
                 key_chars, key_longest = count, 1
             if key_longest > max_string:
-                key = next(k for k in container if type(k) is str and len(k) > max_string)
+                long_key = next(k for k in container if type(k) is str and len(k) > max_string)
                 raise InputBoundsError(
-                    f"{_input_path(path)} has a key of {len(key):,} characters; at most "
+                    f"{_input_path(path)} has a key of {len(long_key):,} characters; at most "
                     f"{max_string:,} are allowed"
                 )
             longest = max(longest, key_longest)
@@ -133,12 +134,13 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
             raise _long_string(container, path, is_object, max_string)
         if nested:
             children = container.items() if is_object else enumerate(container)
+            key: Any
             for key, child in children:
-                kind = type(child)
+                child_type = type(child)
                 if (
-                    kind is dict
-                    or kind is list
-                    or (kind not in _SCALARS and isinstance(child, Mapping | list | tuple))
+                    child_type is dict
+                    or child_type is list
+                    or (child_type not in _SCALARS and isinstance(child, Mapping | list | tuple))
                 ):
                     if depth >= max_depth:
                         raise _too_deep(path, key, max_depth)

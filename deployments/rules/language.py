@@ -113,7 +113,7 @@ class CompiledRuleSet:
         limit = eval_limits().rule_cost_limit
         return sum(rule.cost for rule in self._rules) * 10 <= limit
 
-    def evaluate(self, input: Mapping[str, Any], *, budget_ms: float | None = None) -> Evaluation:
+    def evaluate(self, input: Any, *, budget_ms: float | None = None) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
 
         Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,

@@ -60,7 +60,7 @@ def _clean_status(text: str) -> str:
 
 
 def _type_name(cel_type: cel.Type) -> str:
-    return cel_type.name().lower()
+    return str(cel_type.name()).lower()
 
 
 def _json_kind(value: Any) -> str:

@@ -260,7 +260,7 @@ def latency_ceiling(v1_p95: float, config: dict[str, Any]) -> float:
     """v2's p95 may not exceed this: a multiple of v1's, but never less than a fixed floor
     above it, so microsecond jitter on fast rules never counts as a regression."""
     config = with_defaults(config)
-    return max(config["latency_multiplier"] * v1_p95, v1_p95 + config["latency_floor_ms"])
+    return float(max(config["latency_multiplier"] * v1_p95, v1_p95 + config["latency_floor_ms"]))
 
 
 def _latency_p95(evidence: Evidence, min_samples: int) -> tuple[float, float, str] | None:
@@ -541,9 +541,8 @@ def _thresholds(evidence: Evidence, config: dict[str, Any]) -> list[dict[str, An
         else (evidence.v2_5m.error_rate if evidence.v2_5m else None)
     )
     success_rate = (
-        1 - ten.error_rate("v2")
+        1 - (ten.error_rate("v2") or 0.0)
         if ten.pairs
-        # type: ignore[operator]
         else (evidence.v2_10m.success_rate if evidence.v2_10m else None)
     )
     if error_rate is not None:
