@@ -1,0 +1,69 @@
+"""Every write to rule sets and deployments goes through this package.
+
+Lifecycle changes share one path, ``_transition``: lock the rule set, then the
+deployment; check the transition table; stamp timestamps; save with
+``update_fields``; write the event; send the in-transaction hook; queue
+after-commit work. Locking the rule set first serialises every lifecycle change
+of one rule set, so concurrent promote/rollback/start-canary calls see each
+other's results and never leave two canaries or two active deployments.
+
+Modules, each importing only those before it: ``actors``, ``rulesets``,
+``transition``, ``drafts``, ``approvals``, ``lifecycle``. Callers import from
+the package, which re-exports the public names.
+"""
+
+from deployments.services.actors import (
+    MAX_CHANGELOG,
+    MAX_IDENTIFIER,
+    MAX_REASON,
+    MAX_TARGET_IDS,
+    SYSTEM_BREAKER,
+    SYSTEM_MONITOR,
+    Actor,
+    actor_label,
+)
+from deployments.services.approvals import PromoteOutcome, deployment_promote_or_approve
+from deployments.services.drafts import deployment_create, deployment_update
+from deployments.services.lifecycle import (
+    deployment_breaker_opened,
+    deployment_compensation_complete,
+    deployment_delete,
+    deployment_deprecate,
+    deployment_promote,
+    deployment_rollback,
+    deployment_set_traffic,
+    deployment_start_canary,
+)
+from deployments.services.rulesets import (
+    ruleset_create,
+    ruleset_test,
+    ruleset_update,
+    ruleset_version_create,
+)
+
+__all__ = [
+    "MAX_CHANGELOG",
+    "MAX_IDENTIFIER",
+    "MAX_REASON",
+    "MAX_TARGET_IDS",
+    "SYSTEM_BREAKER",
+    "SYSTEM_MONITOR",
+    "Actor",
+    "PromoteOutcome",
+    "actor_label",
+    "deployment_breaker_opened",
+    "deployment_compensation_complete",
+    "deployment_create",
+    "deployment_delete",
+    "deployment_deprecate",
+    "deployment_promote",
+    "deployment_promote_or_approve",
+    "deployment_rollback",
+    "deployment_set_traffic",
+    "deployment_start_canary",
+    "deployment_update",
+    "ruleset_create",
+    "ruleset_test",
+    "ruleset_update",
+    "ruleset_version_create",
+]

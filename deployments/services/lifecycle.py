@@ -1,0 +1,333 @@
+"""A deployment's life after its draft: canary, traffic, promote, rollback, deprecate, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from canary.errors import Conflict, ValidationFailed
+from deployments import transitions
+from deployments.choices import (
+    CompensationStatus,
+    CompensationStrategy,
+    DeploymentStatus,
+    EventAction,
+)
+from deployments.models import Deployment, DeploymentEvent
+from deployments.services.actors import (
+    MAX_IDENTIFIER,
+    MAX_REASON,
+    MAX_TARGET_IDS,
+    Actor,
+    _percentage_or_400,
+    _text_or_400,
+)
+from deployments.services.approvals import _clear_approvals, deployment_promote_or_approve
+from deployments.services.transition import (
+    _check,
+    _check_unchanged,
+    _lock,
+    _locked_baseline,
+    _record_event,
+    _refuse_if_canary_builds_on,
+    _system_transition,
+    _transition,
+)
+
+# --- deployments: lifecycle ---------------------------------------------------
+
+
+def _target_filter_or_400(value: Any) -> dict[str, list[str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationFailed({"canary_target_filter": ["Must be a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, list[str]] = {}
+    for key, ids in value.items():
+        if key not in ("user_ids", "workflow_ids"):
+            errors[str(key)] = ["Unknown field. Known fields: user_ids, workflow_ids."]
+            continue
+        if ids is None:
+            continue
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_TARGET_IDS
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_IDENTIFIER for i in ids)
+        ):
+            errors[key] = [
+                f"Must be a list of at most {MAX_TARGET_IDS} non-empty strings "
+                f"of at most {MAX_IDENTIFIER} characters."
+            ]
+            continue
+        cleaned[key] = list(dict.fromkeys(ids))
+    if errors:
+        raise ValidationFailed({"canary_target_filter": errors})
+    return cleaned or None
+
+
+def deployment_start_canary(
+    *,
+    deployment_id: Any,
+    actor: Actor,
+    canary_pct: int | None = None,
+    canary_target_filter: Mapping[str, Any] | None = None,
+    expected_status: str | None = None,
+) -> Deployment:
+    target_filter = _target_filter_or_400(canary_target_filter)
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        pct = canary_pct
+        if pct is None:
+            pct = deployment.canary_config.get("initial_traffic_percentage", 10)
+        pct = _percentage_or_400("canary_pct", pct, low=0)
+        siblings = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
+            pk=deployment.pk
+        )
+        running = siblings.filter(status=DeploymentStatus.CANARY).select_related("version").first()
+        if running is not None:
+            raise Conflict(
+                f"Deployment {running.pk} (version {running.version.version}) is already "
+                "in canary for this rule set; promote or roll it back first.",
+                canary_deployment_id=str(running.pk),
+            )
+        active = siblings.filter(status=DeploymentStatus.ACTIVE).select_related("version").first()
+        if active is None:
+            raise Conflict(
+                "This rule set has no active deployment to serve as v1. The first release "
+                f"of a rule set is promoted directly: POST /api/v1/deployments/{deployment.pk}"
+                "/promote."
+            )
+        if active.version_id == deployment.version_id:
+            raise Conflict(
+                f"Version {active.version.version} is already active (deployment {active.pk})."
+            )
+        deployment.baseline = active
+        deployment.traffic_percentage = pct
+        deployment.canary_target_filter = target_filter
+        deployment.started_at = now
+        payload.update(
+            traffic_percentage=pct,
+            canary_target_filter=target_filter,
+            baseline_id=str(active.pk),
+            baseline_version=active.version.version,
+        )
+        return {"baseline", "traffic_percentage", "canary_target_filter", "started_at"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.START_CANARY,
+        event=EventAction.START_CANARY,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_set_traffic(
+    *,
+    deployment_id: Any,
+    traffic_percentage: int,
+    actor: Actor,
+    reason: str = "",
+    expected_status: str | None = None,
+    expected_traffic_percentage: int | None = None,
+    now: datetime | None = None,
+) -> Deployment:
+    """Change the share of *new* contexts sent to v2; existing assignments keep their version.
+
+    ``expected_traffic_percentage`` is the traffic the caller saw: checked under the
+    lock, it makes a double submit or a stale page change nothing.
+    """
+    pct = _percentage_or_400("traffic_percentage", traffic_percentage, low=0)
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        seen = expected_traffic_percentage
+        if seen is not None and deployment.traffic_percentage != seen:
+            raise Conflict(
+                f"Traffic changed from {seen}% to {deployment.traffic_percentage}% while this "
+                "request was in flight; nothing was done. Review it and try again.",
+                traffic_percentage=deployment.traffic_percentage,
+            )
+        payload.update(from_traffic=deployment.traffic_percentage, to_traffic=pct)
+        if reason:
+            payload["reason"] = reason
+        _clear_approvals(deployment, payload)
+        deployment.traffic_percentage = pct
+        return {"traffic_percentage"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.TRAFFIC,
+        event=EventAction.SET_TRAFFIC,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+        now=now,
+    )
+
+
+def deployment_promote(
+    *,
+    deployment_id: Any,
+    actor: Actor,
+    expected_status: str | None = None,
+    override_reason: str | None = None,
+    now: datetime | None = None,
+) -> Deployment:
+    """Canary → active (its baseline deprecated), or a draft's initial release.
+
+    Subject to the governance gates of ``deployment_promote_or_approve``; the
+    deployment comes back still ``canary`` when this call only recorded an approval.
+    """
+    return deployment_promote_or_approve(
+        deployment_id=deployment_id,
+        actor=actor,
+        expected_status=expected_status,
+        override_reason=override_reason,
+        now=now,
+    ).deployment
+
+
+def deployment_rollback(
+    *,
+    deployment_id: Any,
+    reason: str,
+    actor: Actor,
+    apply_compensation: bool = True,
+    expected_status: str | None = None,
+    now: datetime | None = None,
+) -> Deployment:
+    """End a canary (v1 serves everyone) or undo a promotion (the baseline is active again)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed({"reason": ["A reason is required to roll back."]})
+    reason = _text_or_400("reason", reason.strip(), MAX_REASON)
+    if not isinstance(apply_compensation, bool):
+        raise ValidationFailed({"apply_compensation": ["Must be true or false."]})
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        if deployment.status == DeploymentStatus.ACTIVE:
+            _refuse_if_canary_builds_on(deployment, "roll it back")
+        payload.update(
+            reason=reason,
+            apply_compensation=apply_compensation,
+            compensation_strategy=deployment.compensation_strategy,
+            from_traffic=deployment.traffic_percentage,
+        )
+        _clear_approvals(deployment, payload)
+        deployment.traffic_percentage = 0
+        deployment.rolled_back_at = now
+        deployment.rollback_reason = reason
+        fields = {"traffic_percentage", "rolled_back_at", "rollback_reason"}
+        if apply_compensation and deployment.compensation_strategy == CompensationStrategy.MANUAL:
+            # v2's decisions must be reviewed: monitoring flags them in this transaction.
+            deployment.compensation_status = CompensationStatus.PENDING
+            fields.add("compensation_status")
+        return fields
+
+    def restore_baseline(deployment: Deployment, from_status: str, now: datetime) -> None:
+        if from_status != DeploymentStatus.ACTIVE:
+            return
+        baseline = _locked_baseline(deployment)
+        if baseline is not None and baseline.status == DeploymentStatus.DEPRECATED:
+            _system_transition(
+                baseline,
+                action=transitions.RESTORE,
+                event=EventAction.RESTORE,
+                actor=actor,
+                now=now,
+                payload={"restored_by_rollback_of": str(deployment.pk), "reason": reason},
+            )
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.ROLLBACK,
+        event=EventAction.ROLLBACK,
+        actor=actor,
+        before=apply,
+        after=restore_baseline,
+        expected_status=expected_status,
+        now=now,
+    )
+
+
+def deployment_deprecate(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+) -> Deployment:
+    """Retire an active deployment; afterwards nothing serves the rule set."""
+
+    def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        _refuse_if_canary_builds_on(deployment, "deprecate it")
+        deployment.deprecated_at = now
+        return {"deprecated_at"}
+
+    return _transition(
+        deployment_id=deployment_id,
+        action=transitions.DEPRECATE,
+        event=EventAction.DEPRECATE,
+        actor=actor,
+        before=apply,
+        expected_status=expected_status,
+    )
+
+
+def deployment_delete(
+    *, deployment_id: Any, actor: Actor, expected_status: str | None = None
+) -> None:
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        _check_unchanged(deployment, expected_status)
+        _check(deployment.status, transitions.DELETE)
+        deployment.delete()
+
+
+def deployment_compensation_complete(*, deployment_id: Any, actor: Actor) -> Deployment:
+    """An operator has dealt with v2's decisions after a manual-compensation rollback."""
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        if deployment.compensation_status != CompensationStatus.PENDING:
+            raise Conflict(
+                "No compensation is pending for this deployment "
+                f"(compensation status: {deployment.compensation_status}).",
+                compensation_status=deployment.compensation_status,
+            )
+        deployment.compensation_status = CompensationStatus.COMPLETED
+        deployment.save(update_fields=["compensation_status", "updated_at"])
+        _record_event(
+            deployment,
+            action=EventAction.COMPENSATION_COMPLETE,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload={},
+        )
+    return deployment
+
+
+def deployment_breaker_opened(
+    *, deployment_id: Any, consecutive_failures: int, cooldown_seconds: float, actor: Actor
+) -> DeploymentEvent | None:
+    """Record that a running canary's circuit breaker opened and the canary keeps running.
+
+    Not a transition: v1 serves everyone until the cooldown ends. The breaker's
+    store keeps only its current state, so this event is the lasting trace of
+    the opening for the audit trail and the console's chart. None when the
+    deployment is no longer a canary (a rollback already records why).
+    """
+    deployment = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.CANARY).first()
+    if deployment is None:
+        return None
+    return _record_event(
+        deployment,
+        action=EventAction.BREAKER_OPEN,
+        actor=actor,
+        from_status=deployment.status,
+        to_status=deployment.status,
+        payload={
+            "consecutive_failures": consecutive_failures,
+            "cooldown_seconds": cooldown_seconds,
+        },
+    )
