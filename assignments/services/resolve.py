@@ -1,0 +1,375 @@
+"""Routing a request to a version (Redis ask, database fallback, stored decisions) and its types."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db.models import Q
+
+from assignments import router, sticky
+from assignments.hooks import hooks
+from assignments.models import Assignment
+from assignments.routing import RoutingState, canonical_ruleset_id
+from canary.errors import Conflict, NotFound
+from canary.redis import redis_client
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
+from deployments.rules import CompiledRuleSet
+
+
+class NothingDeployed(Conflict):
+    code = "nothing_deployed"
+
+
+class TokenNotCached(Exception):
+    """The fast path cannot vouch for this token; authenticate it the full way."""
+
+
+class RedisUnavailable(Exception):
+    """The fast path needs Redis; the full path can do without."""
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ClientCheck:
+    """Authentication and rate limit folded into the routing round-trip (the fast path)."""
+
+    token_digest: str
+    throttle: tuple[int, int, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    ruleset_id: str
+    deployment_id: str
+    version_id: str
+    version: str
+    canary_version: str  # "v1" or "v2"
+    assignment_priority: str | None
+    canary_running: bool
+    canary_config: dict[str, Any] | None = None
+    breaker_state: str | None = None
+    # No failures counted by the breaker: a v2 success need not update it.
+    breaker_clean: bool = False
+    rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
+    # Set when this request is shadowed (SPEC 9.1): the version not served.
+    shadow_version_id: str | None = None
+    shadow_rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
+    redacted_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    resolution: Resolution
+    success: bool
+    output: Any
+    matched_rule: str | None
+    error: dict[str, Any] | None
+    latency_ms: float
+
+
+def _canonical(ruleset_id: Any) -> str:
+    if isinstance(ruleset_id, uuid.UUID):
+        return str(ruleset_id)
+    canonical = canonical_ruleset_id(ruleset_id)
+    if canonical is None:
+        raise NotFound(f"No rule set with id '{ruleset_id}'.")
+    return canonical
+
+
+def _route_active(state: RoutingState) -> Resolution:
+    if state.active is None:
+        raise NothingDeployed(
+            "Nothing is deployed for this rule set: create a deployment and promote "
+            "it (the first release) before executing."
+        )
+    return Resolution(
+        ruleset_id=state.ruleset_id,
+        deployment_id=state.active.deployment_id,
+        version_id=state.active.version_id,
+        version=state.active.version,
+        canary_version=router.V1,
+        assignment_priority=None,
+        canary_running=False,
+        rules=state.active.rules,
+    )
+
+
+def _candidate(state: RoutingState, context: router.RoutingContext) -> str:
+    """The decision for a context seen for the first time (its strongest tier).
+
+    With no ids at all, a random draw that is not stored.
+    """
+    assert state.policy is not None
+    present = context.present_tiers()
+    if not present:
+        bucket = int(random.random() * router.BUCKETS)
+        return router.version_for_bucket(bucket, state.policy.traffic_percentage)
+    if not state.policy.is_eligible(context):
+        return router.V1
+    tier, identifier = present[0]
+    bucket = router.bucket_for(state.policy.deployment_id, tier, identifier)
+    return router.version_for_bucket(bucket, state.policy.traffic_percentage)
+
+
+def _assignment_record(state: RoutingState, context: router.RoutingContext, now: datetime) -> bytes:
+    assert state.canary is not None and state.active is not None
+    tier, identifier = context.present_tiers()[0]
+    expires = (
+        (now + timedelta(seconds=settings.CANARY_SESSION_TTL)).timestamp()
+        if tier == router.SESSION
+        else None
+    )
+    return orjson.dumps(
+        {
+            "d": state.canary.deployment_id,
+            "t": tier,
+            "i": identifier,
+            "u": context.user_id or "",
+            "s": context.session_id or "",
+            "w": context.workflow_id or "",
+            "at": now.timestamp(),
+            "exp": expires,
+            "v1": state.active.version_id,
+            "v2": state.canary.version_id,
+        }
+    )
+
+
+def _ask_redis(
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    client_check: ClientCheck | None,
+    *,
+    ignore_breaker: bool = False,
+    execution: sticky.ExecutionEntry | None = None,
+    candidate: str | None = None,
+) -> sticky.RouteAnswer | None:
+    canary = state.canary is not None and state.active is not None
+    if not canary and client_check is None:
+        return None
+    present = context.present_tiers() if canary else []
+    answer = sticky.route(
+        redis_client(),
+        ruleset_id=state.ruleset_id,
+        generation=state.generation,
+        token_digest=client_check.token_digest if client_check else None,
+        throttle=client_check.throttle if client_check else None,
+        deployment_id=state.canary.deployment_id if canary and state.canary else None,
+        present=present,
+        candidate=(candidate or _candidate(state, context)) if canary else "",
+        session_ttl=settings.CANARY_SESSION_TTL,
+        ignore_breaker=ignore_breaker,
+        assignment_record=_assignment_record(state, context, now) if present else b"",
+        stream_maxlen=settings.CANARY_STREAM_MAXLEN,
+        now=now.timestamp(),
+        execution=execution if canary else None,
+    )
+    if answer.outcome == "token":
+        raise TokenNotCached()
+    if answer.outcome == "throttled":
+        raise RateLimited(answer.retry_after)
+    return answer
+
+
+def _breaker_clean(raw: bytes | None) -> bool:
+    if raw is None:
+        return True
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return decoded.get("state") == "CLOSED" and not decoded.get("consecutive_failures")
+
+
+def _resolution_from(
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    answer: sticky.RouteAnswer,
+    *,
+    will_execute: bool,
+) -> Resolution:
+    if state.canary is None or state.active is None:
+        return _route_active(state)
+    config = state.canary_config or {}
+    present = context.present_tiers()
+    gate_state, trial_only, clean = "CLOSED", False, _breaker_clean(answer.breaker)
+    if answer.outcome == "breaker":
+        gate = hooks.breaker_gate(state.canary.deployment_id, config)
+        if not gate.allow_v2:
+            return _resolution(state, router.V1, None, gate.state, clean=False)
+        gate_state, trial_only, clean = gate.state, gate.trial_only, False
+        retried = _ask_redis(state, context, now, None, ignore_breaker=True)
+        assert retried is not None
+        answer = retried
+    served = answer.version or router.V1
+    if not present:
+        priority = router.RANDOM
+    else:
+        priority = present[answer.found - 1][0] if answer.found else present[0][0]
+    if served == router.V2 and trial_only:
+        claimed = will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config)
+        if not claimed:
+            served = router.V1  # HALF_OPEN and another request holds the trial
+    return _resolution(state, served, priority, gate_state, clean=clean)
+
+
+def _shadow_wanted(state: RoutingState) -> bool:
+    """Sampled by ``shadow_percentage``; a dark launch (0% traffic) shadows every request."""
+    if state.traffic_percentage == 0:
+        return True
+    share = (state.canary_config or {}).get("shadow_percentage", 100)
+    return share >= 100 or (share > 0 and random.random() * 100 < share)
+
+
+def _resolution(
+    state: RoutingState,
+    served: str,
+    priority: str | None,
+    breaker_state: str,
+    *,
+    clean: bool,
+    shadow: bool | None = None,
+) -> Resolution:
+    assert state.canary is not None and state.active is not None
+    ref = state.canary if served == router.V2 else state.active
+    other = state.active if served == router.V2 else state.canary
+    if shadow is None:
+        shadow = _shadow_wanted(state)
+    return Resolution(
+        ruleset_id=state.ruleset_id,
+        deployment_id=state.canary.deployment_id,
+        version_id=ref.version_id,
+        version=ref.version,
+        canary_version=served,
+        assignment_priority=priority,
+        canary_running=True,
+        canary_config=state.canary_config or {},
+        breaker_state=breaker_state,
+        breaker_clean=clean,
+        rules=ref.rules,
+        shadow_version_id=other.version_id if shadow else None,
+        shadow_rules=other.rules if shadow else None,
+        redacted_paths=state.redacted_paths,
+    )
+
+
+# --- without Redis: PostgreSQL (or SQLite) alone ---------------------------------
+
+
+def _route_from_database(
+    state: RoutingState, context: router.RoutingContext, now: datetime, *, will_execute: bool
+) -> Resolution:
+    if state.canary is None or state.active is None:
+        return _route_active(state)
+    config = state.canary_config or {}
+    gate = hooks.breaker_gate(state.canary.deployment_id, config)
+    assert state.policy is not None
+    known = _known_assignments(state.canary.deployment_id, context)
+    decision = router.decide(
+        state.policy,
+        context,
+        lambda tier, identifier: known.get((tier, identifier)),
+        now=now.timestamp(),
+        breaker_open=not gate.allow_v2,
+    )
+    served = decision.version
+    if decision.store_at is not None:
+        served = _store(state, decision, context, now)
+    trial_lost = (
+        served == router.V2
+        and gate.trial_only
+        and not (will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config))
+    )
+    if trial_lost:
+        served = router.V1
+    return _resolution(state, served, decision.priority, gate.state, clean=False)
+
+
+def _known_assignments(
+    deployment_id: str, context: router.RoutingContext
+) -> dict[tuple[str, str], router.StoredAssignment]:
+    """Every stored assignment for the request's ids, in one query."""
+    present = context.present_tiers()
+    if not present:
+        return {}
+    query = Q()
+    for tier, identifier in present:
+        query |= Q(tier=tier, identifier=identifier)
+    rows = Assignment.objects.filter(query, deployment_id=deployment_id).values_list(
+        "tier", "identifier", "assigned_version", "expires_at"
+    )
+    return {
+        (tier, identifier): router.StoredAssignment(
+            tier, identifier, version, expires_at.timestamp() if expires_at else None
+        )
+        for tier, identifier, version, expires_at in rows
+    }
+
+
+def _store(
+    state: RoutingState,
+    decision: router.Decision,
+    context: router.RoutingContext,
+    now: datetime,
+) -> str:
+    """Persist a decision; when another request stored one first, its answer wins.
+
+    The unique (deployment, tier, identifier) constraint makes concurrent first
+    requests converge on one row: each inserts-or-ignores, then reads the row.
+    An expired session row is replaced with a compare-and-set on its expiry.
+    """
+    assert state.canary is not None and state.active is not None and decision.store_at
+    tier, identifier = decision.store_at
+    deployment_id = state.canary.deployment_id
+    expires_at = (
+        now + timedelta(seconds=settings.CANARY_SESSION_TTL) if tier == router.SESSION else None
+    )
+    version_ref = state.canary if decision.version == router.V2 else state.active
+    fields = {
+        "assigned_version": decision.version,
+        "version_id": version_ref.version_id,
+        "user_id": context.user_id or "",
+        "session_id": context.session_id or "",
+        "workflow_id": context.workflow_id or "",
+        "assigned_at": now,
+        "expires_at": expires_at,
+    }
+    Assignment.objects.bulk_create(
+        [Assignment(deployment_id=deployment_id, tier=tier, identifier=identifier, **fields)],
+        ignore_conflicts=True,
+    )
+    # NOTE: a rollback that committed while this request was routing has already
+    # cleared the canary's assignments; this one must not survive it. The insert
+    # waits on the rollback's row lock, so checking afterwards closes the race.
+    if not Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.CANARY).exists():
+        Assignment.objects.filter(
+            deployment_id=deployment_id, tier=tier, identifier=identifier
+        ).delete()
+        return decision.version
+    for _ in range(3):
+        row = (
+            Assignment.objects.filter(deployment_id=deployment_id, tier=tier, identifier=identifier)
+            .values("pk", "assigned_version", "expires_at")
+            .first()
+        )
+        if row is None:  # removed by a concurrent rollback; serve the decision, store nothing
+            return decision.version
+        expiry = row["expires_at"]
+        if expiry is None or expiry > now:
+            return row["assigned_version"]
+        Assignment.objects.filter(pk=row["pk"], expires_at=expiry).update(**fields)
+    return decision.version
