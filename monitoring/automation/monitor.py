@@ -24,7 +24,8 @@ from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.automation import governance
 from monitoring.breaker.store import breaker_state_for
-from monitoring.decision.selectors import evidence_at, paired_counts, step_started_at, version_stats
+from monitoring.decision.selectors import evidence_at, step_started_at, version_stats
+from monitoring.decision.shadow import paired_counts
 from monitoring.leases import lease_acquire, lease_release
 from monitoring.models import HealthRecord
 from monitoring.notifications.dispatch import notify

@@ -11,16 +11,14 @@ from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring.breaker.store import breaker_state_for
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.selectors import (
+from monitoring.decision.selectors import evidence_at, latency_sample_deterministic, version_stats
+from monitoring.decision.shadow import (
     disagreement_count,
-    evidence_at,
-    latency_sample_deterministic,
     paired_counts,
     paired_latency_direction,
     paired_latency_ratio,
     shadow_changes,
     shadow_differences,
-    version_stats,
 )
 from monitoring.statistics import analysis, paired
 

@@ -20,12 +20,8 @@ from deployments.hooks import ReadinessVerdict
 from deployments.models import Deployment, DeploymentEvent
 from deployments.selectors import deployment_pending_approvers
 from monitoring.breaker.store import breaker_state_for
-from monitoring.decision.selectors import (
-    paired_counts,
-    paired_latency_p95,
-    sample_ratio,
-    version_stats,
-)
+from monitoring.decision.selectors import sample_ratio, version_stats
+from monitoring.decision.shadow import paired_counts, paired_latency_p95
 from monitoring.statistics import analysis, paired, readiness
 from monitoring.statistics.readiness import ReadinessEvidence
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deployments.models import Deployment
-from monitoring.decision import selectors
+from monitoring.decision import shadow, windows
 from monitoring.logstore import rollups
 from monitoring.models import ExecutionLog, ExecutionRollup
 from tests.concurrency import run_together
@@ -72,13 +72,13 @@ def paired_rows(deployment: Deployment, now: datetime) -> int:
 def answers(deployment: Deployment, since: datetime, until: datetime) -> dict[str, Any]:
     window = {"deployment_id": deployment.pk, "since": since, "until": until}
     return {
-        "counts": selectors.paired_counts(**window),
-        "discordant": selectors.discordant_counts(**window),
-        "direction": selectors.paired_latency_direction(**window),
-        "p95": selectors.paired_latency_p95(**window),
-        "ratio": selectors.paired_latency_ratio(**window),
-        "changes": selectors.shadow_changes(deployment_id=deployment.pk, since=since),
-        "disagreements": selectors.disagreement_count(deployment_id=deployment.pk, since=since),
+        "counts": shadow.paired_counts(**window),
+        "discordant": shadow.discordant_counts(**window),
+        "direction": shadow.paired_latency_direction(**window),
+        "p95": shadow.paired_latency_p95(**window),
+        "ratio": shadow.paired_latency_ratio(**window),
+        "changes": shadow.shadow_changes(deployment_id=deployment.pk, since=since),
+        "disagreements": shadow.disagreement_count(deployment_id=deployment.pk, since=since),
     }
 
 
@@ -93,7 +93,7 @@ def assert_same(rolled: dict[str, Any], exact: dict[str, Any]) -> None:
 
 
 def rolled_up(deployment: Deployment, since: datetime, until: datetime) -> bool:
-    return selectors._span(deployment.pk, since, until, paired=True).hours is not None
+    return windows._span(deployment.pk, since, until, paired=True).hours is not None
 
 
 @pytest.fixture

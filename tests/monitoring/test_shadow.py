@@ -210,7 +210,7 @@ def test_a_large_window_reads_the_ratio_from_its_histogram(
 ) -> None:
     """Above RATIO_EXACT_PAIRS pairs no ratio is sorted: the median and interval come
     from one grouped pass, within 1% of the exact order statistics and repeatable."""
-    from monitoring.decision import selectors
+    from monitoring.decision import shadow
     from tests.monitoring.logs import add_logs
 
     add_logs(
@@ -221,15 +221,15 @@ def test_a_large_window_reads_the_ratio_from_its_histogram(
         canary_v2, "v2", [3.0 + n / 40 for n in range(30)], paired=True,
         shadow_latencies=[1.5 + n / 70 for n in range(30)],
     )  # fmt: skip
-    exact = selectors.paired_latency_ratio(deployment_id=canary_v2.pk)
-    monkeypatch.setattr(selectors, "RATIO_EXACT_PAIRS", 40)
-    binned = selectors.paired_latency_ratio(deployment_id=canary_v2.pk)
+    exact = shadow.paired_latency_ratio(deployment_id=canary_v2.pk)
+    monkeypatch.setattr(shadow, "RATIO_EXACT_PAIRS", 40)
+    binned = shadow.paired_latency_ratio(deployment_id=canary_v2.pk)
     assert binned["pairs"] == exact["pairs"] == 90
     assert binned["v2_over_v1_median_ratio"] == pytest.approx(
         exact["v2_over_v1_median_ratio"], rel=0.01
     )
     assert binned["ci"] == pytest.approx(exact["ci"], rel=0.01)
-    assert selectors.paired_latency_ratio(deployment_id=canary_v2.pk) == binned
+    assert shadow.paired_latency_ratio(deployment_id=canary_v2.pk) == binned
 
 
 @pytest.mark.parametrize("one_trip", [True, False], ids=["one Redis trip", "general path"])
