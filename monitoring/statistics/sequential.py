@@ -466,46 +466,100 @@ def paired_latency_test(
     The lower bound is ``v2_(r) - v1_(s)``. ``v2_(r)`` is a lower (1 - alpha/2) order-statistic
     bound of v2's p95, and ``v1_(s)`` an upper one of v1's (``_quantile_ranks``, Clopper-Pearson
     ranks). By the union bound, it exceeds the true difference with probability at most alpha.
-    That holds for any joint law of the paired latencies (index i is one input), with no
-    normality. The bound uses each version's own order statistics, so it needs the pairing
-    only for the equal counts. A few huge stalls in either version (bursty jitter) shift it by
-    a few ranks, never by their size. The bound assumes the observations of each version are
-    exchangeable within the window. A burst that covers a sizable part of the 5% tail in one
-    version only is a real p95 regression of that window. ``difference_ms`` is the point
-    estimate.
+    That holds for any joint law of the two versions' latencies, paired (index i is one input)
+    or not (the served requests of each version, of any two sizes), with no normality. A few
+    huge stalls in either version (bursty jitter) shift it by a few ranks, never by their size.
+    The bound assumes the observations of each version are exchangeable within the window. A
+    burst that covers a sizable part of the 5% tail in one version only is a real p95
+    regression of that window. ``difference_ms`` is the point estimate.
 
-    A verdict needs ``n * 5% >= min_tail_pairs`` observations above the p95; otherwise
-    ``conclusive`` is False and ``breached`` is False. This is a fixed-window test. For
-    validity across the monitor's repeated looks, pass an already spent level as ``alpha``
-    (the monitor's alpha-spending level of this look); the caller spends it.
+    A verdict needs at least ``min_tail_pairs`` observations above the p95 in each version;
+    otherwise ``conclusive`` is False and ``breached`` is False. This is a fixed-window test.
+    For validity across the monitor's repeated looks, pass an already spent level as ``alpha``
+    (the monitor's alpha-spending level of this window); the caller spends it.
     """
     import numpy as np
 
     _check_alpha(alpha)
-    if len(v1_latencies) != len(v2_latencies):
-        raise ValueError("paired latencies must have the same length")
     v1, v2 = np.sort(np.asarray(v1_latencies, float)), np.sort(np.asarray(v2_latencies, float))
     if np.isnan(v1).any() or np.isnan(v2).any():
         raise ValueError("latencies must not be NaN")
-    n = len(v1)
-    if n == 0:
-        return LatencyResult(None, None, False, False, 0, 0, alpha)
-    rank = math.ceil(round(QUANTILE * n, 9))  # the p95 order statistic (inverse of the ECDF)
-    tail_pairs = n - rank
-    lower_rank, upper_rank = _quantile_ranks(n, QUANTILE, alpha / 2)
+    n1, n2 = len(v1), len(v2)
+    if n1 == 0 or n2 == 0:
+        return LatencyResult(None, None, False, False, 0, min(n1, n2), alpha)
+    rank1 = math.ceil(round(QUANTILE * n1, 9))  # the p95 order statistic (inverse of the ECDF)
+    rank2 = math.ceil(round(QUANTILE * n2, 9))
+    tail_pairs = min(n1 - rank1, n2 - rank2)
+    lower_rank, _ = _quantile_ranks(n2, QUANTILE, alpha / 2)
+    _, upper_rank = _quantile_ranks(n1, QUANTILE, alpha / 2)
     lower_bound = None
     if lower_rank is not None and upper_rank is not None:
         lower_bound = float(v2[lower_rank - 1] - v1[upper_rank - 1])
     conclusive = lower_bound is not None and tail_pairs >= min_tail_pairs
     return LatencyResult(
         lower_bound_ms=lower_bound,
-        difference_ms=float(v2[rank - 1] - v1[rank - 1]),
+        difference_ms=float(v2[rank2 - 1] - v1[rank1 - 1]),
         breached=bool(conclusive and lower_bound is not None and lower_bound > margin_ms),
         conclusive=conclusive,
         tail_pairs=tail_pairs,
-        pairs=n,
+        pairs=min(n1, n2),
         alpha=alpha,
     )
+
+
+# --- 6. unpaired non-inferiority: a confidence sequence per version ---------------------------
+
+# Beta(1, 19) mixture: centred on a 5% error rate, the guide's threshold.
+BERNOULLI_PRIOR = (1.0, 19.0)
+
+
+def _bernoulli_log_ratio(p: float, errors: int, trials: int) -> float:
+    """log of the beta-binomial mixture likelihood ratio against the point ``p``."""
+    from scipy.special import betaln
+
+    a, b = BERNOULLI_PRIOR
+    mixture = betaln(a + errors, b + trials - errors) - betaln(a, b)
+    point = (errors * math.log(p) if errors else 0.0) + (
+        (trials - errors) * math.log1p(-p) if trials > errors else 0.0
+    )
+    return float(mixture - point)
+
+
+def bernoulli_cs(errors: int, trials: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """A time-uniform confidence sequence for a rate: ``{p : mixture LR(p) < 1/alpha}``.
+
+    The conjugate beta-binomial mixture of Howard et al. (2021, section 3.3; the ``confseq``
+    package's ``bernoulli_confidence_interval``). The set is an interval because the log
+    ratio is convex in ``p``; each end is found by bisection around the estimate.
+    """
+    _check_alpha(alpha)
+    _check_counts(errors=errors, trials=trials)
+    if trials == 0:
+        return 0.0, 1.0
+    threshold = math.log(1 / alpha)
+    estimate = min(max(errors / trials, 1e-12), 1 - 1e-12)
+
+    def outside(p: float) -> bool:
+        return _bernoulli_log_ratio(p, errors, trials) >= threshold
+
+    def search(inside: float, out: float) -> float:
+        for _ in range(_BISECTIONS):
+            middle = (inside + out) / 2
+            inside, out = (inside, middle) if outside(middle) else (middle, out)
+        return inside
+
+    lower = 0.0 if not outside(1e-12) else search(estimate, 1e-12)
+    upper = 1.0 if not outside(1 - 1e-12) else search(estimate, 1 - 1e-12)
+    return lower, upper
+
+
+def unpaired_difference_cs(
+    v1_errors: int, v1_trials: int, v2_errors: int, v2_trials: int, alpha: float = ALPHA
+) -> tuple[float, float]:
+    """v2 - v1 error rate without pairs: each version's sequence at alpha/2 (union bound)."""
+    v1_low, v1_high = bernoulli_cs(v1_errors, v1_trials, alpha / 2)
+    v2_low, v2_high = bernoulli_cs(v2_errors, v2_trials, alpha / 2)
+    return v2_low - v1_high, v2_high - v1_low
 
 
 def clopper_pearson_upper(successes: int, trials: int, alpha: float) -> float:

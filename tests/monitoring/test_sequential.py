@@ -17,10 +17,12 @@ from scipy.special import xlogy
 
 from monitoring.statistics import sequential as sq
 from monitoring.statistics.sequential import (
+    bernoulli_cs,
     clopper_pearson_upper,
     non_inferior,
     paired_difference_cs,
     paired_latency_test,
+    unpaired_difference_cs,
     unpaired_stratified_test,
     v2_worse_test,
 )
@@ -147,7 +149,7 @@ def test_invalid_input_is_refused():
     with pytest.raises(ValueError):
         unpaired_stratified_test([(5, 4, 0, 10)])
     with pytest.raises(ValueError):
-        paired_latency_test([1.0, 2.0], [1.0], margin_ms=1.0)
+        paired_latency_test([1.0, float("nan")], [1.0], margin_ms=1.0)
 
 
 def test_results_serialise():
@@ -543,3 +545,39 @@ def test_clopper_pearson_upper():
     assert bounds == sorted(bounds, reverse=True)
     # it is the exact one-sided bound: P(X <= 5 | p = bound) = alpha
     assert stats.binom.cdf(5, 100, bounds[1]) == pytest.approx(0.05)
+
+
+def test_unpaired_latency_bound_takes_samples_of_two_sizes() -> None:
+    """The served requests of each version (no pairs): the bound uses each one's own ranks."""
+    rng = np.random.default_rng(3)
+    slower = paired_latency_test(rng.lognormal(0, 0.3, 3000), rng.lognormal(0, 0.3, 2000) + 2, 1.0)
+    assert slower.conclusive and slower.breached and slower.lower_bound_ms < 2.0
+    same = paired_latency_test(rng.lognormal(0, 0.3, 3000), rng.lognormal(0, 0.3, 400), 1.0)
+    assert same.conclusive and not same.breached
+    thin = paired_latency_test(rng.lognormal(0, 0.3, 3000), rng.lognormal(0, 0.3, 300), 1.0)
+    assert not thin.conclusive  # 15 observations above v2's p95: fewer than 20
+
+
+def test_bernoulli_confidence_sequence_covers_under_continuous_monitoring() -> None:
+    """Looking after every 25 draws up to 5,000, the true rate leaves the sequence at most
+    alpha of the time (here far less: the mixture bound is conservative)."""
+    rng = np.random.default_rng(11)
+    misses = 0
+    for _ in range(200):
+        draws = rng.random(5_000) < 0.05
+        cumulative = np.cumsum(draws)
+        for n in range(25, 5_001, 250):
+            low, high = bernoulli_cs(int(cumulative[n - 1]), n)
+            if not low <= 0.05 <= high:
+                misses += 1
+                break
+    assert misses / 200 <= 0.05
+    assert bernoulli_cs(0, 0) == (0.0, 1.0)
+    low, high = bernoulli_cs(0, 1_000)
+    assert low == 0.0 and 0 < high < 0.01
+
+
+def test_unpaired_difference_shows_non_inferiority_only_with_evidence() -> None:
+    assert unpaired_difference_cs(200, 10_000, 200, 10_000)[1] < 0.012
+    assert unpaired_difference_cs(4, 200, 4, 200)[1] > 0.05  # 200 requests prove little
+    assert unpaired_difference_cs(200, 10_000, 500, 10_000)[0] > 0  # v2 worse: excluded
