@@ -9,6 +9,7 @@ process as ``delay`` would.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from celery import current_app
@@ -16,4 +17,8 @@ from celery import current_app
 
 def enqueue(task_name: str, *args: Any, retry: bool = True) -> None:
     """Queue ``task_name`` with ``args``; ``retry=False`` fails at once when the broker is down."""
-    current_app.tasks[task_name].apply_async(args=args, retry=retry)
+    registry = current_app.tasks
+    if task_name not in registry:
+        # Autodiscovery registers tasks when a worker starts; elsewhere import the module.
+        importlib.import_module(task_name.rpartition(".")[0])
+    registry[task_name].apply_async(args=args, retry=retry)

@@ -26,6 +26,7 @@ MAX_LATENCY_MULTIPLIER = 100
 MAX_LATENCY_FLOOR_MS = 60_000.0  # a minute
 MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary stale
 MAX_REQUIRED_APPROVALS = 5
+MAX_NON_INFERIORITY_MARGIN = 0.5
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -77,6 +78,15 @@ def _latency_floor(value: Any) -> str | None:
     return None
 
 
+def _margin(value: Any) -> str | None:
+    problem = _finite_number(value)
+    if problem:
+        return problem
+    if not 0 <= value <= MAX_NON_INFERIORITY_MARGIN:
+        return f"Must be at least 0 and at most {MAX_NON_INFERIORITY_MARGIN:g}."
+    return None
+
+
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "Must be true or false."
 
@@ -107,6 +117,8 @@ FIELDS: dict[str, Field] = {
     "readiness_minutes": Field(60, _int_between(1, MAX_READINESS_MINUTES)),
     "enforce_readiness": Field(False, _boolean),
     "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
+    # One decision (SPEC 9.6): promote needs v2 shown not worse than v1 by more than this.
+    "non_inferiority_margin": Field(0.01, _margin, float),
 }
 
 

@@ -28,6 +28,8 @@ class EventAction(models.TextChoices):
     RESTORE = "restore", "Restored by a rollback"
     COMPENSATION_COMPLETE = "compensation_complete", "Compensation marked done"
     BREAKER_OPEN = "breaker_open", "Circuit breaker opened"
+    REGRESSION_DETECTED = "regression_detected", "Regression detected (held until acted on)"
+    REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
 
 
 class CompensationStatus(models.TextChoices):

@@ -193,3 +193,28 @@ class GovernanceRecord(models.Model):
 
     def __str__(self) -> str:
         return "ready" if self.ready else "not ready"
+
+
+class CanaryDecision(models.Model):
+    """The one decision (SPEC 9.6) as the monitor last made it, and a regression it holds.
+
+    ``body`` is the decision's full answer; the console's home reads it, so every tab
+    shows the monitor's verdict without recomputing it. ``regression_detected_at`` is set
+    by a compare-and-set when the monitor finds a rollback rule breached and does not
+    roll back (automatic rollback off): the decision then stays ``rollback`` until the
+    canary ends or an approver dismisses it, whatever the traffic does meanwhile.
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="decision"
+    )
+    recommendation = models.CharField(max_length=32, default="collect_more_data")
+    health_status = models.CharField(max_length=16, default="no_data")
+    body = models.JSONField(default=dict, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    newest_evidence_at = models.DateTimeField(null=True, blank=True)
+    regression_detected_at = models.DateTimeField(null=True, blank=True)
+    regression_reasons = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return self.recommendation

@@ -26,6 +26,7 @@ from deployments.services.approvals import PromoteOutcome, deployment_promote_or
 from deployments.services.drafts import deployment_create, deployment_update
 from deployments.services.lifecycle import (
     deployment_breaker_opened,
+    deployment_canary_event,
     deployment_compensation_complete,
     deployment_delete,
     deployment_deprecate,
@@ -52,6 +53,7 @@ __all__ = [
     "PromoteOutcome",
     "actor_label",
     "deployment_breaker_opened",
+    "deployment_canary_event",
     "deployment_compensation_complete",
     "deployment_create",
     "deployment_delete",

@@ -331,3 +331,29 @@ def deployment_breaker_opened(
             "cooldown_seconds": cooldown_seconds,
         },
     )
+
+
+def deployment_canary_event(
+    *, deployment_id: Any, action: str, actor: Actor, payload: dict[str, Any]
+) -> tuple[Deployment, DeploymentEvent]:
+    """Record an event about a running canary that is not a transition (a regression held or
+    dismissed), under the same locks as a transition; 409 when it is no longer a canary.
+
+    Run it inside the caller's transaction when the event must commit with other writes.
+    """
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        if deployment.status != DeploymentStatus.CANARY:
+            raise Conflict(
+                f"The deployment is {deployment.status}, not a running canary.",
+                status=deployment.status,
+            )
+        event = _record_event(
+            deployment,
+            action=action,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload=payload,
+        )
+    return deployment, event

@@ -119,6 +119,36 @@ class SampleRatioSerializer(serializers.Serializer):
     since = serializers.DateTimeField(allow_null=True)
 
 
+class DecisionFreshnessSerializer(serializers.Serializer):
+    decided_at = serializers.DateTimeField()
+    newest_evidence_at = serializers.DateTimeField(
+        allow_null=True, help_text="The newest execution the decision saw."
+    )
+    evidence_age_seconds = serializers.FloatField(allow_null=True)
+
+
+class WorseTestSerializer(serializers.Serializer):
+    basis = serializers.ChoiceField(choices=["paired", "unpaired", "none"])
+    rejected = serializers.BooleanField(
+        help_text="v2 fails more often than v1, by a test valid however often anyone looks."
+    )
+    p_value = serializers.FloatField(help_text="Always-valid p-value.")
+    detail = serializers.CharField()
+    only_v1_failed = serializers.IntegerField()
+    only_v2_failed = serializers.IntegerField()
+
+
+class NonInferioritySerializer(serializers.Serializer):
+    basis = serializers.ChoiceField(choices=["paired", "unpaired", "none"])
+    margin = serializers.FloatField()
+    interval = _interval()
+    shown = serializers.BooleanField(
+        help_text="The upper bound of v2 - v1's error rate is below the margin: promote evidence."
+    )
+    samples = serializers.IntegerField()
+    detail = serializers.CharField()
+
+
 class ComparisonEvidenceSerializer(serializers.Serializer):
     error_rate = ErrorRateTestSerializer(allow_null=True)
     latency = LatencyTestSerializer(allow_null=True)
@@ -130,6 +160,14 @@ class ComparisonEvidenceSerializer(serializers.Serializer):
     look_alpha = serializers.FloatField(help_text="The significance level spent at this look.")
     min_samples = serializers.IntegerField()
     enough_samples = serializers.BooleanField()
+    v2_worse = WorseTestSerializer()
+    non_inferiority = NonInferioritySerializer()
+    latency_rule = serializers.DictField(
+        allow_null=True, help_text="The latency rule's confidence bound on the 5-minute window."
+    )
+    waiting_for = serializers.ListField(
+        child=serializers.CharField(), help_text="Why the recommendation is not promote yet."
+    )
 
 
 class ComparisonOutputSerializer(serializers.Serializer):
@@ -140,6 +178,7 @@ class ComparisonOutputSerializer(serializers.Serializer):
     v1_metrics = VersionMetricsSerializer(allow_null=True)
     v2_metrics = VersionMetricsSerializer(allow_null=True)
     window = WindowSerializer()
+    decision = DecisionFreshnessSerializer()
 
 
 class HealthOutputSerializer(serializers.Serializer):
@@ -153,6 +192,8 @@ class HealthOutputSerializer(serializers.Serializer):
     last_check_at = serializers.DateTimeField()
     warnings = serializers.ListField(child=serializers.CharField())
     dark_launch = serializers.BooleanField(help_text="A canary at 0%: v2 runs only in shadow.")
+    recommendation = serializers.ChoiceField(choices=["rollback", "promote", "collect_more_data"])
+    decision = DecisionFreshnessSerializer()
 
 
 class ShadowOutcomesSerializer(serializers.Serializer):

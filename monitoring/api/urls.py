@@ -10,6 +10,7 @@ from monitoring.api.views import (
     DeploymentReadinessView,
     DeploymentShadowDifferencesView,
     DeploymentShadowView,
+    DismissRegressionView,
     SchedulerJobsView,
 )
 
@@ -35,6 +36,10 @@ urlpatterns = [
     re_path(
         r"^deployments/(?P<deployment_id>[^/]+)/compensation/replay/?$",
         CompensationReplayView.as_view(),
+    ),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/dismiss-regression/?$",
+        DismissRegressionView.as_view(),
     ),
     re_path(r"^scheduler/jobs/?$", SchedulerJobsView.as_view()),
 ]

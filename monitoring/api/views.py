@@ -28,6 +28,7 @@ from monitoring.api.serializers import (
 )
 from monitoring.automation import compensation
 from monitoring.automation.compensation import compensation_replay_enqueue
+from monitoring.automation.regressions import regression_dismiss
 from monitoring.automation.scheduler import scheduler_jobs
 from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
@@ -218,6 +219,33 @@ class CompensationReplayView(_CompensationActionView):
         deployment = deployment_get(deployment_id=deployment_id)
         summary = compensation_replay_enqueue(deployment=deployment)
         return Response({**summary, "replay": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class DismissRegressionInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=lifecycle.MAX_REASON, allow_blank=False)
+
+
+class DismissRegressionOutputSerializer(serializers.Serializer):
+    deployment_id = serializers.UUIDField()
+    status = serializers.CharField()
+    dismissed = serializers.DictField()
+    event_id = serializers.IntegerField()
+
+
+class DismissRegressionView(_CompensationActionView):
+    """An approver dismisses a regression the monitor holds (SPEC 9.6), with a reason."""
+
+    @extend_schema(
+        request=DismissRegressionInputSerializer, responses=DismissRegressionOutputSerializer
+    )
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = deployment_get(deployment_id=deployment_id)
+        body = validated(DismissRegressionInputSerializer, request.data)
+        return Response(
+            regression_dismiss(
+                deployment_id=deployment.pk, reason=body["reason"], actor=request.user
+            )
+        )
 
 
 class SchedulerJobsView(APIView):

@@ -23,13 +23,16 @@ from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.automation import governance
-from monitoring.breaker.store import breaker_state_for
-from monitoring.decision.selectors import evidence_at, step_started_at, version_stats
+from monitoring.automation.regressions import regression_hold
+from monitoring.decision.decisions import decision_make, decision_store
+from monitoring.decision.selectors import step_started_at, version_stats
 from monitoring.decision.shadow import paired_counts
 from monitoring.leases import lease_acquire, lease_release
 from monitoring.models import HealthRecord
-from monitoring.notifications.dispatch import notify
 from monitoring.statistics import analysis
+from monitoring.statistics.analysis import VersionStats
+from monitoring.statistics.decision import PROMOTE, ROLLBACK, Decision, own_rate
+from monitoring.statistics.paired import PairedCounts
 
 logger = logging.getLogger(__name__)
 
@@ -84,39 +87,33 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
 
 
 def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
+    """One decision (SPEC 9.6) per canary per run: stored, then acted on."""
     config = analysis.with_defaults(deployment.canary_config)
-    evidence = evidence_at(deployment, now)
-    breaches = analysis.rollback_breaches(evidence, config)
-    breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
-    warnings = analysis.health_warnings(evidence, config)
-    status = analysis.health_status(
-        breaches=breaches,
-        breaker_state=breaker_state,
-        warnings=warnings,
-        has_data=evidence.has_data,
-    )
-    reasons = [breach.message for breach in breaches]
-    if breaker_state == "OPEN":
-        reasons.append("The circuit breaker is OPEN.")
-    _record_health(deployment, status, reasons, now)
-
-    if reasons and config.get("auto_rollback", True):
-        if _act(
-            lambda: lifecycle.deployment_rollback(
-                deployment_id=deployment.pk,
-                reason="Automatic rollback: " + " ".join(reasons),
-                actor=SYSTEM_MONITOR,
-                expected_status=DeploymentStatus.CANARY,
-                now=now,
-            )
-        ):
-            report.rolled_back.append(str(deployment.pk))
+    judged = decision_make(deployment=deployment, now=now)
+    decision = judged.decision
+    decision_store(deployment=deployment, judged=judged)
+    _record_health(deployment, decision.health_status, now)
+    if decision.recommendation == ROLLBACK:
+        if decision.held is not None:
+            return  # held already, and told: it waits for a person
+        if config.get("auto_rollback", True):
+            if _act(
+                lambda: lifecycle.deployment_rollback(
+                    deployment_id=deployment.pk,
+                    reason="Automatic rollback: " + " ".join(decision.reasons),
+                    actor=SYSTEM_MONITOR,
+                    expected_status=DeploymentStatus.CANARY,
+                    now=now,
+                )
+            ):
+                report.rolled_back.append(str(deployment.pk))
+        elif decision.breaches:
+            _act(lambda: regression_hold(deployment=deployment, decision=decision, now=now))
         return
-    mismatch = bool(evidence.sample_ratio and evidence.sample_ratio.get("mismatch"))
-    if mismatch:
-        logger.warning("sample ratio mismatch on %s: progression paused", deployment.pk)
-    if config.get("auto_progress") and status != "unhealthy" and not mismatch:
-        _progress(deployment, now, report)
+    if not decision.may_raise_traffic and decision.waiting_for:
+        logger.info("canary %s waits: %s", deployment.pk, "; ".join(decision.waiting_for))
+    if config.get("auto_progress"):
+        _progress(deployment, now, report, decision)
 
 
 def _governance_check(deployment: Deployment, now: datetime) -> None:
@@ -127,19 +124,10 @@ def _governance_check(deployment: Deployment, now: datetime) -> None:
         logger.exception("governance check failed on deployment %s", deployment.pk)
 
 
-def _record_health(deployment: Deployment, status: str, reasons: list[str], now: datetime) -> None:
-    previous = HealthRecord.objects.filter(deployment=deployment).first()
+def _record_health(deployment: Deployment, status: str, now: datetime) -> None:
     HealthRecord.objects.update_or_create(
         deployment=deployment, defaults={"status": status, "checked_at": now}
     )
-    became_unhealthy = status == "unhealthy" and (previous is None or previous.status != status)
-    # An automatic rollback notifies on its own; only warn here when nobody acts.
-    if became_unhealthy and not deployment.canary_config.get("auto_rollback", True):
-        notify(
-            deployment=deployment,
-            headline="Canary is unhealthy",
-            reason=" ".join(reasons) or "A rollback condition holds.",
-        )
 
 
 def _act(change: Any) -> bool:
@@ -152,31 +140,41 @@ def _act(change: Any) -> bool:
     return True
 
 
-def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
-    """Raise traffic by ``increment`` (or promote at 100) after a healthy step."""
-    config = deployment.canary_config
+def _progress(
+    deployment: Deployment, now: datetime, report: MonitorReport, decision: Decision
+) -> None:
+    """Raise traffic by ``increment`` after a healthy step, or promote at 100.
+
+    Raising needs the thresholds to hold on the step and no evidence that v2 fails more
+    often (``may_raise_traffic``); promoting needs the decision to say ``promote``:
+    v2 shown not worse than v1 by more than the margin. Too little evidence waits.
+    """
+    config = analysis.with_defaults(deployment.canary_config)
     started = step_started_at(deployment)
     if started is None or now - started < timedelta(minutes=config["duration_minutes"]):
         return
     step = version_stats(deployment_id=deployment.pk, since=started, until=now)
-    v2 = step["v2"]
     pairs = paired_counts(deployment_id=deployment.pk, since=started, until=now)
-    if pairs.pairs >= config["min_samples"]:
-        # Judged on the same inputs in both versions: what v2 would have done to everyone.
-        v2_error_rate = pairs.v2_errors / pairs.pairs
-        enough = True
-    else:
-        v2_error_rate = v2.error_rate if v2 is not None else 1.0
-        enough = v2 is not None and v2.total_requests >= config["min_samples"]
-    basis = f" on {pairs.pairs} paired inputs" if pairs.pairs >= config["min_samples"] else ""
+    min_samples = int(config["min_samples"])
+    step_rate = own_rate(pairs, step["v1"], step["v2"], min_samples)
+    if step_rate is None and step["v2"] is not None and pairs.pairs < min_samples:
+        # A canary with v1 alone at 0% traffic has no v1 served: judge v2's own requests.
+        v2 = step["v2"]
+        if v2.total_requests >= min_samples:
+            step_rate = own_rate(PairedCounts(), _no_errors(v2), v2, min_samples)
     step_healthy = (
-        enough
-        and v2_error_rate <= config["error_threshold"]
-        and 1 - v2_error_rate >= config["success_threshold"]
+        step_rate is not None
+        and step_rate.rate <= config["error_threshold"]
+        and 1 - step_rate.rate >= config["success_threshold"]
     )
     if not step_healthy:
         return
     if deployment.traffic_percentage >= 100:
+        if decision.recommendation != PROMOTE:
+            logger.info(
+                "auto-promote of %s waits: %s", deployment.pk, "; ".join(decision.waiting_for)
+            )
+            return
         # Approvals and enforced readiness are for people to clear: wait (and ask them).
         if not governance.auto_promote_allowed(
             deployment=deployment, now=now, step=started.isoformat()
@@ -192,6 +190,8 @@ def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> N
         ):
             report.promoted.append(str(deployment.pk))
         return
+    if not decision.may_raise_traffic:
+        return
     target = min(100, deployment.traffic_percentage + config["increment"])
     if _act(
         lambda: lifecycle.deployment_set_traffic(
@@ -200,11 +200,15 @@ def _progress(deployment: Deployment, now: datetime, report: MonitorReport) -> N
             actor=SYSTEM_MONITOR,
             reason=(
                 f"Automatic progression: healthy for {config['duration_minutes']} minutes "
-                f"at {deployment.traffic_percentage}% (v2 error rate {v2_error_rate:.2%}"
-                f"{basis})."
+                f"at {deployment.traffic_percentage}% ({step_rate.phrase}; no evidence that "
+                "v2 fails more often than v1)."
             ),
             expected_status=DeploymentStatus.CANARY,
             now=now,
         )
     ):
         report.progressed.append(str(deployment.pk))
+
+
+def _no_errors(v2: VersionStats) -> VersionStats:
+    return VersionStats(v2.total_requests, v2.total_requests, 0, 1.0, 0.0, 0.0, 0.0, 0.0)

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from assignments.buffer import drain_now
 from deployments.models import Deployment
-from monitoring.breaker.store import breaker_state_for
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.selectors import evidence_at, latency_sample_deterministic, version_stats
+from monitoring.decision.decisions import decision_make
+from monitoring.decision.selectors import latency_sample_deterministic, version_stats
 from monitoring.decision.shadow import (
     disagreement_count,
     paired_counts,
@@ -21,6 +21,7 @@ from monitoring.decision.shadow import (
     shadow_differences,
 )
 from monitoring.statistics import analysis, paired
+from monitoring.statistics.comparison import compare
 
 # Unpaired latency samples per version: the rank interval compares every pair of
 # the two samples (a million differences at 1,000 each).
@@ -44,16 +45,6 @@ def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) ->
     }
 
 
-def _verdict(deployment: Deployment, now: Any) -> tuple[Any, list[Any], str]:
-    """The evidence, the breaches and the breaker state: one source for health,
-    comparison and the monitor, so they never disagree."""
-    config = deployment.canary_config
-    evidence = evidence_at(deployment, now)
-    breaches = analysis.rollback_breaches(evidence, config)
-    breaker_state = breaker_state_for(deployment_id=deployment.pk, canary_config=config)
-    return evidence, breaches, breaker_state
-
-
 def deployment_comparison(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
     """Repeatable: exact counts and percentiles, and latency samples picked by id hash."""
     drain_now()
@@ -61,7 +52,7 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     stats = version_stats(deployment_id=deployment.pk, since=since, until=now)
     pairs = paired_counts(deployment_id=deployment.pk, since=since, until=now)
-    evidence, breaches, breaker_state = _verdict(deployment, now)
+    judged = decision_make(deployment=deployment, now=now)
     if pairs.pairs:
         ratio = paired_latency_ratio(deployment_id=deployment.pk, since=since, until=now)
         above, below = paired_latency_direction(deployment_id=deployment.pk, since=since, until=now)
@@ -77,19 +68,19 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
         )
     else:
         latency = None
-    answer = analysis.compare(
+    answer = compare(
         v1=stats["v1"],
         v2=stats["v2"],
         pairs=pairs,
         latency=latency,
-        evidence=evidence,
-        breaches=breaches,
-        breaker_state=breaker_state,
+        evidence=judged.evidence,
+        decision=judged.decision,
         config=deployment.canary_config,
     )
     return {
         "deployment_id": str(deployment.pk),
         **answer,
+        "decision": judged.freshness(),
         "v1_metrics": stats["v1"].as_dict() if stats["v1"] else None,
         "v2_metrics": stats["v2"].as_dict() if stats["v2"] else None,
         "window": {
@@ -101,11 +92,14 @@ def deployment_comparison(*, deployment: Deployment, window_minutes: int | None)
 
 
 def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
+    """Health is the decision's (SPEC 9.6): ``unhealthy`` exactly when it says roll back."""
     drain_now()
     now = timezone.now()
     config = analysis.with_defaults(deployment.canary_config)
-    evidence, breaches, breaker_state = _verdict(deployment, now)
-    warnings = [breach.message for breach in breaches]
+    judged = decision_make(deployment=deployment, now=now)
+    decision = judged.decision
+    warnings = list(decision.reasons)
+    breaker_state = decision.breaker_state
     if breaker_state == "OPEN":
         warnings.append(
             "The circuit breaker is OPEN: v2 failed repeatedly, so every request goes to v1 "
@@ -120,23 +114,30 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
         warnings.append(
             "The circuit breaker is HALF_OPEN: single trial requests are testing v2 again."
         )
-    warnings.extend(analysis.health_warnings(evidence, config))
+    if decision.held is not None:
+        warnings.insert(
+            0,
+            f"regression_held: the monitor found a rollback rule breached at "
+            f"{decision.held.detected_at} and automatic rollback is off; roll back, or dismiss "
+            "it with a reason (POST .../dismiss-regression).",
+        )
+    warnings.extend(w for w in decision.warnings if w not in warnings)
     warnings.extend(filter(None, [promotion_readiness.stale_warning(deployment, now)]))
-    v2_now = evidence.v2_5m
+    status = decision.health_status
+    if status in ("healthy", "no_data") and warnings:
+        status = "degraded"  # a stale canary, an unreadable breaker: worth a look
+    v2_now = judged.evidence.v2_5m
     return {
         "deployment_id": str(deployment.pk),
-        "health_status": analysis.health_status(
-            breaches=breaches,
-            breaker_state=breaker_state,
-            warnings=warnings,
-            has_data=evidence.has_data,
-        ),
+        "health_status": status,
         "circuit_breaker_state": breaker_state,
         "current_error_rate": v2_now.error_rate if v2_now else None,
         "current_success_rate": v2_now.success_rate if v2_now else None,
         "last_check_at": now.isoformat(),
         "warnings": warnings,
         "dark_launch": deployment.status == "canary" and deployment.traffic_percentage == 0,
+        "recommendation": decision.recommendation,
+        "decision": judged.freshness(),
     }
 
 

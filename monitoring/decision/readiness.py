@@ -15,14 +15,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from assignments.buffer import drain_now
-from deployments.choices import DeploymentStatus, EventAction
+from deployments.choices import DeploymentStatus
 from deployments.hooks import ReadinessVerdict
-from deployments.models import Deployment, DeploymentEvent
+from deployments.models import Deployment
 from deployments.selectors import deployment_pending_approvers
 from monitoring.breaker.store import breaker_state_for
-from monitoring.decision.selectors import sample_ratio, version_stats
+from monitoring.decision.selectors import sample_ratio, traffic_steps, traffic_strata, version_stats
 from monitoring.decision.shadow import paired_counts, paired_latency_p95
 from monitoring.statistics import analysis, paired, readiness
+from monitoring.statistics.analysis import Evidence
+from monitoring.statistics.decision import non_inferiority, v2_worse
 from monitoring.statistics.readiness import ReadinessEvidence
 
 logger = logging.getLogger(__name__)
@@ -36,29 +38,17 @@ STALE_CODE = "stale_canary"
 
 
 def traffic_history(*, deployment: Deployment, until: datetime) -> list[tuple[datetime, int]]:
-    """``(at, percentage)`` of every traffic change of the canary, from its events, oldest first.
-
-    start-canary stores ``traffic_percentage``, a traffic change ``to_traffic``.
-    """
-    events = DeploymentEvent.objects.filter(
-        deployment=deployment,
-        action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
-        created_at__lte=until,
-    ).order_by("created_at", "id")
-    history = []
-    for at, action, payload in events.values_list("created_at", "action", "payload"):
-        key = "traffic_percentage" if action == EventAction.START_CANARY else "to_traffic"
-        if isinstance(payload.get(key), int):
-            history.append((at, payload[key]))
-    return history
+    """``(at, percentage)`` of every traffic change of the canary, oldest first."""
+    return traffic_steps(deployment, until=until)
 
 
 def readiness_evidence(*, deployment: Deployment, now: datetime) -> ReadinessEvidence:
     """The evidence over the whole canary so far (the same data ``/comparison`` judges).
 
     Paired outcomes (both versions on the same inputs) are used whenever there are
-    ``min_samples`` of them: McNemar's test for "v2 fails more often" and the p95s
-    of the same inputs; otherwise the served populations are compared.
+    ``min_samples`` of them, with the p95s of the same inputs; otherwise the served
+    populations are compared. ``success_rate`` passes on the one decision's promote
+    evidence: v2 shown within the non-inferiority margin of v1, always valid.
     """
     config = analysis.with_defaults(deployment.canary_config)
     since = deployment.started_at
@@ -75,7 +65,14 @@ def readiness_evidence(*, deployment: Deployment, now: datetime) -> ReadinessEvi
             v2 = dataclasses.replace(v2, p95_latency_ms=p95[1])
     elif v1 is not None and v2 is not None:
         test = analysis.error_rate_test(v1, v2)
-        worse_p = readiness.one_sided_worse_p_value(test["p_value"], test["difference"])
+        # The p-value belongs to the adjusted difference: its sign decides the side.
+        worse_p = readiness.one_sided_worse_p_value(test["p_value"], test["adjusted_difference"])
+    # The promote evidence of the one decision (SPEC 9.6): non-inferiority, always valid.
+    judged_on = Evidence(
+        pairs_since_start=pairs,
+        pairs_10m=pairs,
+        strata=() if pairs.pairs else traffic_strata(deployment, until=now),
+    )
     started = readiness.stretch_started_at(traffic_history(deployment=deployment, until=now))
     ratio = sample_ratio(deployment)
     return ReadinessEvidence(
@@ -90,6 +87,8 @@ def readiness_evidence(*, deployment: Deployment, now: datetime) -> ReadinessEvi
         latency_floor_ms=float(config["latency_floor_ms"]),
         sample_ratio_p_value=ratio["p_value"] if ratio else None,
         shadow_agreement_rate=pairs.agreed / pairs.pairs if pairs.pairs else None,
+        non_inferiority=non_inferiority(judged_on, config),
+        v2_worse=v2_worse(judged_on, config),
     )
 
 

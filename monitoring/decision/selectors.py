@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Avg, BigIntegerField, Count, ExpressionWrapper, F, Q, QuerySet, Sum
 from django.utils import timezone
 
-from monitoring.decision.shadow import discordant_counts, paired_counts, paired_latency_p95
+from monitoring.decision.shadow import paired_counts, paired_latency_p95
 from monitoring.decision.windows import PercentileCont, _percentile_of, _Span, _span, _window
 from monitoring.logstore import rollups
 from monitoring.statistics import paired
@@ -206,12 +206,14 @@ def monitor_look(deployment: Any, now: datetime) -> int:
 
 
 def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
-    """What the monitor, health and comparison judge a canary on, at ``now``."""
+    """What the one decision judges a canary on, at ``now``."""
     now = now or timezone.now()
     five_ago, ten_ago = now - timedelta(minutes=5), now - timedelta(minutes=10)
     five = version_stats(deployment_id=deployment.pk, since=five_ago, until=now)
     ten = version_stats(deployment_id=deployment.pk, since=ten_ago, until=now)
     pairs_5m = paired_counts(deployment_id=deployment.pk, since=five_ago, until=now)
+    # A deployment's executions all belong to its canary: no lower bound needed.
+    since_start = paired_counts(deployment_id=deployment.pk, until=now)
     return Evidence(
         v1_5m=five["v1"],
         v2_5m=five["v2"],
@@ -222,11 +224,87 @@ def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
         paired_p95_5m=paired_latency_p95(deployment_id=deployment.pk, since=five_ago, until=now)
         if pairs_5m.pairs
         else None,
-        # A deployment's executions all belong to its canary: no lower bound needed.
-        discordant_since_start=discordant_counts(deployment_id=deployment.pk, until=now),
+        discordant_since_start=since_start,
+        pairs_since_start=since_start,
+        strata=() if since_start.pairs else traffic_strata(deployment, until=now),
+        latency_samples_5m=latency_samples(
+            deployment_id=deployment.pk, since=five_ago, until=now, paired=bool(pairs_5m.pairs)
+        ),
         look=monitor_look(deployment, now),
         sample_ratio=sample_ratio(deployment),
     )
+
+
+# The latency test reads at most this many executions of a window (the newest).
+LATENCY_SAMPLE_LIMIT = 50_000
+
+
+def latency_samples(
+    *, deployment_id: Any, since: datetime, until: datetime, paired: bool
+) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
+    """(v1 latencies, v2 latencies, basis) of a window: on the pairs (both versions timed on
+    the same inputs) when there are any, else each version's served requests."""
+    logs = _window(deployment_id, since, until)
+    if paired:
+        rows = list(
+            logs.filter(shadow_latency_ms__isnull=False)
+            .order_by("-created_at")
+            .values_list("served_version", "latency_ms", "shadow_latency_ms")[:LATENCY_SAMPLE_LIMIT]
+        )
+        if not rows:
+            return None
+        v1 = tuple(served if version == "v1" else other for version, served, other in rows)
+        v2 = tuple(other if version == "v1" else served for version, served, other in rows)
+        return v1, v2, f"paired, {len(rows):,} inputs"
+    rows = list(
+        logs.order_by("-created_at").values_list("served_version", "latency_ms")[
+            :LATENCY_SAMPLE_LIMIT
+        ]
+    )
+    v1 = tuple(latency for version, latency in rows if version == "v1")
+    v2 = tuple(latency for version, latency in rows if version == "v2")
+    if not v1 or not v2:
+        return None
+    return v1, v2, f"served requests, {len(v1):,} v1 and {len(v2):,} v2"
+
+
+def traffic_steps(deployment: Any, *, until: datetime) -> list[tuple[datetime, int]]:
+    """``(at, percentage)`` of the canary's start and every traffic change, oldest first."""
+    from deployments.choices import EventAction
+    from deployments.models import DeploymentEvent
+
+    events = DeploymentEvent.objects.filter(
+        deployment=deployment,
+        action__in=[EventAction.START_CANARY, EventAction.SET_TRAFFIC],
+        created_at__lte=until,
+    ).order_by("created_at", "id")
+    steps = []
+    for at, action, payload in events.values_list("created_at", "action", "payload"):
+        key = "traffic_percentage" if action == EventAction.START_CANARY else "to_traffic"
+        if isinstance(payload.get(key), int):
+            steps.append((at, payload[key]))
+    return steps
+
+
+def traffic_strata(deployment: Any, *, until: datetime) -> tuple[tuple[int, int, int, int], ...]:
+    """Without pairs: (v1 errors, v1 requests, v2 errors, v2 requests) per traffic step, so
+    a traffic change cannot fake a difference (Simpson's paradox; SPEC 9.6)."""
+    steps = traffic_steps(deployment, until=until)
+    starts = [at for at, _ in steps] or [deployment.started_at]
+    strata = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else until
+        stats = version_stats(deployment_id=deployment.pk, since=start, until=end)
+        v1, v2 = stats["v1"], stats["v2"]
+        strata.append(
+            (
+                v1.error_count if v1 else 0,
+                v1.total_requests if v1 else 0,
+                v2.error_count if v2 else 0,
+                v2.total_requests if v2 else 0,
+            )
+        )
+    return tuple(row for row in strata if row[1] or row[3])
 
 
 def minute_series(

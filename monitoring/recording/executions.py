@@ -39,9 +39,9 @@ def execution_record(record: ExecutionRecord, canary_config: dict[str, Any]) -> 
 
 
 def execution_observe(record: ExecutionRecord, canary_config: dict[str, Any]) -> None:
-    """Count a stored execution in Prometheus; v2 outcomes feed the breaker.
+    """Count a stored execution in Prometheus; v2's own failures feed the breaker.
 
-    A v2 success when the breaker had counted no failures changes nothing, so it
+    A v2 non-failure when the breaker had counted no failures changes nothing, so it
     costs no round-trip.
     """
     prometheus.observe_execution(
@@ -50,13 +50,19 @@ def execution_observe(record: ExecutionRecord, canary_config: dict[str, Any]) ->
         success=record.success,
         latency_ms=record.latency_ms,
     )
-    if record.served_version == "v2" and not (record.success and record.breaker_clean):
-        breaker_record(
-            deployment_id=record.deployment_id,
-            canary_config=canary_config,
-            success=record.success,
-            error_message=record.error_message,
-        )
+    if record.served_version != "v2":
+        return
+    # SPEC 9.6: a v2 failure counts only when v1, shadowed on the same input, succeeded;
+    # an input both versions fail is not v2's fault, so it counts as no failure at all.
+    own_failure = not record.success and (record.shadow is None or record.shadow.success)
+    if not own_failure and record.breaker_clean:
+        return  # nothing counted yet: a non-failure changes nothing
+    breaker_record(
+        deployment_id=record.deployment_id,
+        canary_config=canary_config,
+        success=not own_failure,
+        error_message=record.error_message,
+    )
 
 
 def _row_fields(record: ExecutionRecord) -> dict[str, Any]:

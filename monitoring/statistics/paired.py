@@ -117,7 +117,10 @@ def error_rate_difference(counts: PairedCounts) -> dict[str, Any]:
         scale = test["discordant"] / n
         interval = [(2 * low - 1) * scale, (2 * high - 1) * scale]
     elif n:
-        interval = [0.0, 0.0]  # no discordant pair: the versions failed on the same inputs
+        # No discordant pair: the difference is at most the discordance rate, whose exact
+        # (Clopper-Pearson) upper bound with none in n is 1 - (alpha/2)^(1/n).
+        bound = 1 - (ALPHA / 2) ** (1 / n)
+        interval = [-bound, bound]
     return {
         "test": "McNemar (exact, paired)",
         "p_value": test["p_value"],

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from monitoring.statistics.analysis import ALPHA, DEGRADED_LATENCY_RATIO, EPSILON, VersionStats
+from monitoring.statistics.decision import NonInferiority, WorseTest
 
 READINESS_TRAFFIC = 50  # the guide: "at least an hour at 50%"
 SAMPLE_RATIO_ALPHA = 0.001  # SPEC 9.2: a sample-ratio mismatch is p < 0.001
@@ -61,6 +62,9 @@ class ReadinessEvidence:
     latency_floor_ms: float
     sample_ratio_p_value: float | None = None
     shadow_agreement_rate: float | None = None
+    # The one decision's promote evidence (SPEC 9.6); without it the p-value above judges.
+    non_inferiority: NonInferiority | None = None
+    v2_worse: WorseTest | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ def _time_at_traffic(e: ReadinessEvidence) -> Check:
 
 
 def _success_rate(e: ReadinessEvidence) -> Check:
+    if e.non_inferiority is not None:
+        return _non_inferior(e, e.non_inferiority)
     if e.v1 is None or e.v2 is None or e.v2_worse_p_value is None:
         return Check(
             "success_rate",
@@ -129,6 +135,22 @@ def _success_rate(e: ReadinessEvidence) -> Check:
         f"{verdict} v1 (one-sided p {_p(e.v2_worse_p_value)}, {e.v2_worse_test}, "
         f"alpha {ALPHA:.2f}).",
     )
+
+
+def _non_inferior(e: ReadinessEvidence, shown: NonInferiority) -> Check:
+    """Passes only when v2 is shown not worse than v1 by more than the margin: absence of
+    evidence is not evidence (SPEC 9.6)."""
+    worse = e.v2_worse is not None and e.v2_worse.rejected
+    observed = None
+    if e.v1 is not None and e.v2 is not None:
+        observed = e.v2.success_rate - e.v1.success_rate
+    if worse and e.v2_worse is not None:
+        detail = f"v2 fails more often than v1: {e.v2_worse.detail}."
+    elif shown.shown:
+        detail = f"Shown not worse: {shown.detail}."
+    else:
+        detail = f"Not yet shown not worse: {shown.detail}."
+    return Check("success_rate", shown.shown and not worse, True, observed, detail)
 
 
 def _p95_latency(e: ReadinessEvidence) -> Check:

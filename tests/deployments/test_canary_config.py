@@ -28,7 +28,15 @@ def test_defaults_match_the_contract() -> None:
         "readiness_minutes": 60,
         "enforce_readiness": False,
         "required_approvals": 1,
+        "non_inferiority_margin": 0.01,
     }
+
+
+@pytest.mark.parametrize("margin", [-0.01, 0.51, "0.01", float("nan"), True])
+def test_non_inferiority_margin_out_of_range_names_the_field(margin: object) -> None:
+    with pytest.raises(CanaryConfigError) as refused:
+        normalize_canary_config({"non_inferiority_margin": margin})
+    assert "non_inferiority_margin" in refused.value.errors
 
 
 def test_given_values_override_defaults() -> None:

@@ -48,8 +48,14 @@ def make_ready(canary: Deployment, *, minutes_at_half: int = 61) -> None:
         now=now - timedelta(minutes=minutes_at_half),
     )
     canary.refresh_from_db()
-    add_logs(canary, "v1", [1.0] * 40, at=now - timedelta(minutes=5))
-    add_logs(canary, "v2", [1.0] * 40, at=now - timedelta(minutes=5))
+    add_healthy_pairs(canary, at=now - timedelta(minutes=5))
+
+
+def add_healthy_pairs(canary: Deployment, *, at: Any, each: int = 600) -> None:
+    """``each`` executions per version, shadowed, none failing: enough inputs to show v2
+    within the 1-point non-inferiority margin of v1 (SPEC 9.6 needs about 1,000)."""
+    add_logs(canary, "v1", [1.0] * each, at=at, paired=True)
+    add_logs(canary, "v2", [1.0] * each, at=at, paired=True)
 
 
 def client(token: str) -> APIClient:

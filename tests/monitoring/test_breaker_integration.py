@@ -23,7 +23,10 @@ from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 from tests.servers import ROOT, server_env
 from tests.stored import stored
 
-FAILING_INPUT = {"zone": "A"}  # no temperature: v2's first rule fails to evaluate
+# v1 answers (20 is not above 25); v2 reaches its zone rule, which has no zone to read.
+FAILING_INPUT = {"temperature": 20}
+# No temperature: the first rule of both versions fails to evaluate on it.
+FAILING_IN_BOTH = {"zone": "A"}
 
 
 def make_canary(
@@ -59,6 +62,24 @@ def run(deployment: Deployment, user: str, data: dict) -> str:
     return dataplane_execute(
         ruleset_id=deployment.ruleset_id, input=data, context=router.RoutingContext(user_id=user)
     ).resolution.canary_version
+
+
+@pytest.mark.django_db
+def test_inputs_failing_in_both_versions_never_open_the_breaker(roles: None) -> None:
+    """SPEC 9.6: a v2 failure counts only when v1, on the same input, succeeded."""
+    canary = make_canary("breaker-both")
+    for n in range(40):
+        assert run(canary, f"u{n}", FAILING_IN_BOTH) == "v2"
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"
+    assert breaker_store().read(canary.pk).consecutive_failures == 0
+    # v2's own failures still count, even with shared failures between them.
+    for n in range(5):
+        run(canary, f"w{n}", FAILING_INPUT)
+        run(canary, f"x{n}", FAILING_IN_BOTH)
+    assert Deployment.objects.get(pk=canary.pk).status == "canary"  # reset by each shared one
+    for n in range(5):
+        run(canary, f"y{n}", FAILING_INPUT)
+    assert Deployment.objects.get(pk=canary.pk).status == "rolled_back"
 
 
 @pytest.mark.django_db

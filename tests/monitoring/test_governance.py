@@ -18,7 +18,7 @@ from monitoring.automation import governance
 from monitoring.automation.monitor import monitor_run
 from monitoring.models import GovernanceRecord
 from monitoring.prometheus import render_metrics
-from tests.deployments.test_promotion_governance import make_canary
+from tests.deployments.test_promotion_governance import add_healthy_pairs, make_canary
 from tests.monitoring.logs import add_logs
 from tests.monitoring.webhook import slack_stub
 
@@ -116,12 +116,14 @@ def test_readiness_endpoint(viewer: APIClient) -> None:
         "sample_ratio",
         "shadow_agreement",
     ]
-    assert check(body, "success_rate")["passed"] is True
-    assert "unpaired" in check(body, "success_rate")["detail"]
+    # 30 served requests each cannot show v2 within a point of v1: absence of evidence.
+    assert check(body, "success_rate")["passed"] is False
+    assert "Not yet shown not worse" in check(body, "success_rate")["detail"]
+    assert "served requests" in check(body, "success_rate")["detail"]
     assert check(body, "min_samples")["observed"] == 30
     assert check(body, "breaker_closed")["observed"] == "CLOSED"
     assert check(body, "sample_ratio")["detail"] == "not measured yet"
-    assert body["detail"] == "Not ready: time_at_traffic."
+    assert body["detail"] == "Not ready: time_at_traffic, success_rate."
 
 
 def test_readiness_of_a_deployment_that_is_not_a_canary(
@@ -191,8 +193,7 @@ def test_readiness_reached_is_notified_once(
     lifecycle.deployment_set_traffic(
         deployment_id=canary.pk, traffic_percentage=50, actor="t", now=t0
     )
-    add_logs(canary, "v1", [1.0] * 40, at=t0 + timedelta(minutes=1))
-    add_logs(canary, "v2", [1.0] * 40, at=t0 + timedelta(minutes=1))
+    add_healthy_pairs(canary, at=t0 + timedelta(minutes=1))
 
     def run_at(minutes: int) -> None:
         with django_capture_on_commit_callbacks(execute=True):
@@ -222,8 +223,7 @@ def test_auto_promote_waits_for_approvals_and_asks_once(
     clock = timezone.now()
     for step in range(1, 5):
         clock += timedelta(minutes=6)
-        add_logs(canary, "v2", [1.0] * 30, at=clock - timedelta(minutes=1))
-        add_logs(canary, "v1", [1.0] * 30, at=clock - timedelta(minutes=1))
+        add_healthy_pairs(canary, at=clock - timedelta(minutes=1), each=300)
         with django_capture_on_commit_callbacks(execute=True):
             report = monitor_run(now=clock)
         assert report.promoted == [], step
@@ -243,8 +243,7 @@ def test_auto_promote_never_overrides_enforced_readiness() -> None:
         readiness_minutes=600,
     )
     clock = timezone.now() + timedelta(minutes=11)
-    add_logs(canary, "v2", [1.0] * 30, at=clock - timedelta(minutes=1))
-    add_logs(canary, "v1", [1.0] * 30, at=clock - timedelta(minutes=1))
+    add_healthy_pairs(canary, at=clock - timedelta(minutes=1))
     assert monitor_run(now=clock).promoted == []
     # The same canary without enforcement is promoted by that run.
     lifecycle_config = {**canary.canary_config, "enforce_readiness": False}

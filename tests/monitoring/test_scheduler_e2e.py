@@ -118,7 +118,7 @@ def test_monitor_judges_v2_against_v1_on_the_same_inputs(roles: None, tmp_path: 
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     rolled = Deployment.objects.get(pk=worse.pk)
     assert rolled.status == "rolled_back", logs
-    assert "McNemar" in rolled.rollback_reason
+    assert "always-valid sequential test" in rolled.rollback_reason
     assert Deployment.objects.get(pk=shared.pk).status == "canary"
     assert Deployment.objects.get(pk=jitter.pk).status == "canary"
     runs = DeploymentEvent.objects.filter(deployment=worse, action="rollback").count()

@@ -1,0 +1,108 @@
+"""The one decision about a canary, made from its evidence and the regression it holds.
+
+``decision_make`` gathers the evidence (``selectors.evidence_at``), the breaker's state
+and a held regression, and judges with ``statistics.decision.decide``. The monitor
+stores what it decided (``decision_store``: the console's home reads that row); the
+API's answers run the same function on the evidence as of the request. Every test in
+it is always valid, so however often anyone asks, the answer is the one the monitor
+would give at that moment, never a peek that inflates false alarms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Max
+from django.utils import timezone
+
+from deployments.models import Deployment
+from monitoring.breaker.store import breaker_state_for
+from monitoring.decision.selectors import evidence_at
+from monitoring.models import CanaryDecision, ExecutionLog
+from monitoring.statistics.analysis import Evidence
+from monitoring.statistics.decision import Decision, HeldRegression, decide
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A decision with the evidence it was made on and how fresh that evidence is."""
+
+    decision: Decision
+    evidence: Evidence
+    decided_at: datetime
+    newest_evidence_at: datetime | None
+
+    def freshness(self) -> dict[str, Any]:
+        age = (
+            (self.decided_at - self.newest_evidence_at).total_seconds()
+            if self.newest_evidence_at
+            else None
+        )
+        return {
+            "decided_at": self.decided_at.isoformat(),
+            "newest_evidence_at": (
+                self.newest_evidence_at.isoformat() if self.newest_evidence_at else None
+            ),
+            "evidence_age_seconds": round(age, 1) if age is not None else None,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.decision.as_dict(), **self.freshness()}
+
+
+def held_regression(*, deployment_id: Any) -> HeldRegression | None:
+    record = (
+        CanaryDecision.objects.filter(pk=deployment_id, regression_detected_at__isnull=False)
+        .values_list("regression_detected_at", "regression_reasons")
+        .first()
+    )
+    if record is None:
+        return None
+    detected_at, reasons = record
+    return HeldRegression(detected_at.isoformat(), tuple(reasons or ()))
+
+
+def newest_execution_at(*, deployment_id: Any, until: datetime | None = None) -> datetime | None:
+    logs = ExecutionLog.objects.filter(deployment_id=deployment_id)
+    if until is not None:
+        logs = logs.filter(created_at__lt=until)
+    return logs.aggregate(newest=Max("created_at"))["newest"]
+
+
+def decision_make(*, deployment: Deployment, now: datetime | None = None) -> Judged:
+    """Judge the canary as of ``now`` (reads only)."""
+    now = now or timezone.now()
+    config = deployment.canary_config
+    evidence = evidence_at(deployment, now)
+    decision = decide(
+        evidence,
+        config,
+        breaker_state=breaker_state_for(deployment_id=deployment.pk, canary_config=config),
+        held=held_regression(deployment_id=deployment.pk),
+    )
+    newest = newest_execution_at(deployment_id=deployment.pk, until=now)
+    return Judged(decision, evidence, now, newest)
+
+
+def decision_store(*, deployment: Deployment, judged: Judged) -> None:
+    """Keep the monitor's decision; the held regression is left as it is."""
+    CanaryDecision.objects.update_or_create(
+        deployment=deployment,
+        defaults={
+            "recommendation": judged.decision.recommendation,
+            "health_status": judged.decision.health_status,
+            "body": judged.as_dict(),
+            "decided_at": judged.decided_at,
+            "newest_evidence_at": judged.newest_evidence_at,
+        },
+    )
+
+
+def stored_decisions(*, deployment_ids: list[Any]) -> dict[str, dict[str, Any]]:
+    """The monitor's last decision per deployment (the console's home reads these)."""
+    rows = CanaryDecision.objects.filter(pk__in=deployment_ids).values(
+        "deployment_id", "body", "regression_detected_at"
+    )
+    return {str(row["deployment_id"]): row for row in rows}
