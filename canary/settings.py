@@ -236,6 +236,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeploymentStatusEnum": "deployments.choices.DeploymentStatus",
         "ServedVersionEnum": ["v1", "v2"],
+        "EvidenceBasisEnum": ["paired", "unpaired", "none"],
     },
 }
 

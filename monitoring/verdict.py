@@ -77,10 +77,15 @@ def _verdict(
             if readiness["ready"]
             else f" Readiness checks still failing: {', '.join(failing)}."
         )
+    # Never green while a required readiness check fails: "wait" with the checks instead.
+    tone = {"rollback": "error", "promote": "ok"}.get(recommendation, "warning")
+    if recommendation == "promote" and not readiness["ready"]:
+        tone = "warning"
     return {
         "recommendation": recommendation,
-        "tone": {"rollback": "error", "promote": "ok"}.get(recommendation, "warning"),
+        "tone": tone,
         "sentence": sentence,
+        "evidence_age": _evidence_age(comparison.get("decision") or {}),
         "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
         "ready": readiness["ready"],
         "failing_checks": failing,
@@ -91,7 +96,6 @@ def _verdict(
 
 def _why(recommendation: str, comparison: dict[str, Any]) -> str:
     evidence = comparison["evidence"]
-    errors = evidence.get("error_rate") or {}
     if recommendation == "rollback":
         reasons = [breach["message"] for breach in evidence["breaches"]]
         if evidence.get("breaker_state") == "OPEN":
@@ -107,12 +111,26 @@ def _why(recommendation: str, comparison: dict[str, Any]) -> str:
             f"{ratio['expected_share']:.0%} planned), so the numbers may not describe the "
             "planned population."
         )
-    if errors.get("significant") and (errors.get("difference") or 0) > 0:
-        return f"v2 fails more often than v1 ({numbers}), though under the rollback thresholds."
-    return (
-        f"not enough evidence yet ({numbers}; at least {evidence['min_samples']} paired inputs "
-        "or requests of each version in the last 10 minutes are needed)."
-    )
+    worse = evidence.get("v2_worse") or {}
+    if worse.get("rejected"):
+        return (
+            f"v2 fails more often than v1 ({worse['detail']}), though under the rollback "
+            "thresholds: traffic is not raised and it is not promoted automatically."
+        )
+    shown = evidence.get("non_inferiority") or {}
+    return f"v2 is not yet shown as good as v1 ({numbers}; {shown.get('detail', 'no bound yet')})."
+
+
+def _evidence_age(decision: dict[str, Any]) -> str:
+    """ "last request 12 min ago": how old the newest evidence behind the verdict is."""
+    age = decision.get("evidence_age_seconds")
+    if age is None:
+        return "no request yet"
+    if age < 90:
+        return f"last request {int(age)} s ago"
+    if age < 90 * 60:
+        return f"last request {round(age / 60)} min ago"
+    return f"last request {age / 3600:.1f} h ago"
 
 
 def _error_numbers(comparison: dict[str, Any]) -> str:

@@ -260,7 +260,8 @@ def test_the_verdict_leads_the_canary_page(console: Console, canary_v2: Deployme
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-verdict"' in body
     assert 'data-recommendation="collect_more_data"' in body
-    assert "Keep collecting data: not enough evidence yet" in body
+    assert "Keep collecting data: v2 is not yet shown as good as v1" in body
+    assert "Evidence: no request yet." in body
 
 
 def test_stale_page_rollback_does_not_roll_back_what_a_colleague_promoted(
