@@ -159,6 +159,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{id}/compensation"): _rule("viewer", on="canary"),
     ("POST", "/api/v1/deployments/{id}/compensation/complete"): _rule("approver", 409, on="canary"),
     ("POST", "/api/v1/deployments/{id}/compensation/replay"): _rule("approver", 409, on="canary"),
+    # a held regression (SPEC 9.6): none is held here, so an authorised call is a 409
+    ("POST", "/api/v1/deployments/{id}/dismiss-regression"): _rule(
+        "approver", 409, on="canary", body=lambda w: {"reason": "reviewed"}
+    ),
     # the scheduler
     ("GET", "/api/v1/scheduler/jobs"): _rule("viewer"),
     # client tokens (browser-safe, resolve only): Admins manage them
