@@ -228,15 +228,20 @@ def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
         pairs_since_start=since_start,
         strata=() if since_start.pairs else traffic_strata(deployment, until=now),
         latency_samples_5m=latency_samples(
-            deployment_id=deployment.pk, since=five_ago, until=now, paired=bool(pairs_5m.pairs)
+            deployment_id=deployment.pk, since=five_ago, until=now, paired=bool(since_start.pairs)
         ),
         look=monitor_look(deployment, now),
         sample_ratio=sample_ratio(deployment),
     )
 
 
-# The latency test reads at most this many executions of a window (the newest).
-LATENCY_SAMPLE_LIMIT = 50_000
+# The latency test reads at most this many executions of a window (the newest), and at
+# least LATENCY_MIN_SAMPLE when the last 5 minutes hold fewer: at 20 observations above the
+# p95 the bound has something to stand on, so at low traffic the window reaches back (at
+# most LATENCY_MAX_LOOKBACK) until it holds that many.
+LATENCY_SAMPLE_LIMIT = 20_000
+LATENCY_MIN_SAMPLE = 400
+LATENCY_MAX_LOOKBACK = timedelta(hours=1)
 
 
 def latency_samples(
@@ -244,28 +249,53 @@ def latency_samples(
 ) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
     """(v1 latencies, v2 latencies, basis) of a window: on the pairs (both versions timed on
     the same inputs) when there are any, else each version's served requests."""
-    logs = _window(deployment_id, since, until)
     if paired:
-        rows = list(
-            logs.filter(shadow_latency_ms__isnull=False)
-            .order_by("-created_at")
-            .values_list("served_version", "latency_ms", "shadow_latency_ms")[:LATENCY_SAMPLE_LIMIT]
+        fields: tuple[str, ...] = (
+            "served_version",
+            "latency_ms",
+            "shadow_latency_ms",
+            "created_at",
         )
+        rows = _newest(deployment_id, since, until, fields, shadow_latency_ms__isnull=False)
         if not rows:
             return None
-        v1 = tuple(served if version == "v1" else other for version, served, other in rows)
-        v2 = tuple(other if version == "v1" else served for version, served, other in rows)
-        return v1, v2, f"paired, {len(rows):,} inputs"
-    rows = list(
-        logs.order_by("-created_at").values_list("served_version", "latency_ms")[
-            :LATENCY_SAMPLE_LIMIT
-        ]
-    )
-    v1 = tuple(latency for version, latency in rows if version == "v1")
-    v2 = tuple(latency for version, latency in rows if version == "v2")
+        v1 = tuple(served if version == "v1" else other for version, served, other, _ in rows)
+        v2 = tuple(other if version == "v1" else served for version, served, other, _ in rows)
+        return v1, v2, f"paired, {len(rows):,} inputs{_reach(rows, since, until)}"
+    rows = _newest(deployment_id, since, until, ("served_version", "latency_ms", "created_at"))
+    v1 = tuple(row[1] for row in rows if row[0] == "v1")
+    v2 = tuple(row[1] for row in rows if row[0] == "v2")
     if not v1 or not v2:
         return None
-    return v1, v2, f"served requests, {len(v1):,} v1 and {len(v2):,} v2"
+    return v1, v2, f"served requests, {len(v1):,} v1 and {len(v2):,} v2{_reach(rows, since, until)}"
+
+
+def _newest(
+    deployment_id: Any, since: datetime, until: datetime, fields: tuple[str, ...], **only: Any
+) -> list[Any]:
+    """The window's rows (the newest LATENCY_SAMPLE_LIMIT), or, when it holds fewer than
+    LATENCY_MIN_SAMPLE, the newest LATENCY_MIN_SAMPLE of the last LATENCY_MAX_LOOKBACK."""
+    rows = list(
+        _window(deployment_id, since, until)
+        .filter(**only)
+        .order_by("-created_at")
+        .values_list(*fields)[:LATENCY_SAMPLE_LIMIT]
+    )
+    if len(rows) >= LATENCY_MIN_SAMPLE:
+        return rows
+    return list(
+        _window(deployment_id, until - LATENCY_MAX_LOOKBACK, until)
+        .filter(**only)
+        .order_by("-created_at")
+        .values_list(*fields)[:LATENCY_MIN_SAMPLE]
+    )
+
+
+def _reach(rows: list[Any], since: datetime, until: datetime) -> str:
+    oldest = min(row[-1] for row in rows)
+    if oldest >= since:
+        return ""
+    return f" over the last {max(1, round((until - oldest).total_seconds() / 60))} minutes"
 
 
 def traffic_steps(deployment: Any, *, until: datetime) -> list[tuple[datetime, int]]:

@@ -48,6 +48,9 @@ from monitoring.statistics.analysis import (
 from monitoring.statistics.paired import PairedCounts, look_alpha
 
 ALPHA = 0.05
+# Rolling back acts on its own, so it asks for stronger evidence than holding traffic:
+# the same always-valid test, at 0.01 (an e-value of 100) instead of 0.05.
+ROLLBACK_ALPHA = 0.01
 ROLLBACK = "rollback"
 PROMOTE = "promote"
 COLLECT = "collect_more_data"
@@ -58,11 +61,16 @@ class WorseTest:
     """Does v2 fail more often than v1? The always-valid answer, and on what it rests."""
 
     basis: str  # paired | unpaired | none
-    rejected: bool
+    rejected: bool  # at ALPHA: holds traffic and promotion, health degraded
     p_value: float
     detail: str
     only_v1_failed: int = 0
     only_v2_failed: int = 0
+
+    @property
+    def decisive(self) -> bool:
+        """Strong enough to roll back on (with a threshold crossed): p <= ROLLBACK_ALPHA."""
+        return self.rejected and self.p_value <= ROLLBACK_ALPHA
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,7 +214,7 @@ def v2_worse(evidence: Evidence, config: dict[str, Any], alpha: float = ALPHA) -
             test.p_value,
             f"since the canary started, v2 failed where v1 succeeded {since.only_v2_failed:,} "
             f"times and the reverse {since.only_v1_failed:,} times (always-valid sequential "
-            f"test, {_p(test.p_value)}, needed < {alpha:g})",
+            f"test, {_p(test.p_value)}; {alpha:g} holds traffic, {ROLLBACK_ALPHA:g} rolls back)",
             since.only_v1_failed,
             since.only_v2_failed,
         )
@@ -222,8 +230,7 @@ def v2_worse(evidence: Evidence, config: dict[str, Any], alpha: float = ALPHA) -
             f"since the canary started, v2 failed {v2_errors:,} of {v2_total:,} served requests "
             f"and v1 {v1_errors:,} of {v1_total:,}, compared within each of {len(strata)} "
             f"traffic step(s) (always-valid Cochran-Mantel-Haenszel test, "
-            f"{_p(stratified.p_value)}, "
-            f"needed < {alpha:g})",
+            f"{_p(stratified.p_value)}; {alpha:g} holds traffic, {ROLLBACK_ALPHA:g} rolls back)",
         )
     return WorseTest("none", False, 1.0, "no evidence yet: both versions need requests")
 
@@ -324,7 +331,7 @@ def rollback_breaches(
     breaches: list[Breach] = []
     five = own_rate(evidence.pairs_5m, evidence.v1_5m, evidence.v2_5m, min_samples)
     limit = config["error_threshold"]
-    if five is not None and five.rate > limit + EPSILON and worse.rejected:
+    if five is not None and five.rate > limit + EPSILON and worse.decisive:
         breaches.append(
             Breach(
                 "error_rate",
@@ -337,7 +344,7 @@ def rollback_breaches(
         )
     ten = own_rate(evidence.pairs_10m, evidence.v1_10m, evidence.v2_10m, min_samples)
     floor = config["success_threshold"]
-    if ten is not None and 1 - ten.rate < floor - EPSILON and worse.rejected:
+    if ten is not None and 1 - ten.rate < floor - EPSILON and worse.decisive:
         breaches.append(
             Breach(
                 "success_rate",
@@ -388,11 +395,11 @@ def health_warnings(
                 f"Over the last {ERROR_WINDOW_MINUTES} minutes {five.phrase}: within 20% of "
                 f"the {limit:.2%} rollback threshold."
             )
-        elif five.rate > limit and not worse.rejected:
+        elif five.rate > limit and not worse.decisive:
             warnings.append(
                 f"Over the last {ERROR_WINDOW_MINUTES} minutes {five.phrase}: above the "
-                f"{limit:.2%} threshold, but there is no evidence yet that v2 fails more often "
-                f"than v1 ({worse.detail}); no rollback."
+                f"{limit:.2%} threshold, but the evidence that v2 fails more often than v1 is "
+                f"not yet strong enough to roll back on ({worse.detail}); no rollback."
             )
         elif five.v2_rate > limit and five.basis == "paired" and five.rate <= limit:
             warnings.append(

@@ -26,11 +26,11 @@ def page_url(deployment: Deployment) -> str:
 
 
 def test_page_shows_comparison_health_and_recommendation(console: Console, canary_v2: Deployment):
-    add_logs(canary_v2, "v1", [10.0] * 40)
-    add_logs(canary_v2, "v2", [12.0] * 40, errors=10)
+    add_logs(canary_v2, "v1", [10.0] * 80)
+    add_logs(canary_v2, "v2", [12.0] * 80, errors=20)
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-comparison"' in body
-    assert "<td>40</td><td>40</td>" in body  # requests v1, v2
+    assert "<td>80</td><td>80</td>" in body  # requests v1, v2
     assert "<td>100.00%</td><td>75.00%</td>" in body  # success rates
     assert "<td>10.0 ms</td><td>12.0 ms</td>" in body  # p95, three significant digits
     assert "canary-recommend-rollback" in body

@@ -25,6 +25,7 @@ CONFIG = default_canary_config()  # error 0.05, success 0.95, latency x2, floor 
 
 # The smallest counts at which the always-valid tests decide (found once, asserted below).
 WORSE_BOUNDARY = 8  # discordant pairs all against v2: the mixture SPRT rejects at 8, not 7
+ROLLBACK_BOUNDARY = 12  # ... and reaches the rollback level (p <= 0.01) at 12, not 11
 NON_INFERIOR_PAIRS = 931  # identical versions: the bound falls under 1 point at 931 pairs
 
 
@@ -62,6 +63,8 @@ class TestAlwaysValidBoundaries:
     def test_the_worse_test_rejects_first_at_its_boundary(self) -> None:
         assert sequential.v2_worse_test(0, WORSE_BOUNDARY).rejected
         assert not sequential.v2_worse_test(0, WORSE_BOUNDARY - 1).rejected
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY).p_value <= 0.01
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY - 1).p_value > 0.01
 
     def test_the_non_inferiority_bound_crosses_the_margin_at_its_boundary(self) -> None:
         assert sequential.paired_difference_cs(NON_INFERIOR_PAIRS, 0, 0)[1] < 0.01
@@ -90,14 +93,19 @@ class TestRollbackOnV2sOwnFailures:
         assert decided(evidence).recommendation == COLLECT
 
     def test_evidence_at_its_boundary_decides(self) -> None:
-        # 20 pairs, the window at 40% own failures: the evidence is what decides.
-        thin = PairedCounts(12, 0, WORSE_BOUNDARY, 0, 12)
-        assert rules(paired_evidence(pairs(20, only_v2=WORSE_BOUNDARY), thin)) == [
+        # 20 pairs, the window far above the threshold: the evidence is what decides, and
+        # rolling back needs it at 0.01 (holding traffic already at 0.05).
+        thin = PairedCounts(8, 0, ROLLBACK_BOUNDARY, 0, 8)
+        assert rules(paired_evidence(pairs(20, only_v2=ROLLBACK_BOUNDARY), thin)) == [
             "error_rate",
             "success_rate",
         ]
-        thinner = PairedCounts(12, 0, WORSE_BOUNDARY - 1, 0, 12)
-        assert rules(paired_evidence(pairs(20, only_v2=WORSE_BOUNDARY - 1), thinner)) == []
+        thinner = PairedCounts(9, 0, ROLLBACK_BOUNDARY - 1, 0, 9)
+        evidence = paired_evidence(pairs(20, only_v2=ROLLBACK_BOUNDARY - 1), thinner)
+        assert rules(evidence) == []
+        held_back = decided(evidence)
+        assert held_back.worse.rejected and not held_back.may_raise_traffic
+        assert held_back.recommendation == COLLECT
 
     def test_min_samples_applies_to_the_window(self) -> None:
         since = PairedCounts(0, 0, 19, 0, 0)
@@ -111,11 +119,12 @@ class TestRollbackOnV2sOwnFailures:
         assert breach.p_value is not None and breach.p_value < 1e-10
 
     def test_without_pairs_v2s_excess_over_v1_counts(self) -> None:
-        v1, v2 = served(1_000, 100), served(1_000, 151)
+        v1, v2 = served(10_000, 1_000), served(10_000, 1_510)
         # v2 at 15.1% against v1 at 10%: an excess of 5.1 points, v2 worse with evidence.
         evidence = Evidence(v1_5m=v1, v2_5m=v2, v1_10m=v1, v2_10m=v2)
         assert rules(evidence) == ["error_rate", "success_rate"]
-        same = Evidence(v1_5m=v1, v2_5m=served(1_000, 100), v1_10m=v1, v2_10m=served(1_000, 100))
+        level = served(10_000, 1_000)
+        same = Evidence(v1_5m=v1, v2_5m=level, v1_10m=v1, v2_10m=level)
         assert rules(same) == []
 
 

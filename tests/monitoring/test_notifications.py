@@ -44,8 +44,8 @@ def fail_canary(deployment: Deployment) -> None:
     add_logs(
         deployment,
         "v2",
-        [1.0] * 50,
-        errors=10,
+        [1.0] * 100,
+        errors=20,
         at=timezone.now() - timedelta(minutes=1),
         paired=True,
     )

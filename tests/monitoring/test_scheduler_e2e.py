@@ -60,7 +60,7 @@ def test_monitor_rolls_back_within_one_period(
 ) -> None:
     canary = make_canary("scheduled", traffic=10)
     add_logs(
-        canary, "v2", [1.0] * 50, errors=10, at=timezone.now() - timedelta(seconds=30), paired=True
+        canary, "v2", [1.0] * 100, errors=20, at=timezone.now() - timedelta(seconds=30), paired=True
     )
     with slack_stub() as webhook, celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url):
         deadline = time.monotonic() + 60
