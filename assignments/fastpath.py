@@ -50,6 +50,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _ROUTE = re.compile(r"^/api/v1/rulesets/([^/]+)/(execute|resolve)/?$")
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+# orjson reads an integer past 64 bits as a float; nineteen digits in a row may be one.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_WIDE = float(2**63)
 _CONTEXT_FIELDS = frozenset({"user_id", "session_id", "workflow_id"})
 _EXECUTE_FIELDS = _CONTEXT_FIELDS | {"input"}
 _STATUS = {
@@ -223,14 +226,35 @@ def _execute_body(environ: dict[str, Any]) -> dict[str, Any]:
 def _storable(raw: bytes, data: Any) -> bool:
     """What ``canary.api.parsers`` refuses, checked without walking every value.
 
-    orjson already refuses lone surrogates; a NUL can only arrive escaped; and a
-    document cannot be nested deeper than it has brackets.
+    orjson already refuses lone surrogates; a NUL can only arrive escaped; a
+    document cannot be nested deeper than it has brackets; and an integer that
+    orjson read as a float has at least nineteen digits, and became one of at
+    least 2**63.
     """
     if b"\\u0000" in raw:
+        return False
+    # NOTE: a number that may be an integer outside CEL's 64 bits goes to the API,
+    # which reads it exactly and names it in a 400 (``check_input_bounds``). The
+    # digits alone may be a string (a numeric id): only a float that large says so.
+    if _LONG_DIGITS.search(raw) and _has_wide_float(data):
         return False
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
         return True
     return json_problem(data) is None
+
+
+def _has_wide_float(document: Any) -> bool:
+    """Whether a float of magnitude 2**63 or more is anywhere in ``document``."""
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and abs(item) >= _WIDE:
+            return True
+    return False
 
 
 def _answer(

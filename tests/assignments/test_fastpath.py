@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import requests
@@ -186,6 +187,64 @@ def test_bad_input_is_a_400_naming_the_field(roles: None, redis_port: int) -> No
         assert nul.status_code == 400
         assert "input" in nul.json()
     assert stored(ExecutionLog).filter(deployment=canary).count() == 0
+
+
+def test_an_integer_outside_64_bits_is_a_400_naming_its_path(roles: None, redis_port: int) -> None:
+    """The fast path refuses it as the API does (orjson would read it as a float)."""
+    canary = make_canary("wide-integers", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    cases = {
+        "input.temperature": 2**64,  # past unsigned 64 bits: orjson reads a float
+        "input.readings[1]": 2**63,  # unsigned 64 bits: orjson reads an int
+        "input.nested.deep[0].t": -(2**63) - 1,
+    }
+    documents = [
+        {"temperature": 2**64},
+        {"temperature": 30, "readings": [1, 2**63]},
+        {"temperature": 30, "nested": {"deep": [{"t": -(2**63) - 1}]}},
+    ]
+    with granian(**server_redis(redis_port)) as server:
+        # Authenticates in full once; the token is then cached for the fast path.
+        assert execute(server.base, canary.ruleset_id, token, user_id="warm").ok
+        assert execute(server.base, canary.ruleset_id, token, user_id="warm").ok
+        for (path, number), document in zip(cases.items(), documents, strict=True):
+            response = execute(server.base, canary.ruleset_id, token, input=document, user_id="w")
+            assert response.status_code == 400, response.text
+            message = f"{path}: integer {number} is outside the 64-bit range CEL evaluates exactly"
+            assert response.json() == {
+                "input": [message],
+                "detail": f"input: {message}",
+                "code": "invalid",
+            }
+        # Within the range: still the fast path's 200.
+        edge = {"temperature": 30, "low": -(2**63), "high": 2**63 - 1}
+        assert execute(server.base, canary.ruleset_id, token, input=edge, user_id="e").ok
+        wait_until_drained(redis.Redis(port=redis_port))
+    assert set(
+        stored(ExecutionLog).filter(deployment=canary).values_list("user_id", flat=True)
+    ) == {
+        "warm",
+        "e",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "storable"),
+    [
+        # Nineteen digits in a string (numeric ids): still the fast path's.
+        (b'{"input": {"order": "12345678901234567890"}, "user_id": "1234567890123456789"}', True),
+        (b'{"input": {"t": 1234567890123456789}}', True),  # within 64 bits: an int
+        (b'{"input": {"t": 18446744073709551616}}', False),  # orjson reads a float
+        (b'{"input": {"l": [1, {"t": -9223372036854775809}]}}', False),
+        (b'{"input": {"t": 12345678901234567890.5}}', False),  # the API decides
+    ],
+)
+def test_only_a_number_orjson_may_have_widened_leaves_the_fast_path(
+    raw: bytes, storable: bool
+) -> None:
+    from assignments.fastpath import _storable
+
+    assert _storable(raw, orjson.loads(raw)) is storable
 
 
 def test_two_hundred_first_requests_for_one_workflow(roles: None, redis_port: int) -> None:
