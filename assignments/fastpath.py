@@ -38,7 +38,7 @@ from assignments import buffer, router, services
 from assignments.api.serializers import IDENTIFIER_PATTERN, execute_answer, resolve_answer
 from assignments.client_tokens import is_client_token
 from assignments.routing import canonical_ruleset_id
-from canary.api.authentication import token_digest
+from canary.api.authentication import auth_generation, token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
 from canary.errors import DomainError
 from canary.redis import redis_enabled
@@ -115,7 +115,13 @@ class DataPlaneFastPath:
         # never run execute for a client token, nor answer a browser without CORS.
         if is_client_token(token) or "HTTP_ORIGIN" in environ:
             raise _Decline
-        check = services.ClientCheck(token_digest=token_digest(token), throttle=self._throttle())
+        # NOTE: may read PostgreSQL (every CANARY_AUTH_RECHECK_SECONDS); a process that
+        # never could hands the request to Django, which answers for itself.
+        check = services.ClientCheck(
+            token_digest=token_digest(token),
+            auth_generation=auth_generation(),
+            throttle=self._throttle(),
+        )
         try:
             if verb == "resolve":
                 query = _query(environ)

@@ -6,19 +6,25 @@ Redis of its own, so Redis can be paused or stopped without disturbing others.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 import redis
 import requests
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 from knox.models import AuthToken
 
 from assignments.api.serializers import ExecuteOutputSerializer, ResolveOutputSerializer
@@ -155,6 +161,79 @@ def test_a_revoked_token_is_refused_at_once(roles: None, redis_port: int) -> Non
         refused = execute(server.base, canary.ruleset_id, token, user_id="a")
         assert refused.status_code == 401
         assert refused.json()["code"] == "authentication_failed"
+
+
+def test_every_way_of_revoking_holds_within_a_second(roles: None, redis_port: int) -> None:
+    """Bulk updates and raw SQL send no signal: the token cache must not depend on one."""
+    canary = make_canary("revocations", traffic=50, auto_rollback=False)
+    users = get_user_model().objects
+
+    def delete_token_rows(username: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM knox_authtoken WHERE user_id = %s",
+                [users.get(username=username).pk],
+            )
+
+    revocations: dict[str, Callable[[str], Any]] = {
+        "bulk-deactivated": lambda name: users.filter(username=name).update(is_active=False),
+        "token-row-deleted": delete_token_rows,
+        "token-expired": lambda name: AuthToken.objects.filter(user__username=name).update(
+            expiry=timezone.now() - timedelta(seconds=1)
+        ),
+        "user-deleted": lambda name: users.filter(username=name).delete(),
+        "token-rotated": lambda name: call_command(
+            "canary_user", name, "--role", "viewer", "--rotate-token", stdout=io.StringIO()
+        ),
+    }
+    tokens = {name: create_user(name, "viewer") for name in revocations}
+    with granian(**server_redis(redis_port)) as server:
+        for token in tokens.values():
+            # The first authenticates in full, the rest are served on the fast path.
+            for _ in range(3):
+                assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+                assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+        for name, revoke in revocations.items():
+            revoke(name)
+            time.sleep(1.0)  # the promise: within one second, in every process
+            for response in (
+                execute(server.base, canary.ruleset_id, tokens[name], user_id="a"),
+                resolve(server.base, canary.ruleset_id, tokens[name], user_id="a"),
+            ):
+                assert response.status_code == 401, (name, response.text)
+                assert response.json()["code"] == "authentication_failed"
+        # Tokens nobody revoked keep working.
+        survivor = create_user("survivor", "viewer")
+        for _ in range(3):
+            assert execute(server.base, canary.ruleset_id, survivor, user_id="a").ok
+
+
+def test_a_sticky_request_is_one_redis_round_trip(roles: None, redis_port: int) -> None:
+    """What the web process sends Redis per request, as MONITOR sees it (commands a
+    script runs are marked ``lua`` and travel in the one call)."""
+    canary = make_canary("one-trip", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    seen: list[dict[str, Any]] = []
+    with granian(workers=1, CANARY_DRAIN_IN_WEB="0", **server_redis(redis_port)) as server:
+        for _ in range(3):  # authenticates in full, decides and stores the context
+            assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+            assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+        time.sleep(1.0)  # past every recheck period: the steady state
+        with redis.Redis(port=redis_port, socket_timeout=0.5).monitor() as monitor:
+            for _ in range(10):
+                assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+                assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+            with contextlib.suppress(redis.TimeoutError):
+                while True:
+                    seen.append(monitor.next_command())
+    sent = [
+        command["command"].split()[0].upper() for command in seen if command["client_type"] != "lua"
+    ]
+    # NOTE: each of the worker's threads opens its own connection once (``canary.redis``);
+    # one may not have served a request before.
+    handshakes = [command for command in sent if command in ("HELLO", "CLIENT", "SELECT")]
+    assert len(handshakes) <= 2 * 3, sent  # WEB_THREADS (2) connections, 3 commands each
+    assert [command for command in sent if command not in handshakes] == ["EVALSHA"] * 20, sent
 
 
 def test_the_rate_limit_answers_429_with_a_retry_hint(roles: None, redis_port: int) -> None:
