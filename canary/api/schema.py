@@ -1,14 +1,40 @@
-"""OpenAPI post-processing: every operation documents the errors it can answer.
+"""The OpenAPI schema: its views, and every operation documenting the errors it can answer.
 
 drf-spectacular documents only the success response of each operation; the API
 answers 400/401/403/404/409/429/503 as well, always as ``{"detail", "code", ...}``
 (``canary.api.exceptions``). This hook adds them, so clients and contract
 tests (tests/fuzz) know every status code an operation may return.
+
+The schema is YAML (or JSON) and its page HTML, but their errors (a wrong token,
+a rate limit, a method not allowed) are JSON like every error under ``/api/``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+
+class JSONErrorsMixin:
+    """Errors rendered as JSON, whatever the view's own renderers and the ``Accept`` header."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        request = self.request  # type: ignore[attr-defined]
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class SchemaView(JSONErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class SchemaDocsView(JSONErrorsMixin, SpectacularSwaggerView):
+    pass
+
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
