@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
 from assignments import buffer, router, services
@@ -117,10 +118,11 @@ class DataPlaneFastPath:
             raise _Decline
         # NOTE: may read PostgreSQL (every CANARY_AUTH_RECHECK_SECONDS); a process that
         # never could hands the request to Django, which answers for itself.
+        now = time.time()
         check = services.ClientCheck(
             token_digest=token_digest(token),
             auth_generation=auth_generation(),
-            throttle=self._throttle(),
+            throttle=self._throttle(now),
         )
         try:
             if verb == "resolve":
@@ -141,17 +143,16 @@ class DataPlaneFastPath:
                 body = execute_answer(result)
         except (services.TokenNotCached, services.RedisUnavailable) as exc:
             raise _Decline from exc
-        except services.RateLimited as exc:
-            wait = exc.retry_after
+        except services.RateLimited:
+            # NOTE: the time left in the window, as the API's throttle says it (DRF
+            # rounds it up and words it), not the counter key's TTL, which outlives it.
+            throttled = Throttled(wait=self._retry_after(now))
             return _answer(
                 start_response,
                 environ,
                 429,
-                {
-                    "detail": f"Request was throttled. Expected available in {wait} seconds.",
-                    "code": "throttled",
-                },
-                [("Retry-After", str(wait))],
+                {"detail": str(throttled.detail), "code": "throttled"},
+                [("Retry-After", str(throttled.wait))],
             )
         except DomainError as exc:
             return _answer(start_response, environ, exc.status_code, exc.as_dict())
@@ -169,14 +170,27 @@ class DataPlaneFastPath:
                 self._hosts[host] = allowed
         return allowed
 
-    def _throttle(self) -> tuple[int, int, str, str] | None:
-        rate = settings.CANARY_THROTTLE_RATES.get("dataplane") or None
+    def _throttle(self, now: float) -> tuple[int, int, str, str] | None:
+        rate = _dataplane_rate()
         if rate is None:
             return None
-        limit, duration = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
-        window = int(time.time() // duration)
+        limit, duration = rate
+        window = int(now // duration)
         # The same counter as the API's throttle (``canary.api.throttling``).
         return limit, duration + 1, self._throttle_prefix, f":{window}"
+
+    def _retry_after(self, now: float) -> float:
+        """What ``canary.api.throttling.ScopedClientThrottle`` says: the window's time left."""
+        rate = _dataplane_rate()
+        duration = rate[1] if rate else 1
+        return duration - (now % duration)
+
+
+def _dataplane_rate() -> tuple[int, int] | None:
+    rate = settings.CANARY_THROTTLE_RATES.get("dataplane") or None
+    if rate is None:
+        return None
+    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type,return-value]
 
 
 def _query(environ: dict[str, Any]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import signal
 import threading
@@ -250,6 +251,47 @@ def test_the_rate_limit_answers_429_with_a_retry_hint(roles: None, redis_port: i
     assert limited.status_code == 429
     assert limited.json()["code"] == "throttled"
     assert 1 <= int(limited.headers["Retry-After"]) <= 61
+
+
+def test_retry_after_is_the_time_left_in_the_window_on_both_paths(
+    roles: None, redis_port: int
+) -> None:
+    """The fast path and the API count in the same window and say the same when it ends."""
+    canary = make_canary("retry-after", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    window = 3600
+    if time.time() % window < 3 or time.time() % window > window - 30:
+        time.sleep(35)  # the first request well into a window, and the last ones in it too
+    with granian(CANARY_DATAPLANE_RATE="3/hour", **server_redis(redis_port)) as server:
+        for _ in range(3):  # the first authenticates in full, the others on the fast path
+            assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+        time.sleep(2)  # the counter's own TTL now differs from the time left by > 2 s
+        compared = 0
+        for _ in range(10):
+            before = time.time()
+            fast = execute(server.base, canary.ruleset_id, token, user_id="a")
+            api = requests.post(  # an Origin header: the API answers (CORS)
+                f"{server.base}/api/v1/rulesets/{canary.ruleset_id}/execute",
+                json={"input": INPUT, "user_id": "a"},
+                headers={"Authorization": f"Bearer {token}", "Origin": "https://app.example"},
+                timeout=10,
+            )
+            after = time.time()
+            assert (fast.status_code, api.status_code) == (429, 429)
+            if int(before) != int(after):
+                continue  # a second boundary between them: the answers may differ by one
+            left = math.ceil(window - before % window)
+            assert fast.headers["Retry-After"] == api.headers["Retry-After"] == str(left)
+            assert (
+                fast.json()
+                == api.json()
+                == {
+                    "detail": f"Request was throttled. Expected available in {left} seconds.",
+                    "code": "throttled",
+                }
+            )
+            compared += 1
+        assert compared >= 5
 
 
 def test_bad_input_is_a_400_naming_the_field(roles: None, redis_port: int) -> None:
