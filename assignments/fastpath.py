@@ -32,15 +32,17 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
+from django.utils.http import parse_header_parameters
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
 from assignments import buffer, router, services
 from assignments.api.serializers import IDENTIFIER_PATTERN, execute_answer, resolve_answer
 from assignments.client_tokens import is_client_token
 from assignments.routing import canonical_ruleset_id
-from canary.api.authentication import token_digest
+from canary.api.authentication import auth_generation, token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
-from canary.errors import DomainError
+from canary.errors import DomainError, NotFound
 from canary.redis import redis_enabled
 from deployments.rules import InputBoundsError, check_input_bounds
 
@@ -50,6 +52,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _ROUTE = re.compile(r"^/api/v1/rulesets/([^/]+)/(execute|resolve)/?$")
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+# orjson reads an integer past 64 bits as a float; nineteen digits in a row may be one.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_WIDE = float(2**63)
 _CONTEXT_FIELDS = frozenset({"user_id", "session_id", "workflow_id"})
 _EXECUTE_FIELDS = _CONTEXT_FIELDS | {"input"}
 _STATUS = {
@@ -66,6 +71,12 @@ _STATIC_HEADERS = [
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
 ]
+# What the API adds to every answer of each view: DRF its methods, django-cors-headers
+# ``Vary`` where CORS applies (``CORS_URLS_REGEX``: resolve).
+_VIEW_HEADERS = {
+    "execute": [("Allow", "POST, OPTIONS")],
+    "resolve": [("Allow", "GET, HEAD, OPTIONS"), ("Vary", "origin")],
+}
 
 
 class _Decline(Exception):
@@ -100,6 +111,7 @@ class DataPlaneFastPath:
         method = environ.get("REQUEST_METHOD")
         if (verb, method) not in (("execute", "POST"), ("resolve", "GET")):
             raise _Decline
+        view_headers = _VIEW_HEADERS[verb]
         authorization = environ.get("HTTP_AUTHORIZATION", "")
         if not authorization.startswith("Bearer ") or not self._host_allowed(environ):
             raise _Decline
@@ -112,7 +124,14 @@ class DataPlaneFastPath:
         # never run execute for a client token, nor answer a browser without CORS.
         if is_client_token(token) or "HTTP_ORIGIN" in environ:
             raise _Decline
-        check = services.ClientCheck(token_digest=token_digest(token), throttle=self._throttle())
+        # NOTE: may read PostgreSQL (every CANARY_AUTH_RECHECK_SECONDS); a process that
+        # never could hands the request to Django, which answers for itself.
+        now = time.time()
+        check = services.ClientCheck(
+            token_digest=token_digest(token),
+            auth_generation=auth_generation(),
+            throttle=self._throttle(now),
+        )
         try:
             if verb == "resolve":
                 query = _query(environ)
@@ -130,24 +149,29 @@ class DataPlaneFastPath:
                 )
                 resolution = result.resolution
                 body = execute_answer(result)
-        except (services.TokenNotCached, services.RedisUnavailable) as exc:
+        except (services.TokenNotCached, services.RedisUnavailable, NotFound) as exc:
+            # NOTE: an unknown rule set is found out before Redis vouches for the token or
+            # counts the request; the API then says 401 or 429 where they come first.
             raise _Decline from exc
-        except services.RateLimited as exc:
-            wait = exc.retry_after
+        except services.RateLimited:
+            # NOTE: the time left in the window, as the API's throttle says it (DRF
+            # rounds it up and words it), not the counter key's TTL, which outlives it.
+            throttled = Throttled(wait=self._retry_after(now))
             return _answer(
                 start_response,
                 environ,
                 429,
-                {
-                    "detail": f"Request was throttled. Expected available in {wait} seconds.",
-                    "code": "throttled",
-                },
-                [("Retry-After", str(wait))],
+                {"detail": str(throttled.detail), "code": "throttled"},
+                [*view_headers, ("Retry-After", str(throttled.wait))],
             )
         except DomainError as exc:
-            return _answer(start_response, environ, exc.status_code, exc.as_dict())
+            return _answer(start_response, environ, exc.status_code, exc.as_dict(), view_headers)
         return _answer(
-            start_response, environ, 200, body, [("X-Canary-Version", resolution.canary_version)]
+            start_response,
+            environ,
+            200,
+            body,
+            [*view_headers, ("X-Canary-Version", resolution.canary_version)],
         )
 
     def _host_allowed(self, environ: dict[str, Any]) -> bool:
@@ -160,14 +184,27 @@ class DataPlaneFastPath:
                 self._hosts[host] = allowed
         return allowed
 
-    def _throttle(self) -> tuple[int, int, str, str] | None:
-        rate = settings.CANARY_THROTTLE_RATES.get("dataplane") or None
+    def _throttle(self, now: float) -> tuple[int, int, str, str] | None:
+        rate = _dataplane_rate()
         if rate is None:
             return None
-        limit, duration = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
-        window = int(time.time() // duration)
+        limit, duration = rate
+        window = int(now // duration)
         # The same counter as the API's throttle (``canary.api.throttling``).
         return limit, duration + 1, self._throttle_prefix, f":{window}"
+
+    def _retry_after(self, now: float) -> float:
+        """What ``canary.api.throttling.ScopedClientThrottle`` says: the window's time left."""
+        rate = _dataplane_rate()
+        duration = rate[1] if rate else 1
+        return duration - (now % duration)
+
+
+def _dataplane_rate() -> tuple[int, int] | None:
+    rate = settings.CANARY_THROTTLE_RATES.get("dataplane") or None
+    if rate is None:
+        return None
+    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type,return-value]
 
 
 def _query(environ: dict[str, Any]) -> dict[str, str]:
@@ -190,8 +227,28 @@ def _context(data: dict[str, Any]) -> router.RoutingContext:
     return router.RoutingContext(*values)
 
 
+# Content-Type -> whether the fast path reads the body (bounded, as ``_hosts``).
+_json_types: dict[str, bool] = {}
+
+
+def _plain_json(content_type: str) -> bool:
+    """``application/json``, alone or with ``charset=utf-8``: the bodies DRF's JSON parser
+    reads as orjson does. Anything else (another type, ``*/*``, another charset, another
+    parameter) is the API's to accept or refuse (415), so both paths answer alike."""
+    known = _json_types.get(content_type)
+    if known is None:
+        kind, params = parse_header_parameters(content_type)
+        known = kind == "application/json" and all(
+            name == "charset" and value.lower() in ("utf-8", "utf8")
+            for name, value in params.items()
+        )
+        if len(_json_types) < 1000:
+            _json_types[content_type] = known
+    return known
+
+
 def _execute_body(environ: dict[str, Any]) -> dict[str, Any]:
-    if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+    if not _plain_json(environ.get("CONTENT_TYPE", "")):
         raise _Decline
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -223,14 +280,35 @@ def _execute_body(environ: dict[str, Any]) -> dict[str, Any]:
 def _storable(raw: bytes, data: Any) -> bool:
     """What ``canary.api.parsers`` refuses, checked without walking every value.
 
-    orjson already refuses lone surrogates; a NUL can only arrive escaped; and a
-    document cannot be nested deeper than it has brackets.
+    orjson already refuses lone surrogates; a NUL can only arrive escaped; a
+    document cannot be nested deeper than it has brackets; and an integer that
+    orjson read as a float has at least nineteen digits, and became one of at
+    least 2**63.
     """
     if b"\\u0000" in raw:
+        return False
+    # NOTE: a number that may be an integer outside CEL's 64 bits goes to the API,
+    # which reads it exactly and names it in a 400 (``check_input_bounds``). The
+    # digits alone may be a string (a numeric id): only a float that large says so.
+    if _LONG_DIGITS.search(raw) and _has_wide_float(data):
         return False
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
         return True
     return json_problem(data) is None
+
+
+def _has_wide_float(document: Any) -> bool:
+    """Whether a float of magnitude 2**63 or more is anywhere in ``document``."""
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and abs(item) >= _WIDE:
+            return True
+    return False
 
 
 def _answer(

@@ -10,7 +10,8 @@ on the assignment stream, in the same atomic step.
 
 Keys (raw, shared with the script):
 
-- ``canary:tok:<sha256 of the token>`` -> user id (``canary.api.authentication``)
+- ``canary:tok:<digest of the token>`` -> ``<user id>|<auth generation>``
+  (``canary.api.authentication``: valid only at the generation the process knows)
 - ``canary:gen:<rule set>`` -> the last committed routing generation
 - ``canary:breaker:<deployment>`` -> the breaker's JSON (``monitoring.breaker.store``)
 - ``canary:a:<deployment>:<tier>:<identifier>`` -> "v1" / "v2" (sessions:
@@ -52,8 +53,12 @@ STICKY_TTL_SECONDS = 30 * 24 * 60 * 60
 ROUTE_LUA = """
 local user = ''
 if ARGV[1] == '1' then
-  user = redis.call('GET', KEYS[1])
-  if not user then return {'token'} end
+  -- "<user id>|<auth generation>": vouched for only at the generation the caller knows.
+  local vouched = redis.call('GET', KEYS[1])
+  if not vouched then return {'token'} end
+  local sep = string.find(vouched, '|', 1, true)
+  if not sep or string.sub(vouched, sep + 1) ~= ARGV[18] then return {'token'} end
+  user = string.sub(vouched, 1, sep - 1)
 end
 local gen = tonumber(redis.call('GET', KEYS[2]) or '0')
 if gen > tonumber(ARGV[5]) then return {'stale', user, gen} end
@@ -267,6 +272,7 @@ def route(
     ruleset_id: str,
     generation: int,
     token_digest: str | None = None,
+    auth_generation: int = 0,
     throttle: tuple[int, int, str, str] | None = None,
     deployment_id: str | None = None,
     present: list[tuple[str, str]] | None = None,
@@ -280,6 +286,8 @@ def route(
 ) -> RouteAnswer:
     """One round-trip; raises redis errors for the caller to fall back on.
 
+    ``token_digest``: accept the request only if Redis vouches for this token at
+    ``auth_generation`` (else the outcome is ``token``).
     ``throttle``: (limit, window seconds, key prefix, key suffix) or None.
     ``deployment_id`` None: no canary, only token, generation and rate are checked.
     ``candidate``: the decision for a new context (with no ids: the request's
@@ -319,6 +327,7 @@ def route(
         execution.common if execution else "",
         execution.outcomes.get(router.V1, b"") if execution else "",
         execution.outcomes.get(router.V2, b"") if execution else "",
+        str(auth_generation),
     ]
     raw = _evalsha(client, keys, args)
     outcome = _text(raw[0]) or "ok"

@@ -84,6 +84,15 @@ def sync_roles(apps: Any = None) -> None:
                 group.permissions.add(permission)
 
 
+def holds_a_role(user: Any) -> bool:
+    """True when ``user`` holds at least one of a Viewer's read permissions: a member
+    of any role (every role includes the Viewer's), or a superuser.
+
+    A token whose user holds no role may use the data plane and nothing else.
+    """
+    return any(user.has_perm(f"{app_label}.{codename}") for app_label, codename in _VIEW)
+
+
 def _ensure_permissions_exist(apps: Any) -> None:
     # NOTE: Django creates permissions in post_migrate, after every migration of
     # a fresh database has run; create them now so groups can be granted them.

@@ -403,6 +403,9 @@ LOGGING = {
 # The data plane's routing state lives in each process; it is re-validated
 # against PostgreSQL's routing generation at least this often (seconds).
 CANARY_ROUTING_RECHECK_SECONDS = float(os.environ.get("CANARY_ROUTING_RECHECK_SECONDS", "0.5"))
+# A token Redis vouches for is accepted only at the auth generation the process knows,
+# which the database bumps on every revocation; re-read at least this often (seconds).
+CANARY_AUTH_RECHECK_SECONDS = float(os.environ.get("CANARY_AUTH_RECHECK_SECONDS", "0.5"))
 # Write buffers (Redis streams, see docs/durability.md): web processes drain them
 # in a background thread; readers that must be exact drain first and wait up to
 # CANARY_DRAIN_WAIT_SECONDS for batches other drainers hold; entries a drainer

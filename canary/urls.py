@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from canary.api.schema import SchemaDocsView, SchemaView
 from canary.health import healthz, readyz
 from monitoring.views import prometheus_metrics
 
@@ -12,8 +12,8 @@ urlpatterns = [
     path("api/v1/", include("deployments.api.urls")),
     path("api/v1/", include("assignments.api.urls")),
     path("api/v1/", include("monitoring.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    path("api/docs/", SchemaDocsView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
     # The React package's demo; answers 404 unless CANARY_DEMO (on with DEBUG).
     path("demo/", include("assignments.demo.urls")),

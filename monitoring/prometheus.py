@@ -4,12 +4,18 @@ Counters and histograms are per process; under gunicorn, ``PROMETHEUS_MULTIPROC_
 makes prometheus_client share them through files so one scrape sums every worker.
 Deployment status and traffic are read from the database at scrape time, so
 every process and replica reports the same truth.
+
+Every per-deployment series of a running canary exists from its start, at 0
+(Prometheus' advice for labelled series known in advance): a canary whose v1
+never failed has ``canary_v1_errors_total 0``, so an error rate reads 0, not "No
+data". Each scrape creates them, in the process that answers it, before reading
+the counters (``initialise_series``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -46,6 +52,28 @@ LATENCY = {
     )
     for version in ("v1", "v2")
 }
+
+
+def initialise_series(deployment_ids: Iterable[str]) -> None:
+    """Every per-deployment series of these deployments, at 0 unless already counted.
+
+    ``labels()`` creates a labelled series at 0 and leaves an existing one as it
+    is; in multiprocess mode it is written to this process's file, so the summed
+    scrape has it whichever workers served the requests.
+    """
+    for deployment_id in deployment_ids:
+        for version in ("v1", "v2"):
+            REQUESTS[version].labels(deployment_id)
+            ERRORS[version].labels(deployment_id)
+            LATENCY[version].labels(deployment_id)
+
+
+def _initialise_running_canaries() -> None:
+    from deployments.choices import DeploymentStatus
+    from deployments.models import Deployment
+
+    running = Deployment.objects.filter(status=DeploymentStatus.CANARY).values_list("id", flat=True)
+    initialise_series(str(deployment_id) for deployment_id in running)
 
 
 def observe_execution(
@@ -119,6 +147,7 @@ def _governance_gauges() -> Iterator[GaugeMetricFamily]:
 
 def render_metrics() -> bytes:
     """Everything in one scrape: process metrics (summed across workers) and deployment state."""
+    _initialise_running_canaries()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)

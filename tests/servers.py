@@ -181,6 +181,10 @@ class CuttableProxy:
             listener, self._listener = self._listener, None
             connections, self._connections = self._connections, []
         if listener is not None:
+            # NOTE: close() alone leaves an accept() blocked in another thread waiting,
+            # and it would let one more connection through; shutdown() wakes it.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for open_socket in connections:
             with contextlib.suppress(OSError):
@@ -193,6 +197,9 @@ class CuttableProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if self._listener is not listener:  # cut while this one was accepted
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:

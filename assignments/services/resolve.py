@@ -43,9 +43,14 @@ class RateLimited(Exception):
 
 @dataclass(frozen=True)
 class ClientCheck:
-    """Authentication and rate limit folded into the routing round-trip (the fast path)."""
+    """Authentication and rate limit folded into the routing round-trip (the fast path).
+
+    ``auth_generation``: the one this process knows; Redis vouches for a token only
+    when its entry carries the same (``canary.api.authentication``).
+    """
 
     token_digest: str
+    auth_generation: int
     throttle: tuple[int, int, str, str] | None = None
 
 
@@ -166,6 +171,7 @@ def _ask_redis(
         ruleset_id=state.ruleset_id,
         generation=state.generation,
         token_digest=client_check.token_digest if client_check else None,
+        auth_generation=client_check.auth_generation if client_check else 0,
         throttle=client_check.throttle if client_check else None,
         deployment_id=state.canary.deployment_id if canary and state.canary else None,
         present=present,

@@ -8,8 +8,12 @@ exception handler, so Django would answer with an HTML page.
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+
+from canary.api.exceptions import database_unavailable
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -33,6 +37,13 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
+        # NOTE: Django calls this while handling the exception, so it is at hand: the
+        # database unreachable in a middleware (CORS looks up client tokens) is a 503.
+        unavailable = database_unavailable(sys.exc_info()[1])
+        if unavailable is not None:
+            response = JsonResponse(unavailable.as_dict(), status=unavailable.status_code)
+            response["Retry-After"] = str(unavailable.retry_after)
+            return response
         body = {"detail": "Internal server error.", "code": "server_error"}
         return JsonResponse(body, status=500)
     return defaults.server_error(request)

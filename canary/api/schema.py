@@ -1,14 +1,40 @@
-"""OpenAPI post-processing: every operation documents the errors it can answer.
+"""The OpenAPI schema: its views, and every operation documenting the errors it can answer.
 
 drf-spectacular documents only the success response of each operation; the API
-answers 400/401/403/404/409/429 as well, always as ``{"detail", "code", ...}``
+answers 400/401/403/404/409/429/503 as well, always as ``{"detail", "code", ...}``
 (``canary.api.exceptions``). This hook adds them, so clients and contract
 tests (tests/fuzz) know every status code an operation may return.
+
+The schema is YAML (or JSON) and its page HTML, but their errors (a wrong token,
+a rate limit, a method not allowed) are JSON like every error under ``/api/``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+
+class JSONErrorsMixin:
+    """Errors rendered as JSON, whatever the view's own renderers and the ``Accept`` header."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        request = self.request  # type: ignore[attr-defined]
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class SchemaView(JSONErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class SchemaDocsView(JSONErrorsMixin, SpectacularSwaggerView):
+    pass
+
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -34,6 +60,7 @@ DESCRIPTIONS = {
     "404": "No such object (or no such page).",
     "409": "The current state forbids this action.",
     "429": "Rate limit exceeded (CANARY_THROTTLE_RATES).",
+    "503": "A dependency (the database, the task queue) is unreachable; retry after Retry-After.",
 }
 METHODS = ("get", "put", "post", "patch", "delete")
 # Paths whose writes (or reads) depend on the lifecycle state.
@@ -44,7 +71,7 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     parameters = operation.get("parameters", [])
     in_path = any(p.get("in") == "path" for p in parameters)
     in_query = [p.get("name") for p in parameters if p.get("in") == "query"]
-    codes = ["401", "403", "429"]
+    codes = ["401", "403", "429", "503"]
     if "requestBody" in operation or in_query:
         codes.append("400")
     if in_path or "page" in in_query:

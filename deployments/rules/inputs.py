@@ -22,7 +22,8 @@ def check_input_bounds(input: Any) -> None:
     in any object, ``max_string_length`` characters in any string or key, ``max_depth``
     levels of nesting (the input itself is level 1), and ``max_input_size`` in all, counting
     1 per value plus the characters of every string and key (never more than the JSON
-    text's length). The API calls this before evaluating (a 400 naming ``input``);
+    text's length); every integer within CEL's signed 64 bits (``INT_MIN``..``INT_MAX``).
+    The API calls this before evaluating (a 400 naming ``input``);
     ``CompiledRuleSet.evaluate`` checks the same and answers an error outcome.
     """
     if not isinstance(input, Mapping):
@@ -99,6 +100,8 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
         size += count
         kinds = set(map(type, values))  # at C speed: most containers hold one kind
         if kinds <= _NUMBERS:
+            if int in kinds and not _ints_in_range(values, kinds):
+                raise _wide_integer(container, path, is_object)
             if size > max_size:
                 raise _too_large(max_size)
             continue
@@ -112,7 +115,7 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
             if size > max_size:
                 raise _too_large(max_size)
             continue
-        nested = False
+        nested = wide = False
         for child in values:
             kind = type(child)
             if kind is str:
@@ -122,7 +125,10 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
                     longest = length
             elif kind is dict or kind is list:
                 nested = True
-            elif kind is int or kind is float or kind is bool or child is None:
+            elif kind is int:
+                if child > INT_MAX or child < INT_MIN:
+                    wide = True
+            elif kind is float or kind is bool or child is None:
                 pass
             elif isinstance(child, str | bytes):
                 length = len(child)
@@ -132,6 +138,8 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
                 nested = True
         if longest > max_string:
             raise _long_string(container, path, is_object, max_string)
+        if wide:
+            raise _wide_integer(container, path, is_object)
         if nested:
             children = container.items() if is_object else enumerate(container)
             key: Any
@@ -148,6 +156,35 @@ def _measure_input(document: Mapping[str, Any], limits: EvalLimits) -> _InputSha
         if size > max_size:
             raise _too_large(max_size)
     return _InputShape(widest, longest, size)
+
+
+# CEL's int is a signed 64-bit integer: a JSON integer outside it cannot be evaluated
+# exactly (nor stored: orjson encodes 64 bits), so it is refused like any other cap.
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+
+
+def _ints_in_range(values: Any, kinds: set[type]) -> bool:
+    if len(kinds) == 1:
+        return bool(min(values) >= INT_MIN and max(values) <= INT_MAX)
+    return all(INT_MIN <= value <= INT_MAX for value in values if type(value) is int)
+
+
+def _wide_integer(container: Any, path: Any, is_object: bool) -> InputBoundsError:
+    """The error for the first integer of ``container`` outside CEL's 64 bits."""
+    children = container.items() if is_object else enumerate(container)
+    key, number = next(
+        (key, child)
+        for key, child in children
+        if type(child) is int and not INT_MIN <= child <= INT_MAX
+    )
+    shown = str(number)
+    if len(shown) > 40:  # Python parses up to 4,300 digits; the message stays short
+        shown = f"{shown[:20]}... ({len(shown.lstrip('-'))} digits)"
+    return InputBoundsError(
+        f"{_input_path((path, key))}: integer {shown} is outside the 64-bit range "
+        "CEL evaluates exactly"
+    )
 
 
 def _too_large(limit: int) -> InputBoundsError:

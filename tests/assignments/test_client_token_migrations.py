@@ -8,7 +8,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("assignments", "0003_assignment_fewer_indexes")]
-AFTER = [("assignments", "0005_client_token_roles")]
+AFTER = [("assignments", "0006_auth_generation")]
 
 
 @pytest.mark.django_db(transaction=True)

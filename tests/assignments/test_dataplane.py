@@ -372,6 +372,45 @@ class TestBadInput:
         assert not stored(ExecutionLog).exists()
         assert not stored(Assignment).exists()
 
+    @pytest.mark.parametrize(
+        ("document", "message"),
+        [
+            (
+                {"temperature": 2**64},
+                "input.temperature: integer 18446744073709551616 is outside the 64-bit "
+                "range CEL evaluates exactly",
+            ),
+            (
+                {"temperature": 30, "history": [{"t": -(2**63) - 1}]},
+                "input.history[0].t: integer -9223372036854775809 is outside the 64-bit "
+                "range CEL evaluates exactly",
+            ),
+        ],
+    )
+    def test_an_integer_outside_64_bits_is_a_400_naming_its_path(
+        self,
+        caller: APIClient,
+        ruleset: RuleSet,
+        canary_v2: Deployment,
+        document: dict,
+        message: str,
+    ) -> None:
+        for headers in ({}, {"HTTP_ORIGIN": "https://app.example"}):
+            response = caller.post(
+                f"/api/v1/rulesets/{ruleset.pk}/execute",
+                {"input": document, "user_id": "u1"},
+                format="json",
+                **headers,
+            )
+            assert response.status_code == 400, response.content
+            assert response.json() == {
+                "input": [message],
+                "detail": f"input: {message}",
+                "code": "invalid",
+            }
+        assert not stored(ExecutionLog).exists()
+        assert not stored(Assignment).exists()
+
     def test_resolve_refuses_malformed_ids(
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
     ) -> None:

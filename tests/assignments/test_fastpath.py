@@ -6,18 +6,27 @@ Redis of its own, so Redis can be paused or stopped without disturbing others.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import requests
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 from knox.models import AuthToken
 
 from assignments.api.serializers import ExecuteOutputSerializer, ResolveOutputSerializer
@@ -156,6 +165,79 @@ def test_a_revoked_token_is_refused_at_once(roles: None, redis_port: int) -> Non
         assert refused.json()["code"] == "authentication_failed"
 
 
+def test_every_way_of_revoking_holds_within_a_second(roles: None, redis_port: int) -> None:
+    """Bulk updates and raw SQL send no signal: the token cache must not depend on one."""
+    canary = make_canary("revocations", traffic=50, auto_rollback=False)
+    users = get_user_model().objects
+
+    def delete_token_rows(username: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM knox_authtoken WHERE user_id = %s",
+                [users.get(username=username).pk],
+            )
+
+    revocations: dict[str, Callable[[str], Any]] = {
+        "bulk-deactivated": lambda name: users.filter(username=name).update(is_active=False),
+        "token-row-deleted": delete_token_rows,
+        "token-expired": lambda name: AuthToken.objects.filter(user__username=name).update(
+            expiry=timezone.now() - timedelta(seconds=1)
+        ),
+        "user-deleted": lambda name: users.filter(username=name).delete(),
+        "token-rotated": lambda name: call_command(
+            "canary_user", name, "--role", "viewer", "--rotate-token", stdout=io.StringIO()
+        ),
+    }
+    tokens = {name: create_user(name, "viewer") for name in revocations}
+    with granian(**server_redis(redis_port)) as server:
+        for token in tokens.values():
+            # The first authenticates in full, the rest are served on the fast path.
+            for _ in range(3):
+                assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+                assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+        for name, revoke in revocations.items():
+            revoke(name)
+            time.sleep(1.0)  # the promise: within one second, in every process
+            for response in (
+                execute(server.base, canary.ruleset_id, tokens[name], user_id="a"),
+                resolve(server.base, canary.ruleset_id, tokens[name], user_id="a"),
+            ):
+                assert response.status_code == 401, (name, response.text)
+                assert response.json()["code"] == "authentication_failed"
+        # Tokens nobody revoked keep working.
+        survivor = create_user("survivor", "viewer")
+        for _ in range(3):
+            assert execute(server.base, canary.ruleset_id, survivor, user_id="a").ok
+
+
+def test_a_sticky_request_is_one_redis_round_trip(roles: None, redis_port: int) -> None:
+    """What the web process sends Redis per request, as MONITOR sees it (commands a
+    script runs are marked ``lua`` and travel in the one call)."""
+    canary = make_canary("one-trip", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    seen: list[dict[str, Any]] = []
+    with granian(workers=1, CANARY_DRAIN_IN_WEB="0", **server_redis(redis_port)) as server:
+        for _ in range(3):  # authenticates in full, decides and stores the context
+            assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+            assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+        time.sleep(1.0)  # past every recheck period: the steady state
+        with redis.Redis(port=redis_port, socket_timeout=0.5).monitor() as monitor:
+            for _ in range(10):
+                assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+                assert resolve(server.base, canary.ruleset_id, token, user_id="a").ok
+            with contextlib.suppress(redis.TimeoutError):
+                while True:
+                    seen.append(monitor.next_command())
+    sent = [
+        command["command"].split()[0].upper() for command in seen if command["client_type"] != "lua"
+    ]
+    # NOTE: each of the worker's threads opens its own connection once (``canary.redis``);
+    # one may not have served a request before.
+    handshakes = [command for command in sent if command in ("HELLO", "CLIENT", "SELECT")]
+    assert len(handshakes) <= 2 * 3, sent  # WEB_THREADS (2) connections, 3 commands each
+    assert [command for command in sent if command not in handshakes] == ["EVALSHA"] * 20, sent
+
+
 def test_the_rate_limit_answers_429_with_a_retry_hint(roles: None, redis_port: int) -> None:
     canary = make_canary("limited", traffic=50, auto_rollback=False)
     token = create_user("engine", "viewer")
@@ -172,6 +254,228 @@ def test_the_rate_limit_answers_429_with_a_retry_hint(roles: None, redis_port: i
     assert 1 <= int(limited.headers["Retry-After"]) <= 61
 
 
+def test_retry_after_is_the_time_left_in_the_window_on_both_paths(
+    roles: None, redis_port: int
+) -> None:
+    """The fast path and the API count in the same window and say the same when it ends."""
+    canary = make_canary("retry-after", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    window = 3600
+    if time.time() % window < 3 or time.time() % window > window - 30:
+        time.sleep(35)  # the first request well into a window, and the last ones in it too
+    with granian(CANARY_DATAPLANE_RATE="3/hour", **server_redis(redis_port)) as server:
+        for _ in range(3):  # the first authenticates in full, the others on the fast path
+            assert execute(server.base, canary.ruleset_id, token, user_id="a").ok
+        time.sleep(2)  # the counter's own TTL now differs from the time left by > 2 s
+        compared = 0
+        for _ in range(10):
+            before = time.time()
+            fast = execute(server.base, canary.ruleset_id, token, user_id="a")
+            api = requests.post(  # an Origin header: the API answers (CORS)
+                f"{server.base}/api/v1/rulesets/{canary.ruleset_id}/execute",
+                json={"input": INPUT, "user_id": "a"},
+                headers={"Authorization": f"Bearer {token}", "Origin": "https://app.example"},
+                timeout=10,
+            )
+            after = time.time()
+            assert (fast.status_code, api.status_code) == (429, 429)
+            if int(before) != int(after):
+                continue  # a second boundary between them: the answers may differ by one
+            left = math.ceil(window - before % window)
+            assert fast.headers["Retry-After"] == api.headers["Retry-After"] == str(left)
+            assert (
+                fast.json()
+                == api.json()
+                == {
+                    "detail": f"Request was throttled. Expected available in {left} seconds.",
+                    "code": "throttled",
+                }
+            )
+            compared += 1
+        assert compared >= 5
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    method: str = "POST"
+    verb: str = "execute"
+    content_type: str | None = "application/json"
+    body: bytes = b'{"input": {"temperature": 30, "zone": "A"}, "user_id": "u1"}'
+    query: str = "user_id=u1"
+    token: str | None = "valid"
+    ruleset: str | None = None  # default: the canary's rule set
+
+
+def probe_corpus() -> list[Probe]:
+    """Requests the fast path might take, or must hand to the API: every one answered alike."""
+    deep = b'{"input": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b', "user_id": "u1"}'
+    return [
+        Probe("json"),
+        Probe("json with charset", content_type="application/json; charset=utf-8"),
+        Probe("json, upper case", content_type="APPLICATION/JSON;CHARSET=UTF-8"),
+        Probe("json with another parameter", content_type="application/json; profile=x"),
+        Probe(
+            "json in latin-1",
+            content_type="application/json; charset=latin-1",
+            body='{"input": {"temperature": 30, "zone": "é"}, "user_id": "u1"}'.encode("latin-1"),
+        ),
+        Probe("json in an unknown charset", content_type="application/json; charset=klingon"),
+        Probe("jsonx", content_type="application/jsonx"),
+        Probe("json-patch", content_type="application/json-patch+json"),
+        Probe("json suffix", content_type="application/vnd.api+json"),
+        Probe("any type", content_type="*/*"),
+        Probe("any application type", content_type="application/*"),
+        Probe("text", content_type="text/plain"),
+        Probe("form", content_type="application/x-www-form-urlencoded", body=b"input=1"),
+        Probe("no content type", content_type=None),
+        Probe("empty body", body=b""),
+        Probe("not json", body=b"{input"),
+        Probe("not an object", body=b"[1, 2]"),
+        Probe("input not an object", body=b'{"input": [1]}'),
+        Probe("unknown field", body=b'{"input": {}, "tenant": "x"}'),
+        Probe("bad id", body=b'{"input": {}, "user_id": "a b"}'),
+        Probe("id not a string", body=b'{"input": {}, "user_id": 7}'),
+        Probe("NUL", body=b'{"input": {"zone": "A\\u0000"}, "user_id": "u1"}'),
+        Probe("nested too deep", body=deep),
+        Probe("wide integer", body=b'{"input": {"temperature": 18446744073709551616}}'),
+        Probe("NaN", body=b'{"input": {"temperature": NaN}, "user_id": "u1"}'),
+        Probe(
+            "duplicate key",
+            body=b'{"input": {"t": 1}, "input": {"temperature": 30}, "user_id": "u1"}',
+        ),
+        Probe("BOM", body=b'\xef\xbb\xbf{"input": {"temperature": 30}, "user_id": "u1"}'),
+        Probe("no token", token=None),
+        Probe("wrong token", token="wrong"),
+        Probe("GET execute", method="GET", body=b""),
+        Probe("PUT execute", method="PUT"),
+        Probe("resolve"),
+        Probe("resolve", method="GET", verb="resolve", body=b""),
+        # (No ids at all: a random draw, by design; not comparable answer by answer.)
+        Probe(
+            "resolve, repeated id",
+            method="GET",
+            verb="resolve",
+            body=b"",
+            query="user_id=u1&user_id=u2",
+        ),
+        Probe(
+            "resolve, unknown parameter",
+            method="GET",
+            verb="resolve",
+            body=b"",
+            query="user_id=u1&tenant=x",
+        ),
+        Probe("resolve, bad id", method="GET", verb="resolve", body=b"", query="user_id=a%20b"),
+        Probe("POST resolve", verb="resolve"),
+        Probe("DELETE resolve", method="DELETE", verb="resolve", body=b""),
+        Probe("unknown rule set", ruleset=UNKNOWN),
+        Probe("unknown rule set, wrong token", ruleset=UNKNOWN, token="wrong"),
+        Probe(
+            "resolve an unknown rule set", method="GET", verb="resolve", body=b"", ruleset=UNKNOWN
+        ),
+        Probe(
+            "resolve an unknown rule set, wrong token",
+            method="GET",
+            verb="resolve",
+            body=b"",
+            ruleset=UNKNOWN,
+            token="wrong",
+        ),
+        Probe("rule set id in capitals", ruleset="upper"),
+    ]
+
+
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+EXPECTED_STATUS = {
+    "json": 200,
+    "json with charset": 200,
+    "json, upper case": 200,
+    "jsonx": 415,
+    "json-patch": 415,
+    "json suffix": 415,
+    "text": 415,
+    "no content type": 415,
+    "wide integer": 400,
+    "unknown rule set": 404,
+    "unknown rule set, wrong token": 401,
+    "GET execute": 405,
+    "POST resolve": 405,
+}
+
+
+def probe(base: str, ruleset_id: str, item: Probe, tokens: dict[str, str]) -> requests.Response:
+    headers = {}
+    if item.content_type is not None:
+        headers["Content-Type"] = item.content_type
+    if item.token is not None:
+        headers["Authorization"] = f"Bearer {tokens.get(item.token, item.token)}"
+    query = f"?{item.query}" if item.verb == "resolve" and item.query else ""
+    if item.ruleset is not None:
+        ruleset_id = ruleset_id.upper() if item.ruleset == "upper" else item.ruleset
+    return requests.request(
+        item.method,
+        f"{base}/api/v1/rulesets/{ruleset_id}/{item.verb}{query}",
+        data=item.body,
+        headers=headers,
+        timeout=10,
+    )
+
+
+def comparable(response: requests.Response) -> dict[str, Any]:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.content
+    if isinstance(body, dict):
+        body.pop("latency_ms", None)
+    headers = ("Content-Type", "Allow", "Retry-After", "X-Canary-Version", "WWW-Authenticate")
+    return {
+        "status": response.status_code,
+        "body": body,
+        **{name: response.headers.get(name) for name in headers},
+    }
+
+
+def test_the_fast_path_answers_as_the_api_does(roles: None, redis_port: int) -> None:
+    """Every request of the corpus, served by a process with the fast path and by one
+    without it (the API), sharing PostgreSQL and Redis: the same status, body and headers."""
+    canary = make_canary("both-paths", traffic=50, auto_rollback=False)
+    tokens = {"valid": create_user("engine", "viewer")}
+    env = server_redis(redis_port)
+    with granian(**env) as fast, granian(CANARY_FAST_PATH="0", **env) as api:
+        # The first request authenticates in full; then the fast path vouches for the token.
+        assert execute(fast.base, canary.ruleset_id, tokens["valid"], user_id="u1").ok
+        assert execute(fast.base, canary.ruleset_id, tokens["valid"], user_id="u1").ok
+        for item in probe_corpus():
+            served_fast = comparable(probe(fast.base, str(canary.ruleset_id), item, tokens))
+            served_api = comparable(probe(api.base, str(canary.ruleset_id), item, tokens))
+            assert served_fast == served_api, item.name
+            assert served_fast["status"] == EXPECTED_STATUS.get(item.name, served_fast["status"])
+    with (
+        granian(CANARY_DATAPLANE_RATE="2/hour", **env) as fast,
+        granian(CANARY_DATAPLANE_RATE="2/hour", CANARY_FAST_PATH="0", **env) as api,
+    ):
+        limited = {"valid": create_user("limited", "viewer")}
+        for _ in range(2):
+            assert execute(fast.base, canary.ruleset_id, limited["valid"], user_id="u1").ok
+        compared = 0
+        for _ in range(5):
+            before = time.time()
+            for item in (Probe("json"), Probe("unknown rule set", ruleset=UNKNOWN)):
+                answers = [
+                    comparable(probe(server.base, str(canary.ruleset_id), item, limited))
+                    for server in (fast, api)
+                ]
+                if int(before) != int(time.time()):  # Retry-After may differ by a second
+                    break
+                assert answers[0]["status"] == 429, item.name
+                assert answers[0] == answers[1], item.name
+            else:
+                compared += 1
+        assert compared >= 3
+
+
 def test_bad_input_is_a_400_naming_the_field(roles: None, redis_port: int) -> None:
     canary = make_canary("bad-input", traffic=50, auto_rollback=False)
     token = create_user("engine", "viewer")
@@ -186,6 +490,64 @@ def test_bad_input_is_a_400_naming_the_field(roles: None, redis_port: int) -> No
         assert nul.status_code == 400
         assert "input" in nul.json()
     assert stored(ExecutionLog).filter(deployment=canary).count() == 0
+
+
+def test_an_integer_outside_64_bits_is_a_400_naming_its_path(roles: None, redis_port: int) -> None:
+    """The fast path refuses it as the API does (orjson would read it as a float)."""
+    canary = make_canary("wide-integers", traffic=50, auto_rollback=False)
+    token = create_user("engine", "viewer")
+    cases = {
+        "input.temperature": 2**64,  # past unsigned 64 bits: orjson reads a float
+        "input.readings[1]": 2**63,  # unsigned 64 bits: orjson reads an int
+        "input.nested.deep[0].t": -(2**63) - 1,
+    }
+    documents = [
+        {"temperature": 2**64},
+        {"temperature": 30, "readings": [1, 2**63]},
+        {"temperature": 30, "nested": {"deep": [{"t": -(2**63) - 1}]}},
+    ]
+    with granian(**server_redis(redis_port)) as server:
+        # Authenticates in full once; the token is then cached for the fast path.
+        assert execute(server.base, canary.ruleset_id, token, user_id="warm").ok
+        assert execute(server.base, canary.ruleset_id, token, user_id="warm").ok
+        for (path, number), document in zip(cases.items(), documents, strict=True):
+            response = execute(server.base, canary.ruleset_id, token, input=document, user_id="w")
+            assert response.status_code == 400, response.text
+            message = f"{path}: integer {number} is outside the 64-bit range CEL evaluates exactly"
+            assert response.json() == {
+                "input": [message],
+                "detail": f"input: {message}",
+                "code": "invalid",
+            }
+        # Within the range: still the fast path's 200.
+        edge = {"temperature": 30, "low": -(2**63), "high": 2**63 - 1}
+        assert execute(server.base, canary.ruleset_id, token, input=edge, user_id="e").ok
+        wait_until_drained(redis.Redis(port=redis_port))
+    assert set(
+        stored(ExecutionLog).filter(deployment=canary).values_list("user_id", flat=True)
+    ) == {
+        "warm",
+        "e",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "storable"),
+    [
+        # Nineteen digits in a string (numeric ids): still the fast path's.
+        (b'{"input": {"order": "12345678901234567890"}, "user_id": "1234567890123456789"}', True),
+        (b'{"input": {"t": 1234567890123456789}}', True),  # within 64 bits: an int
+        (b'{"input": {"t": 18446744073709551616}}', False),  # orjson reads a float
+        (b'{"input": {"l": [1, {"t": -9223372036854775809}]}}', False),
+        (b'{"input": {"t": 12345678901234567890.5}}', False),  # the API decides
+    ],
+)
+def test_only_a_number_orjson_may_have_widened_leaves_the_fast_path(
+    raw: bytes, storable: bool
+) -> None:
+    from assignments.fastpath import _storable
+
+    assert _storable(raw, orjson.loads(raw)) is storable
 
 
 def test_two_hundred_first_requests_for_one_workflow(roles: None, redis_port: int) -> None:

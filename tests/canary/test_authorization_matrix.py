@@ -303,3 +303,40 @@ def test_options_head_and_unlisted_methods(
                 assert response.status_code == 401, (probe.path, method)
             else:
                 assert response.status_code in (403, 405), (probe.path, method, role)
+
+
+@pytest.fixture
+def roleless() -> APIClient:
+    """A valid token whose user holds no role: a rule-engine client."""
+    from django.contrib.auth import get_user_model
+
+    from tests.accounts import issue_token
+
+    client = APIClient()
+    user = get_user_model().objects.create(username="no-role")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user)}")
+    return client
+
+
+@pytest.mark.parametrize("probe", probes(), ids=lambda probe: probe.path)
+def test_a_token_without_a_role_gets_options_as_it_gets_the_endpoint(
+    probe: Probe, world: World, roleless: APIClient
+) -> None:
+    """OPTIONS describes an endpoint (its POST fields, say) only to those who hold a role;
+    the data plane serves any authenticated client, and describes itself to it too."""
+    url = url_for(probe.path, probe.target, world)
+    options = roleless.options(url)
+    if probe.dataplane:
+        assert options.status_code == 200, (probe.path, options.content[:300])
+        return
+    assert options.status_code == 403, (probe.path, options.content[:300])
+    assert options.json() == {
+        "detail": "Your role does not allow this action.",
+        "code": "permission_denied",
+    }
+    for method in sorted(probe.allowed_methods):
+        rule = RULES[(method, probe.path)]
+        body = rule.body(world) if rule.body else None
+        refused = send(roleless, method, url_for(probe.path, rule.target, world), body)
+        assert refused.status_code == 403, (probe.path, method)
+        assert refused.json() == options.json(), (probe.path, method)

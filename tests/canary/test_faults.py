@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 import redis
 import requests
+from django.db import connection
 from django.utils import timezone
 
 from assignments.sticky import ASSIGNMENT_STREAM, EXECUTION_STREAM
@@ -22,7 +23,16 @@ from monitoring.models import ExecutionLog
 from tests.accounts import create_user
 from tests.monitoring.logs import add_logs
 from tests.monitoring.test_breaker_integration import make_canary
-from tests.servers import ROOT, free_port, gunicorn, private_redis, server_env
+from tests.servers import (
+    ROOT,
+    CuttableProxy,
+    database_url_of_test_db,
+    free_port,
+    granian,
+    gunicorn,
+    private_redis,
+    server_env,
+)
 from tests.stored import stored
 
 
@@ -118,7 +128,7 @@ def test_a_worker_killed_mid_run_loses_no_verdict(roles: None) -> None:
 
     assert monitor_run().skipped is True  # the dead run's lease still holds
     later = timezone.now() + monitor_lease() + timedelta(seconds=1)
-    add_logs(canary, "v2", [1.0] * 50, errors=10, at=later - timedelta(minutes=1), paired=True)
+    add_logs(canary, "v2", [1.0] * 100, errors=20, at=later - timedelta(minutes=1), paired=True)
     report = monitor_run(now=later)  # the next period
     assert report.rolled_back == [str(canary.pk)]
     assert DeploymentEvent.objects.filter(deployment=canary, action="rollback").count() == 1
@@ -166,3 +176,56 @@ def test_web_server_restart_loses_no_assignment_or_log(roles: None) -> None:
                 again = execute(base, canary.ruleset_id, user, token).json()["canary_version"]
                 assert again == version, user
     assert Deployment.objects.get(pk=canary.pk).status == "canary"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_unreachable_is_a_503_with_retry_after(roles: None) -> None:
+    """A fresh process that never loaded the rule set nor cached the token, PostgreSQL cut off:
+    every API answer is a JSON 503 with ``Retry-After``, never a 500."""
+    if connection.vendor != "postgresql":
+        pytest.skip("cutting PostgreSQL off needs PostgreSQL (CI runs on it)")
+    canary = make_canary("postgres-unreachable", traffic=50, auto_rollback=False)
+    warm_token = create_user("engine", "viewer")
+    cold_token = create_user("other-engine", "viewer")
+    database = connection.settings_dict
+    proxy = CuttableProxy((database.get("HOST") or "127.0.0.1", int(database.get("PORT") or 5432)))
+    proxy.start()
+    proxied = database_url_of_test_db().replace(
+        f":{database.get('PORT') or 5432}/", f":{proxy.port}/"
+    )
+    port = free_port()
+    env = {"DATABASE_URL": proxied, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    execute_url = f"/api/v1/rulesets/{canary.ruleset_id}/execute"
+    resolve_url = f"/api/v1/rulesets/{canary.ruleset_id}/resolve?user_id=u1"
+    with private_redis(port):
+        with granian(workers=1, **env) as server:  # caches warm_token in Redis
+            assert execute(server.base, canary.ruleset_id, "u0", warm_token).ok
+        proxy.cut()
+        with granian(workers=1, **env) as server:
+            cases = [
+                ("POST", execute_url, warm_token, {}),  # token cached, rule set not loaded
+                ("POST", execute_url, cold_token, {}),
+                ("POST", execute_url, warm_token, {"Origin": "https://app.example"}),
+                ("GET", resolve_url, warm_token, {}),
+                ("GET", resolve_url, cold_token, {}),
+                ("GET", resolve_url, cold_token, {"Origin": "https://app.example"}),
+                ("GET", "/api/v1/deployments", warm_token, {}),
+                ("GET", f"/api/v1/deployments/{canary.pk}/metrics", cold_token, {}),
+            ]
+            for method, path, token, headers in cases:
+                response = requests.request(
+                    method,
+                    f"{server.base}{path}",
+                    json={"input": {"temperature": 30}, "user_id": "u1"}
+                    if method == "POST"
+                    else None,
+                    headers={"Authorization": f"Bearer {token}", **headers},
+                    timeout=10,
+                )
+                case = (method, path, headers)
+                assert response.status_code == 503, (case, response.status_code, response.text)
+                assert response.headers["Content-Type"] == "application/json", case
+                assert response.json()["code"] == "unavailable", case
+                assert response.json()["detail"], case
+                assert 1 <= int(response.headers["Retry-After"]) <= 60, case
+        proxy.start()

@@ -105,3 +105,61 @@ def test_an_expired_token_is_refused(db: Any, roles: None) -> None:
         expiry=timezone.now() - timedelta(seconds=1)
     )
     assert client.get("/api/v1/deployments").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/api/schema/", "*/*"),
+        ("/api/schema/", "application/yaml"),
+        ("/api/schema/?format=yaml", "*/*"),
+        ("/api/docs/", "text/html"),
+        ("/api/docs/", "*/*"),
+    ],
+)
+def test_errors_of_the_schema_and_its_page_are_json(
+    settings: Any, path: str, accept: str, viewer: APIClient
+) -> None:
+    """Every error under /api/ is JSON, also where the answer would be YAML or HTML."""
+    settings.CANARY_AUTH_FAILURES_PER_MINUTE = 0
+    wrong = APIClient()
+    wrong.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    unauthenticated = wrong.get(path, HTTP_ACCEPT=accept)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated["Content-Type"] == "application/json"
+    assert unauthenticated.json() == {
+        "detail": "Invalid token.",
+        "code": "authentication_failed",
+    }
+
+    not_allowed = viewer.post(path, HTTP_ACCEPT=accept)
+    assert not_allowed.status_code == 405
+    assert not_allowed["Content-Type"] == "application/json"
+    assert not_allowed.json()["code"] == "method_not_allowed"
+    assert not_allowed["Allow"] == "GET, HEAD, OPTIONS"
+
+    settings.CANARY_THROTTLE_RATES = {"dataplane": "", "api": "1/day"}
+    assert viewer.get(path, HTTP_ACCEPT=accept).status_code == 200
+    throttled = viewer.get(path, HTTP_ACCEPT=accept)
+    assert throttled.status_code == 429
+    assert throttled["Content-Type"] == "application/json"
+    assert throttled.json()["code"] == "throttled"
+    assert int(throttled["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"), [("/api/schema/", "text/html"), ("/api/docs/", "application/yaml")]
+)
+def test_an_unacceptable_accept_header_is_a_json_406(
+    path: str, accept: str, viewer: APIClient
+) -> None:
+    refused = viewer.get(path, HTTP_ACCEPT=accept)
+    assert refused.status_code == 406
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["code"] == "not_acceptable"
+
+
+def test_the_schema_itself_is_still_yaml_or_json_as_asked(viewer: APIClient) -> None:
+    assert viewer.get("/api/schema/")["Content-Type"].startswith("application/vnd.oai.openapi")
+    as_json = viewer.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert as_json.json()["openapi"].startswith("3.")

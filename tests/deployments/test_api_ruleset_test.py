@@ -72,3 +72,17 @@ def test_a_body_within_the_limit_is_evaluated(ruleset: RuleSet, approver: APICli
     )
     assert response.status_code == 200
     assert response.json()["output"] == {"alert": "none"}
+
+
+def test_an_integer_outside_64_bits_is_a_400_naming_its_path(
+    ruleset: RuleSet, approver: APIClient
+) -> None:
+    response = approver.post(
+        url(ruleset), {"input": {"temperature": 2**64}, "version": "v1.0.0"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    message = (
+        "input.temperature: integer 18446744073709551616 is outside the 64-bit range "
+        "CEL evaluates exactly"
+    )
+    assert response.json() == {"input": [message], "detail": f"input: {message}", "code": "invalid"}

@@ -194,6 +194,43 @@ def test_input_over_the_caps_is_refused_naming_the_part(
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("document", "path", "number"),
+    [
+        ({"temperature": 2**64}, "input.temperature", 2**64),
+        ({"t": 2**63}, "input.t", 2**63),
+        ({"t": -(2**63) - 1}, "input.t", -(2**63) - 1),
+        ({"readings": [1, 2, 2**64]}, "input.readings[2]", 2**64),
+        ({"a": [{"b": {"c": -(2**70)}}], "s": "x"}, "input.a[0].b.c", -(2**70)),
+        ({"mixed": [1.5, None, True, "x", 2**64]}, "input.mixed[4]", 2**64),
+    ],
+)
+def test_an_integer_outside_64_bits_is_refused_naming_its_path(
+    document: dict, path: str, number: int
+) -> None:
+    with pytest.raises(rl.InputBoundsError) as info:
+        rules.check_input_bounds(document)
+
+    assert str(info.value) == (
+        f"{path}: integer {number} is outside the 64-bit range CEL evaluates exactly"
+    )
+
+
+def test_integers_at_the_64_bit_bounds_are_accepted() -> None:
+    rules.check_input_bounds({"low": -(2**63), "high": 2**63 - 1, "l": [2**63 - 1, -(2**63)]})
+    rules.check_input_bounds({"float": 1.8446744073709552e19, "flag": True})
+
+
+def test_evaluate_refuses_an_integer_outside_64_bits_without_naming_a_rule() -> None:
+    compiled = compile_rules([rule("hot", "input.temperature > 27")], None)
+
+    evaluation = compiled.evaluate({"temperature": 2**64})
+
+    assert evaluation.success is False
+    assert evaluation.error is not None and evaluation.error.rule is None
+    assert "input.temperature: integer" in evaluation.error.message
+
+
 def test_input_at_the_caps_is_accepted() -> None:
     rules.check_input_bounds({"items": list(range(1000)), "s": "x" * 8192, "deep": nested(31)})
     rules.check_input_bounds({})
