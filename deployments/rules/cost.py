@@ -6,7 +6,8 @@ the development container; see docs/rules.md). It is computed from the checked e
 and the input caps, never from a particular input, so it holds for every input the caps
 allow:
 
-- every node evaluated costs 1 (constants 0); a list or map literal also costs 1 per entry;
+- every node evaluated costs 1 (constants 0); a list or map literal also costs its entries
+  (``LIST_ENTRY``, ``MAP_ENTRY``), as it is built again each time it is evaluated;
 - a node inside a loop (``all``/``exists``/``exists_one``) is evaluated once per iteration:
   its cost is multiplied by the iterations of every enclosing loop, each at most
   ``max_elements`` for a list or object from the input (exactly the length of a literal),
@@ -15,7 +16,8 @@ allow:
   ``x`` with every element; ``==`` and the orderings walk both values (a scalar is one
   cheap comparison, every further node of a list or object costs more); ``size()``,
   ``contains()``, ``matches()`` and the string conversions walk the string (``matches()``
-  also by the size of the compiled pattern);
+  also by the size of the compiled pattern); ``matches()`` also compiles its pattern on
+  every call, once per iteration in a loop (``REGEX_CALL``, ``regex_compile_size``);
 - anything read from ``input`` may be as large as the caps allow: ``max_elements`` entries
   and ``max_size`` nodes plus characters. But when a value is part of the element of a loop
   over the input, the sum over the loop's iterations is bounded by the size of the whole
@@ -48,6 +50,13 @@ SCAN_PER_CHAR = 0.05  # size(), conversions, parsing: one pass over the UTF-8 te
 SEARCH_PER_CHAR = 0.2  # contains(): a search over the text (measured up to 5 ns a character)
 SEARCH_PER_CHAR_PAIR = 0.01  # contains() with a long needle: naive search worst case
 REGEX_PER_CHAR_INSTRUCTION = 0.1  # matches(): RE2's NFA simulation (measured <= 3.5 ns)
+# matches() compiles its pattern on every call (cel-expr-python has no precompilation):
+# a fixed cost, then about 150-560 ns per instruction of the program (measured), far more
+# for Unicode classes (see ``regex_compile_size``). Charged per call, so once per iteration.
+REGEX_CALL = 150  # a call with the smallest pattern (measured 3.7-5.6 us)
+REGEX_COMPILE_PER_INSTRUCTION = 10  # per weighted instruction (``regex_compile_size``)
+LIST_ENTRY = 3  # building a list literal, per element (measured 85 ns, rebuilt per iteration)
+MAP_ENTRY = 5  # building a map literal, per entry (measured 140 ns)
 TIME_ZONE_LOOKUP = 400  # getHours(tz) and friends with a time zone that is not a literal
 REGEX_MAX_REPEAT = 1000  # RE2's largest counted repetition, x{1000}
 
@@ -232,8 +241,11 @@ class _Coster:
         if kind == "call_expr":
             return self._call(expr)
         if kind == "list_expr":
+            # A literal is built again on every evaluation of the node: inside a macro, on
+            # every iteration (cel-expr-python folds no constants).
             elements = [self.visit(element) for element in expr.list_expr.elements]
-            self.charge(expr, 1 + len(elements))
+            text = _literal_chars(expr.list_expr.elements)
+            self.charge(expr, 1 + LIST_ENTRY * len(elements) + SCAN_PER_CHAR * text)
             return _container(elements, len(elements))
         if kind == "struct_expr":
             parts: list[_Size] = []
@@ -241,8 +253,11 @@ class _Coster:
                 if entry.HasField("map_key"):
                     parts.append(self.visit(entry.map_key))
                 parts.append(self.visit(entry.value))
-            self.charge(expr, 1 + 2 * len(expr.struct_expr.entries))
-            return _container(parts, len(expr.struct_expr.entries))
+            entries = expr.struct_expr.entries
+            keys = [entry.map_key for entry in entries if entry.HasField("map_key")]
+            text = _literal_chars([entry.value for entry in entries]) + _literal_chars(keys)
+            self.charge(expr, 1 + MAP_ENTRY * len(entries) + SCAN_PER_CHAR * text)
+            return _container(parts, len(entries))
         if kind == "comprehension_expr":
             return self._loop(expr)
         return self.input  # unknown node kind: assume the worst
@@ -368,17 +383,22 @@ class _Coster:
         text: tuple[float, int | None],
         regex: tuple[float, int | None],
     ) -> None:
+        # Every call compiles the pattern (a fixed cost, then per instruction), then runs
+        # the program over the text: once per iteration of every enclosing macro.
         length, root = text
+        self.charge(expr, REGEX_CALL)
         if pattern.WhichOneof("expr_kind") == "const_expr" and pattern.const_expr.HasField(
             "string_value"
         ):
-            program = float(regex_size(pattern.const_expr.string_value))
+            literal = pattern.const_expr.string_value
+            program = float(regex_size(literal))
+            self.charge(expr, REGEX_COMPILE_PER_INSTRUCTION * regex_compile_size(literal))
             self.charge(expr, REGEX_PER_CHAR_INSTRUCTION * program, [(length + 1, root)])
             return
-        # A pattern from the input is compiled on every call and may be as large as RE2
-        # allows: its size is the pattern's length times the largest counted repetition.
+        # A pattern from the input may be as large as RE2 allows: its size is the
+        # pattern's length times the largest counted repetition.
         program = regex[0] * REGEX_MAX_REPEAT
-        self.charge(expr, SEARCH_PER_CHAR, [(program, regex[1])])
+        self.charge(expr, REGEX_COMPILE_PER_INSTRUCTION, [(program, regex[1])])
         self.charge(expr, REGEX_PER_CHAR_INSTRUCTION * program, [(length + 1, root)])
 
     def _result(self, expr: syntax_pb2.Expr, sizes: list[_Size]) -> _Size:
@@ -417,6 +437,15 @@ def _constant_size(constant: syntax_pb2.Constant) -> _Size:
     return _SCALAR
 
 
+def _literal_chars(elements: Sequence[syntax_pb2.Expr]) -> int:
+    """Characters of the string constants among ``elements``: copied when a literal is built."""
+    total = 0
+    for element in elements:
+        if element.WhichOneof("expr_kind") == "const_expr":
+            total += int(_constant_size(element.const_expr).chars)
+    return total
+
+
 def _container(parts: list[_Size], entries: int) -> _Size:
     nodes = 1 + sum(part.nodes for part in parts)
     chars = sum(part.chars for part in parts)
@@ -435,6 +464,24 @@ def _union(left: _Size, right: _Size) -> _Size:
 
 
 # --- regular expressions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class _RegexWeights:
+    """What one atom weighs: in instructions run (matching) or work to compile them."""
+
+    unicode_class: int  # \\pL, \\p{Greek}, [\\pL\\pN] (each property)
+    wide_class: int  # a negated or non-ASCII class, on top of its ranges
+    dot: int
+    repeat_percent: int  # a counted repetition's copies, in percent of their size
+
+
+# Matching: the program's size. Compiling: measured on cel-expr-python 0.1.3, an instruction
+# copied by a counted repetition takes up to 560 ns to compile, others 150-250 ns; a Unicode
+# general category such as \\pL or \\PL up to 2.6 ms (it becomes a large UTF-8 automaton); a
+# case-folded non-ASCII range such as (?i)[\\x{100}-\\x{2000}] 44 us.
+_MATCHING = _RegexWeights(unicode_class=128, wide_class=8, dot=8, repeat_percent=100)
+_COMPILING = _RegexWeights(unicode_class=8000, wide_class=80, dot=8, repeat_percent=150)
+
+
 def regex_size(pattern: str) -> int:
     """An upper bound on the number of RE2 instructions ``pattern`` compiles to.
 
@@ -445,8 +492,22 @@ def regex_size(pattern: str) -> int:
     pattern this parser does not understand is charged as if every character were repeated
     the maximum number of times (RE2 will most likely refuse it anyway).
     """
+    return _regex_weight(pattern, _MATCHING)
+
+
+def regex_compile_size(pattern: str) -> int:
+    """The work of compiling ``pattern``, in instructions of ``REGEX_COMPILE_PER_INSTRUCTION``.
+
+    ``regex_size`` with the weights compiling was measured to have: a Unicode class counts
+    as thousands of instructions, a negated or non-ASCII class as dozens, and the copies
+    made by a counted repetition half as much again.
+    """
+    return _regex_weight(pattern, _COMPILING)
+
+
+def _regex_weight(pattern: str, weights: _RegexWeights) -> int:
     try:
-        size, position = _regex_alternation(pattern, 0)
+        size, position = _regex_alternation(pattern, 0, weights)
     except (IndexError, ValueError):
         return max(1, len(pattern)) * REGEX_MAX_REPEAT
     if position != len(pattern):
@@ -459,24 +520,24 @@ def regex_size(pattern: str) -> int:
 _CASE_FOLDING = re.compile(r"\(\?[a-zA-Z]*i")
 
 
-def _regex_alternation(pattern: str, position: int) -> tuple[int, int]:
-    total, position = _regex_sequence(pattern, position)
+def _regex_alternation(pattern: str, position: int, weights: _RegexWeights) -> tuple[int, int]:
+    total, position = _regex_sequence(pattern, position, weights)
     while position < len(pattern) and pattern[position] == "|":
-        size, position = _regex_sequence(pattern, position + 1)
+        size, position = _regex_sequence(pattern, position + 1, weights)
         total += size + 1
     return total, position
 
 
-def _regex_sequence(pattern: str, position: int) -> tuple[int, int]:
+def _regex_sequence(pattern: str, position: int, weights: _RegexWeights) -> tuple[int, int]:
     total = 0
     while position < len(pattern) and pattern[position] not in "|)":
-        size, position = _regex_atom(pattern, position)
-        size, position = _regex_quantifiers(pattern, position, size)
+        size, position = _regex_atom(pattern, position, weights)
+        size, position = _regex_quantifiers(pattern, position, size, weights)
         total += size
     return total, position
 
 
-def _regex_atom(pattern: str, position: int) -> tuple[int, int]:
+def _regex_atom(pattern: str, position: int, weights: _RegexWeights) -> tuple[int, int]:
     char = pattern[position]
     if char == "(":
         position += 1
@@ -490,7 +551,7 @@ def _regex_atom(pattern: str, position: int) -> tuple[int, int]:
                 if pattern[end] == ")":  # a flag group such as (?i)
                     return 0, end + 1
                 position = end + 1
-        size, position = _regex_alternation(pattern, position)
+        size, position = _regex_alternation(pattern, position, weights)
         if pattern[position] != ")":
             raise ValueError("unbalanced group")
         return size + 2, position + 1
@@ -510,14 +571,15 @@ def _regex_atom(pattern: str, position: int) -> tuple[int, int]:
         unicode = text.count("\\p") + text.count("\\P")
         # An ASCII class is about one instruction per range; a negated or non-ASCII one
         # matches multi-byte UTF-8 sequences.
-        wide = text.startswith("[^") or not text.isascii()
-        return len(text) - 1 + 8 * wide + 128 * unicode, end + 1
+        wide = text.startswith("[^") or not text.isascii() or "\\x" in text
+        size = len(text) - 1 + weights.wide_class * wide + weights.unicode_class * unicode
+        return size, end + 1
     if char == "\\":
         following = pattern[position + 1]
         if following in "pP":
             if pattern.startswith("{", position + 2):
-                return 128, pattern.index("}", position) + 1
-            return 128, position + 3
+                return weights.unicode_class, pattern.index("}", position) + 1
+            return weights.unicode_class, position + 3
         if following == "Q":
             end = pattern.find("\\E", position + 2)
             end = len(pattern) if end < 0 else end
@@ -531,13 +593,15 @@ def _regex_atom(pattern: str, position: int) -> tuple[int, int]:
             return 4, position + 2
         return 1, position + 2
     if char == ".":
-        return 8, position + 1
+        return weights.dot, position + 1
     if char in "*+?":
         raise ValueError("quantifier without operand")
     return 1, position + 1
 
 
-def _regex_quantifiers(pattern: str, position: int, size: int) -> tuple[int, int]:
+def _regex_quantifiers(
+    pattern: str, position: int, size: int, weights: _RegexWeights
+) -> tuple[int, int]:
     while position < len(pattern):
         char = pattern[position]
         if char in "*+?":
@@ -552,8 +616,10 @@ def _regex_quantifiers(pattern: str, position: int, size: int) -> tuple[int, int
                 return size, position
             low = int(bounds[0])
             high = int(bounds[1]) if len(bounds) == 2 and bounds[1] else low
-            copies = max(low, high) + (1 if len(bounds) == 2 and not bounds[1] else 0)
-            size = size * max(1, min(copies, REGEX_MAX_REPEAT + 1)) + 1
+            copies = max(1, min(max(low, high) + (len(bounds) == 2 and not bounds[1]), 1001))
+            if copies > 1:
+                size = size * copies * weights.repeat_percent // 100
+            size += 1
             position = end + 1
         else:
             break

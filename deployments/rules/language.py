@@ -16,7 +16,8 @@ evaluation. We therefore inspect each checked expression (see ``_check_bounded``
 refuse the constructs that let a short expression build huge values: string/list
 concatenation, ``map``/``filter``, many or deeply nested macros, and big literals inside
 macros. Time is bounded by a static worst-case cost estimate of each condition over the
-inputs the caps allow (``rule_cost``), checked when a version is created. See
+inputs the caps allow (``rule_cost``), checked when a version is created, and by the
+evaluation budget: a rule starts only if its worst case fits what is left of it. See
 docs/rules.md for the measurements behind each limit.
 """
 
@@ -33,6 +34,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from deployments.rules import cost as rule_cost
 from deployments.rules.bounds import _check_bounded, _describe_cost, _estimate, _read_checked
 from deployments.rules.cost import CostEstimate, InputCaps
 from deployments.rules.inputs import _InputShape, _measured
@@ -80,8 +82,26 @@ class _Rule:
     cost: int = 0  # worst case at the caps in force when compiled (``CompiledRuleSet._caps``)
 
 
+@dataclass(frozen=True, slots=True)
+class _Costs:
+    """The rules' worst cases at some caps, in units; ``unchecked``: the time left (s) past
+    which a rule starts without a closer look (it fits even _MAX_SLOWDOWN times slower)."""
+
+    units: tuple[int, ...]
+    unchecked: tuple[float, ...]
+    heaviest: int
+
+    @classmethod
+    def of(cls, units: tuple[int, ...]) -> _Costs:
+        unchecked = tuple(cost * _MAX_SLOWDOWN / _UNITS_PER_SECOND for cost in units)
+        return cls(units, unchecked, max(units, default=0))
+
+
 # Wall clock of the evaluation budget; tests replace it to simulate slow rules.
 _clock = time.perf_counter
+# This thread's CPU time: with the wall clock, how much slower than calibrated rules run
+# on a busy machine (``_slowdown``).
+_cpu_clock = time.thread_time
 
 
 class CompiledRuleSet:
@@ -90,7 +110,7 @@ class CompiledRuleSet:
     Build it with ``compile_rules`` or ``compiled_for``.
     """
 
-    __slots__ = ("_caps", "_costly", "_default", "_rules")
+    __slots__ = ("_at_caps", "_caps", "_costly", "_costs", "_default", "_rules", "_worst")
 
     def __init__(
         self, rules: tuple[_Rule, ...], default: _Output, caps: InputCaps | None = None
@@ -98,10 +118,16 @@ class CompiledRuleSet:
         self._rules = rules
         self._default = default
         self._caps = caps  # the caps ``_Rule.cost`` was computed for
-        # Per (caps, cost limit): indices of the rules whose worst case is over the limit,
-        # and their cost for rounded-up input shapes. Only stored versions compiled without
-        # the cost check (or under looser settings) ever have such rules.
-        self._costly: dict[tuple[Any, ...], Any] = {}
+        self._costs = _Costs.of(tuple(rule.cost for rule in rules))
+        # Per (caps, cost limit): indices of the rules whose worst case is over the limit.
+        # Only stored versions compiled without the cost check (or under looser settings)
+        # ever have such rules.
+        self._costly: dict[tuple[InputCaps, int], frozenset[int]] = {}
+        # Per caps other than ``_caps`` (a setting changed): every rule's worst case.
+        self._at_caps: dict[InputCaps, _Costs] = {}
+        # (caps in force, position, caps rounded to an input's shape) -> the rule's worst
+        # case on inputs of that shape (``_worst_case``), for the check before each rule.
+        self._worst: dict[tuple[InputCaps, int, InputCaps], int] = {}
 
     def is_cheap(self) -> bool:
         """Its worst case (every rule run at the input caps) is at most a tenth of the budget.
@@ -122,11 +148,13 @@ class CompiledRuleSet:
 
         Bounded: the input is checked against the caps first; a rule whose worst case on
         this input could exceed the budget is not run (only possible for versions stored
-        before the cost check); and once ``CANARY_EVAL_BUDGET_MS`` of wall-clock time has
-        passed the evaluation stops, at the end of the rule that was running, with an
-        error naming it. The cost check bounds any one rule by the budget, so an
-        evaluation never takes much more than twice the budget. ``budget_ms`` narrows
-        the wall-clock budget (a shadow evaluation gets what the served one left).
+        before the cost check); a rule is started only if its worst case on this input fits
+        what is left of ``CANARY_EVAL_BUDGET_MS``, else the evaluation stops before it
+        (``exhausted``, an error naming it); and once the budget has passed the evaluation
+        stops, at the end of the rule that was running, with an error naming it. So an
+        evaluation ends within the budget as long as the cost estimate bounds the rules'
+        time (docs/rules.md "The runtime budget"). ``budget_ms`` narrows the wall-clock
+        budget (a shadow evaluation gets what the served one left).
         """
         started = _clock()
         if not isinstance(input, dict):
@@ -146,16 +174,48 @@ class CompiledRuleSet:
                 raise
             return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
         deadline = started + (limits.budget_ms if budget_ms is None else budget_ms) / 1000
+        caps = limits.caps
+        costs = self._costs if caps == self._caps else self._costs_at(caps)
+        # Contention matters only for a rule that could take a good part of the budget.
+        heavy = costs.heaviest * _MAX_SLOWDOWN * 2 > limits.rule_cost_limit
+        cpu_started = _cpu_clock() if heavy else None
+        evaluation = self._run_rules(
+            activation, shape, limits, costs, started, cpu_started, deadline
+        )
+        if cpu_started is not None:
+            _slowdown(started, cpu_started, _clock(), remember=True)
+        return evaluation
+
+    def _run_rules(
+        self,
+        activation: Any,
+        shape: _InputShape,
+        limits: EvalLimits,
+        costs: _Costs,
+        started: float,
+        cpu_started: float | None,
+        deadline: float,
+    ) -> Evaluation:
         costly = self._costly_rules(limits)
+        check: _Check | None = None  # the check before a rule, once a rule needs it
+        now = _clock() if self._rules else started
         for position, rule in enumerate(self._rules):
             if costly and position in costly:
                 refusal = self._refuse_costly(position, rule, shape, limits)
                 if refusal is not None:
                     return _failure(rule.name, refusal)
+            # Start a rule only if its worst case fits what is left of the budget: at once
+            # when it does even on a machine _MAX_SLOWDOWN times slower, else ``_fits``.
+            if costs.unchecked[position] > deadline - now:
+                check = check or _Check(shape, limits, started, cpu_started, deadline)
+                stopped, now = self._fits(position, rule, costs.units[position], check, now)
+                if stopped is not None:
+                    return stopped
             outcome = _run(rule, activation)
             if isinstance(outcome, str):
                 return _failure(rule.name, outcome)
-            if _clock() > deadline:
+            now = _clock()
+            if now > deadline:
                 count = f"rule {position + 1} of {len(self._rules)}"
                 message = f"evaluation exceeded the {limits.budget_ms} ms budget"
                 error = RuleError(rule.name, f"{message} (stopped after {count})")
@@ -164,6 +224,59 @@ class CompiledRuleSet:
                 return Evaluation(True, rule.output.value(), rule.name, None)
         return Evaluation(True, self._default.value(), None, None)
 
+    def _fits(
+        self, position: int, rule: _Rule, worst: int, check: _Check, now: float
+    ) -> tuple[Evaluation | None, float]:
+        """Whether to start a rule that might not fit what is left of the budget: None and
+        the clock's time to run it, else the outcome that stops the evaluation before it.
+
+        What is left is divided by how much slower than calibrated rules run now. The
+        rule's worst case at the caps decides if it fits; else its worst case on inputs of
+        this one's shape, remembered per shape (estimated here the first time, at most
+        once per evaluation: an estimate takes up to a few milliseconds).
+        """
+        caps = check.limits.caps
+        slowdown = _slowdown(check.started, check.cpu_started, now)
+        left = (check.deadline - now) * _UNITS_PER_SECOND / slowdown
+        if worst > left:
+            check.rounded = check.rounded or _rounded_caps(check.shape, caps)
+            known = self._worst.get((caps, position, check.rounded))
+            if known is None and check.estimates > 0 and left > 0:
+                check.estimates -= 1
+                known = self._worst_case(position, rule, caps, check.rounded)
+                now = _clock()
+                left = (check.deadline - now) * _UNITS_PER_SECOND / slowdown
+            worst = worst if known is None else min(worst, known)
+        if worst <= left:
+            return None, now
+        stopped = _stopped_before(
+            position, len(self._rules), rule, worst, slowdown, check.deadline - now, check.limits
+        )
+        return stopped, now
+
+    def _cost_at_caps(self, position: int, rule: _Rule, caps: InputCaps) -> int:
+        """The rule's worst case over inputs within ``caps`` (the caps in force)."""
+        return rule.cost if caps == self._caps else self._costs_at(caps).units[position]
+
+    def _costs_at(self, caps: InputCaps) -> _Costs:
+        """Every rule's worst case at caps other than those it was compiled for."""
+        costs = self._at_caps.get(caps)
+        if costs is None:  # estimated again for all rules at once, when a setting changed
+            costs = _Costs.of(tuple(self._cost(rule, caps) for rule in self._rules))
+            if len(self._at_caps) < 16:
+                self._at_caps[caps] = costs
+        return costs
+
+    def _worst_case(self, position: int, rule: _Rule, caps: InputCaps, rounded: InputCaps) -> int:
+        """The rule's worst case over inputs within ``rounded`` (at most ``caps``)."""
+        key = (caps, position, rounded)
+        cost = self._worst.get(key)
+        if cost is None:
+            cost = self._cost(rule, rounded)
+            if len(self._worst) < _WORST_CASES_KEPT:
+                self._worst[key] = cost
+        return cost
+
     def _costly_rules(self, limits: EvalLimits) -> frozenset[int]:
         key = (limits.caps, limits.rule_cost_limit)
         costly = self._costly.get(key)
@@ -171,7 +284,7 @@ class CompiledRuleSet:
             costly = frozenset(
                 position
                 for position, rule in enumerate(self._rules)
-                if self._cost(rule, limits.caps) > limits.rule_cost_limit
+                if self._cost_at_caps(position, rule, limits.caps) > limits.rule_cost_limit
             )
             self._costly[key] = costly
         return costly
@@ -187,18 +300,7 @@ class CompiledRuleSet:
     ) -> str | None:
         """Why a rule over the cost limit must not run on this input (None: it may)."""
         caps = limits.caps
-        # Round the shape up (a valid bound: the cost only grows with it) to share estimates.
-        rounded = InputCaps(
-            max_elements=min(_next_power_of_two(shape.widest), caps.max_elements),
-            max_size=min(_next_power_of_two(shape.size), caps.max_size),
-            max_string=min(_next_power_of_two(shape.longest), caps.max_string),
-        )
-        key = (caps, limits.rule_cost_limit, position, rounded)
-        cost = self._costly.get(key)
-        if cost is None:
-            cost = self._cost(rule, rounded)
-            if len(self._costly) < 1024:
-                self._costly[key] = cost
+        cost = self._worst_case(position, rule, caps, _rounded_caps(shape, caps))
         if cost <= limits.rule_cost_limit:
             return None
         return (
@@ -227,6 +329,83 @@ def _run(rule: _Rule, activation: Any) -> bool | str:
 
 def _next_power_of_two(value: int) -> int:
     return 1 if value <= 1 else 1 << (value - 1).bit_length()
+
+
+# --- the runtime budget -----------------------------------------------------------------
+_UNITS_PER_SECOND = 1e9 / rule_cost.NANOSECONDS_PER_UNIT
+_WORST_CASES_KEPT = 16_384  # per compiled version
+
+
+@dataclass(slots=True)
+class _Check:
+    """What the check before a rule needs, made once per evaluation that needs it."""
+
+    shape: _InputShape
+    limits: EvalLimits
+    started: float
+    cpu_started: float | None
+    deadline: float
+    rounded: InputCaps | None = None  # the caps rounded up to the input's shape
+    estimates: int = 1  # worst cases on the input's shape still allowed in this evaluation
+
+
+def _rounded_caps(shape: _InputShape, caps: InputCaps) -> InputCaps:
+    """Caps that hold the input: its shape rounded up to powers of two, at most ``caps``.
+
+    A valid bound (the estimate only grows with the caps) shared by similar inputs.
+    """
+    return InputCaps(
+        max_elements=min(_next_power_of_two(shape.widest), caps.max_elements),
+        max_size=min(_next_power_of_two(shape.size), caps.max_size),
+        max_string=min(_next_power_of_two(shape.longest), caps.max_string),
+    )
+
+
+# How much slower than calibrated rules may run on a busy machine: the wall-clock time of
+# the evaluation so far over its CPU time (at least 1, at most _MAX_SLOWDOWN), measured
+# once at least _SLOWDOWN_WINDOW has passed; before that, the last one measured in this
+# process if recent. Shared by threads without a lock: a lost update only makes one
+# evaluation use an older measurement.
+_MAX_SLOWDOWN = 3.0
+_SLOWDOWN_WINDOW = 0.002  # seconds
+_SLOWDOWN_KEPT = 1.0  # seconds a measurement stands for the evaluations that follow
+_recent_slowdown: tuple[float, float] = (1.0, -math.inf)  # (slowdown, when measured)
+
+
+def _slowdown(
+    started: float, cpu_started: float | None, now: float, *, remember: bool = False
+) -> float:
+    global _recent_slowdown
+    if cpu_started is not None and now - started >= _SLOWDOWN_WINDOW:
+        cpu = _cpu_clock() - cpu_started
+        ratio = (now - started) / cpu if cpu > 0 else _MAX_SLOWDOWN
+        slowdown = min(_MAX_SLOWDOWN, max(1.0, ratio))
+        _recent_slowdown = (slowdown, now)
+        return slowdown
+    if remember:
+        return 1.0
+    slowdown, measured = _recent_slowdown
+    return slowdown if 0 <= now - measured <= _SLOWDOWN_KEPT else 1.0
+
+
+def _stopped_before(
+    position: int,
+    count: int,
+    rule: _Rule,
+    worst: int,
+    slowdown: float,
+    seconds_left: float,
+    limits: EvalLimits,
+) -> Evaluation:
+    """The budget-exhausted outcome of a rule not started: it might not end in time."""
+    worst_ms = worst / rule_cost.UNITS_PER_MILLISECOND
+    speed = f", {slowdown:.1f} times slower on this busy machine" if slowdown > 1 else ""
+    message = (
+        f"evaluation stopped before rule {position + 1} of {count}: its worst case on this "
+        f"input ({worst_ms:.1f} ms at the calibrated speed{speed}) does not fit the "
+        f"{max(0.0, seconds_left * 1000):.1f} ms left of the {limits.budget_ms} ms budget"
+    )
+    return Evaluation(False, None, None, RuleError(rule.name, message), exhausted=True)
 
 
 # --- compiling ----------------------------------------------------------------------------
