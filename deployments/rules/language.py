@@ -36,6 +36,7 @@ from cel_expr_python import cel
 
 from deployments.rules import cost as rule_cost
 from deployments.rules.bounds import _check_bounded, _describe_cost, _estimate, _read_checked
+from deployments.rules.budget import _Check, _rounded_caps, _stopped_before
 from deployments.rules.cost import CostEstimate, InputCaps
 from deployments.rules.inputs import _InputShape, _measured
 from deployments.rules.limits import (
@@ -250,7 +251,13 @@ class CompiledRuleSet:
         if worst <= left:
             return None, now
         stopped = _stopped_before(
-            position, len(self._rules), rule, worst, slowdown, check.deadline - now, check.limits
+            position,
+            len(self._rules),
+            rule.name,
+            worst,
+            slowdown,
+            check.deadline - now,
+            check.limits,
         )
         return stopped, now
 
@@ -327,38 +334,9 @@ def _run(rule: _Rule, activation: Any) -> bool | str:
         return _describe_exception(exc)
 
 
-def _next_power_of_two(value: int) -> int:
-    return 1 if value <= 1 else 1 << (value - 1).bit_length()
-
-
 # --- the runtime budget -----------------------------------------------------------------
 _UNITS_PER_SECOND = 1e9 / rule_cost.NANOSECONDS_PER_UNIT
 _WORST_CASES_KEPT = 16_384  # per compiled version
-
-
-@dataclass(slots=True)
-class _Check:
-    """What the check before a rule needs, made once per evaluation that needs it."""
-
-    shape: _InputShape
-    limits: EvalLimits
-    started: float
-    cpu_started: float | None
-    deadline: float
-    rounded: InputCaps | None = None  # the caps rounded up to the input's shape
-    estimates: int = 1  # worst cases on the input's shape still allowed in this evaluation
-
-
-def _rounded_caps(shape: _InputShape, caps: InputCaps) -> InputCaps:
-    """Caps that hold the input: its shape rounded up to powers of two, at most ``caps``.
-
-    A valid bound (the estimate only grows with the caps) shared by similar inputs.
-    """
-    return InputCaps(
-        max_elements=min(_next_power_of_two(shape.widest), caps.max_elements),
-        max_size=min(_next_power_of_two(shape.size), caps.max_size),
-        max_string=min(_next_power_of_two(shape.longest), caps.max_string),
-    )
 
 
 # How much slower than calibrated rules may run on a busy machine: the wall-clock time of
@@ -386,26 +364,6 @@ def _slowdown(
         return 1.0
     slowdown, measured = _recent_slowdown
     return slowdown if 0 <= now - measured <= _SLOWDOWN_KEPT else 1.0
-
-
-def _stopped_before(
-    position: int,
-    count: int,
-    rule: _Rule,
-    worst: int,
-    slowdown: float,
-    seconds_left: float,
-    limits: EvalLimits,
-) -> Evaluation:
-    """The budget-exhausted outcome of a rule not started: it might not end in time."""
-    worst_ms = worst / rule_cost.UNITS_PER_MILLISECOND
-    speed = f", {slowdown:.1f} times slower on this busy machine" if slowdown > 1 else ""
-    message = (
-        f"evaluation stopped before rule {position + 1} of {count}: its worst case on this "
-        f"input ({worst_ms:.1f} ms at the calibrated speed{speed}) does not fit the "
-        f"{max(0.0, seconds_left * 1000):.1f} ms left of the {limits.budget_ms} ms budget"
-    )
-    return Evaluation(False, None, None, RuleError(rule.name, message), exhausted=True)
 
 
 # --- compiling ----------------------------------------------------------------------------
