@@ -34,7 +34,9 @@ from monitoring.statistics.decision import PROMOTE, ROLLBACK, decide, own_rate
 from monitoring.statistics.paired import PairedCounts, sample_ratio_test
 
 LOOKS_PER_HOUR = 60 // BLOCK_MINUTES
-LATENCY_DRAWS = 2_000  # latencies per version drawn per block (production reads up to 50,000)
+LATENCY_DRAWS = 2_000  # latencies per version drawn per block (production reads up to 20,000)
+LATENCY_MIN_SAMPLE = 400  # monitoring.decision.selectors.LATENCY_MIN_SAMPLE
+LOOKBACK_BLOCKS = 12  # ... within LATENCY_MAX_LOOKBACK (an hour) of 5-minute blocks
 
 
 # --- speed: the product's pure statistics, computed once per distinct argument ----------------
@@ -208,6 +210,7 @@ def replay_monitor(
     traffic = int(config["initial_traffic_percentage"])
     changes = dict(cell.traffic_changes)
     bursts = None
+    recent: list[tuple[tuple[float, ...], tuple[float, ...]]] = []  # latency samples per block
     if cell.latency_shift_ms is not None:
         bursts = burst_seconds(rng, cell.looks * BLOCK_SECONDS)
     since = np.zeros(4, dtype=np.int64)
@@ -256,8 +259,22 @@ def replay_monitor(
         if bursts is not None and cell.latency_shift_ms is not None:
             inputs = min(int(pair.sum()), latency_draws)
             if inputs:
-                v1_sample, v2_sample = latencies(rng, bursts, block, inputs, cell.latency_shift_ms)
-                latency = (v1_sample, v2_sample, f"paired, {inputs:,} inputs")
+                recent.append(latencies(rng, bursts, block, inputs, cell.latency_shift_ms))
+            del recent[:-LOOKBACK_BLOCKS]
+            # As selectors.latency_samples: the 5-minute window, or, when it holds fewer than
+            # LATENCY_MIN_SAMPLE, the newest that many of the last hour.
+            window_blocks = recent[-1:] if inputs else []
+            if inputs < LATENCY_MIN_SAMPLE:
+                window_blocks, gathered = [], 0
+                for sample in reversed(recent):
+                    window_blocks.insert(0, sample)
+                    gathered += len(sample[0])
+                    if gathered >= LATENCY_MIN_SAMPLE:
+                        break
+            if window_blocks:
+                v1_sample = tuple(sorted(x for sample in window_blocks for x in sample[0]))
+                v2_sample = tuple(sorted(x for sample in window_blocks for x in sample[1]))
+                latency = (v1_sample, v2_sample, f"paired, {len(v1_sample):,} inputs")
         evidence = Evidence(
             v1_5m=_stats(*v1),
             v2_5m=_stats(*v2),

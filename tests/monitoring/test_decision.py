@@ -25,7 +25,7 @@ CONFIG = default_canary_config()  # error 0.05, success 0.95, latency x2, floor 
 
 # The smallest counts at which the always-valid tests decide (found once, asserted below).
 WORSE_BOUNDARY = 8  # discordant pairs all against v2: the mixture SPRT rejects at 8, not 7
-ROLLBACK_BOUNDARY = 12  # ... and reaches the rollback level (p <= 0.01) at 12, not 11
+ROLLBACK_BOUNDARY = 10  # ... and reaches the rollback level (p <= 0.02) at 10, not 9
 NON_INFERIOR_PAIRS = 931  # identical versions: the bound falls under 1 point at 931 pairs
 
 
@@ -63,8 +63,8 @@ class TestAlwaysValidBoundaries:
     def test_the_worse_test_rejects_first_at_its_boundary(self) -> None:
         assert sequential.v2_worse_test(0, WORSE_BOUNDARY).rejected
         assert not sequential.v2_worse_test(0, WORSE_BOUNDARY - 1).rejected
-        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY).p_value <= 0.01
-        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY - 1).p_value > 0.01
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY).p_value <= 0.02
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY - 1).p_value > 0.02
 
     def test_the_non_inferiority_bound_crosses_the_margin_at_its_boundary(self) -> None:
         assert sequential.paired_difference_cs(NON_INFERIOR_PAIRS, 0, 0)[1] < 0.01
@@ -94,13 +94,13 @@ class TestRollbackOnV2sOwnFailures:
 
     def test_evidence_at_its_boundary_decides(self) -> None:
         # 20 pairs, the window far above the threshold: the evidence is what decides, and
-        # rolling back needs it at 0.01 (holding traffic already at 0.05).
-        thin = PairedCounts(8, 0, ROLLBACK_BOUNDARY, 0, 8)
+        # rolling back needs it at 0.02 (holding traffic already at 0.05).
+        thin = PairedCounts(10, 0, ROLLBACK_BOUNDARY, 0, 10)
         assert rules(paired_evidence(pairs(20, only_v2=ROLLBACK_BOUNDARY), thin)) == [
             "error_rate",
             "success_rate",
         ]
-        thinner = PairedCounts(9, 0, ROLLBACK_BOUNDARY - 1, 0, 9)
+        thinner = PairedCounts(11, 0, ROLLBACK_BOUNDARY - 1, 0, 11)
         evidence = paired_evidence(pairs(20, only_v2=ROLLBACK_BOUNDARY - 1), thinner)
         assert rules(evidence) == []
         held_back = decided(evidence)
