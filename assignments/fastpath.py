@@ -43,7 +43,7 @@ from assignments.routing import canonical_ruleset_id
 from canary.api.authentication import auth_generation, token_digest
 from canary.api.parsers import MAX_JSON_DEPTH, json_problem
 from canary.errors import DomainError, NotFound
-from canary.redis import redis_enabled
+from canary.redis import redis_available
 from deployments.rules import InputBoundsError, check_input_bounds
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class DataPlaneFastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         match = _ROUTE.match(environ.get("PATH_INFO", ""))
-        if match is None or not settings.CANARY_FAST_PATH or not redis_enabled():
+        if match is None or not settings.CANARY_FAST_PATH or not redis_available():
             return self.app(environ, start_response)
         buffer.start_background_drainer()
         try:

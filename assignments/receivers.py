@@ -7,7 +7,7 @@ from typing import Any
 
 from assignments import services, sticky
 from assignments.routing import routing_state_forget
-from canary.redis import redis_client, redis_enabled
+from canary.redis import redis_available, redis_client
 from deployments import transitions
 from deployments.models import Deployment, RuleSet
 
@@ -44,7 +44,7 @@ def announce_generation(sender: Any, deployment: Deployment, **kwargs: Any) -> N
 def announce_ruleset_generation(sender: Any, ruleset_id: Any, **kwargs: Any) -> None:
     """The same for a change of the rule set itself (its redacted input paths)."""
     routing_state_forget(ruleset_id=ruleset_id)
-    if not redis_enabled():
+    if not redis_available():
         return
     generation = (
         RuleSet.objects.filter(pk=ruleset_id).values_list("routing_generation", flat=True).first()

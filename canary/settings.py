@@ -138,6 +138,8 @@ if REDIS_URL:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from canary.redis import BreakerConnection, BreakerSentinelConnection
+
     # NOTE: redis-py retries with backoff by default; a request must not wait
     # on a Redis that is down, it falls back to the database at once.
     REDIS_FAIL_FAST = {"retry": Retry(NoBackoff(), 0)}
@@ -151,7 +153,8 @@ if REDIS_URL:
             "IGNORE_EXCEPTIONS": True,
             "SOCKET_CONNECT_TIMEOUT": 0.5,
             "SOCKET_TIMEOUT": 0.5,
-            "CONNECTION_POOL_KWARGS": REDIS_FAIL_FAST,
+            # Through the process's Redis breaker (canary.redis): backs off after a timeout.
+            "CONNECTION_POOL_KWARGS": {**REDIS_FAIL_FAST, "connection_class": BreakerConnection},
         },
         "KEY_PREFIX": "canary",
     }
@@ -162,6 +165,10 @@ if REDIS_URL:
             CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
             SENTINELS=list(REDIS_SENTINEL.sentinels),
             SENTINEL_KWARGS={"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+            CONNECTION_POOL_KWARGS={
+                **REDIS_FAIL_FAST,
+                "connection_class": BreakerSentinelConnection,
+            },
         )
     CACHES = {"default": REDIS_CACHE}
 else:
@@ -402,6 +409,9 @@ LOGGING = {
 
 # The data plane's routing state lives in each process; it is re-validated
 # against PostgreSQL's routing generation at least this often (seconds).
+# After a Redis timeout or connection error, a process stops asking Redis for this
+# long and serves from PostgreSQL; then one request tries it again (canary.redis).
+CANARY_REDIS_BACKOFF_SECONDS = float(os.environ.get("CANARY_REDIS_BACKOFF_SECONDS", "5"))
 CANARY_ROUTING_RECHECK_SECONDS = float(os.environ.get("CANARY_ROUTING_RECHECK_SECONDS", "0.5"))
 # A token Redis vouches for is accepted only at the auth generation the process knows,
 # which the database bumps on every revocation; re-read at least this often (seconds).

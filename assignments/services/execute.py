@@ -33,7 +33,7 @@ from assignments.services.resolve import (
     _shadow_wanted,
 )
 from canary.errors import DomainError, NotFound
-from canary.redis import redis_enabled
+from canary.redis import redis_available
 from deployments.rules import CompiledRuleSet, eval_limits
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def dataplane_resolve(
     state = routing_state_for(ruleset_id=rid)
     if state is None:
         raise NotFound(f"No rule set with id '{ruleset_id}'.")
-    if not redis_enabled():
+    if not redis_available():
         return _route_from_database(state, context, now, will_execute=will_execute)
     for _ in range(3):
         try:
@@ -101,7 +101,7 @@ def dataplane_execute(
     (``assignments.sticky``). Otherwise: route, evaluate, record.
     """
     now = now or timezone.now()
-    if redis_enabled():
+    if redis_available():
         done = _execute_in_one_trip(ruleset_id, input, context, now, client_check)
         if done is not None:
             return done

@@ -35,7 +35,7 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
 from canary.login_lockout import client_address
-from canary.redis import redis_client, redis_enabled
+from canary.redis import redis_available, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def remember_token(digest: str, user_id: Any, expiry: datetime | None, generatio
     ``generation`` must have been read *before* the token was checked, so a
     revocation committed after the check moves the generation past the stamp.
     """
-    if not redis_enabled():
+    if not redis_available():
         return
     seconds = TOKEN_CACHE_SECONDS
     if expiry is not None:
@@ -111,7 +111,7 @@ def remember_token(digest: str, user_id: Any, expiry: datetime | None, generatio
 
 
 def forget_tokens(digests: list[str]) -> None:
-    if not redis_enabled() or not digests:
+    if not redis_available() or not digests:
         return
     try:
         redis_client().delete(*(_token_cache_key(digest) for digest in digests))
@@ -136,7 +136,7 @@ class BearerTokenAuthentication(TokenAuthentication):
         # NOTE: read before the token is checked (see ``remember_token``).
         generation = None
         bearer = request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
-        if bearer and redis_enabled() and _serves_the_data_plane(request):
+        if bearer and redis_available() and _serves_the_data_plane(request):
             generation = auth_generation()
         try:
             authenticated = super().authenticate(request)

@@ -14,7 +14,7 @@ from django.db import connection
 from assignments.buffer import stream_entry_id
 from assignments.hooks import ExecutionRecord, ShadowOutcome
 from assignments.sticky import EXECUTION_STREAM, ExecutionEntry
-from canary.redis import redis_client, redis_enabled
+from canary.redis import redis_available, redis_client
 from deployments.choices import CompensationStatus
 from deployments.models import Deployment
 from deployments.rules.redaction import redact_input
@@ -33,7 +33,7 @@ def execution_record(record: ExecutionRecord, canary_config: dict[str, Any]) -> 
     cannot take it, it is inserted directly. Either way an answered request is
     never missing from the log once drained.
     """
-    if not (redis_enabled() and _append_to_stream(record)):
+    if not (redis_available() and _append_to_stream(record)):
         ExecutionLog.objects.create(**_row_fields(record))
     execution_observe(record, canary_config)
 
