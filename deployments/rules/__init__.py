@@ -3,7 +3,8 @@
 Everything outside this package uses the names below; which CEL library runs the
 conditions is known to ``language`` alone. The modules: ``limits`` (the bounds and the
 budget), ``types`` (errors and outcomes), ``inputs`` (an input measured against the
-caps), ``bounds`` and ``cost`` (what a condition may do, and its worst-case work),
+caps), ``bounds``, ``cost`` and ``regex`` (what a condition may do, and its worst-case work),
+``budget`` (the check before each rule),
 ``messages`` (CEL's errors in words), ``redaction`` (input paths never stored) and
 ``language`` (compile, evaluate, the per-process cache).
 """
