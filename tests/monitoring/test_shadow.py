@@ -248,7 +248,7 @@ def test_neither_version_is_always_timed_first(
     if one_trip and not settings.REDIS_URL:
         pytest.skip("the one-trip path needs Redis (CI runs on it)")
     if not one_trip:
-        monkeypatch.setattr(dataplane, "redis_enabled", lambda: False)
+        monkeypatch.setattr(dataplane, "redis_available", lambda: False)
     dark = lifecycle.deployment_start_canary(deployment_id=draft_v2.pk, canary_pct=0, actor="t")
     first: list[bool] = []  # per request: was v1 (the served version) evaluated first?
     evaluate = dataplane._evaluate
