@@ -61,7 +61,9 @@ def run(verb: str, ruleset: str, token: str, requests: int, body: bytes, tag: st
 
     def call(n: int) -> None:
         environ = environ_for(verb, ruleset, token, f"{tag}{verb[0]}{n}", body)
-        chunks = application(environ, lambda status, headers: statuses.append(status))
+        chunks = application(
+            environ, lambda status, headers, exc_info=None: statuses.append(status)
+        )
         b"".join(chunks)
 
     for n in range(100):  # warm-up: the first call authenticates in full
