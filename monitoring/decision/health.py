@@ -10,7 +10,7 @@ from django.utils import timezone
 from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.decisions import decision_make
+from monitoring.decision.decisions import bake_running, decision_make
 from monitoring.decision.selectors import latency_sample_deterministic, version_stats
 from monitoring.decision.shadow import (
     disagreement_count,
@@ -127,6 +127,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
     if status in ("healthy", "no_data") and warnings:
         status = "degraded"  # a stale canary, an unreadable breaker: worth a look
     v2_now = judged.evidence.v2_5m
+    bake = bake_running(deployment=deployment, now=now)
     return {
         "deployment_id": str(deployment.pk),
         "health_status": status,
@@ -138,6 +139,9 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
         "dark_launch": deployment.status == "canary" and deployment.traffic_percentage == 0,
         "recommendation": decision.recommendation,
         "decision": judged.freshness(),
+        # SPEC 10.3: promoted, and still judged against the previous version in shadow.
+        "baking": bake is not None,
+        "bake_ends_at": bake.ends_at.isoformat() if bake is not None else None,
     }
 
 
