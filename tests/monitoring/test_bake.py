@@ -147,11 +147,21 @@ def test_health_says_baking_until_the_end(roles: None, viewer: APIClient) -> Non
 
 @pytest.mark.django_db
 def test_a_promoted_version_failing_where_the_previous_succeeds_is_rolled_back(
-    roles: None,
+    roles: None, viewer: APIClient
 ) -> None:
     promoted = promoted_with_bake("bake-worse")
     previous = promoted.baseline
     run_mix(promoted, FAILING_IN_V2)
+    # Every surface says so before the monitor acts: one decision.
+    health = viewer.get(f"/api/v1/deployments/{promoted.pk}/health").json()
+    assert (health["baking"], health["health_status"]) == (True, "unhealthy")
+    assert health["recommendation"] == "rollback"
+    assert health["circuit_breaker_state"] == "CLOSED"
+    comparison = viewer.get(f"/api/v1/deployments/{promoted.pk}/comparison").json()
+    assert comparison["comparison"]["recommendation"] == "rollback"
+    shadow = viewer.get(f"/api/v1/deployments/{promoted.pk}/shadow").json()
+    assert shadow["outcomes"]["only_v2_failed"] == 25
+    assert shadow["mcnemar"]["worse"] == "v2"
     report = monitor_run()
     assert report.rolled_back == [str(promoted.pk)]
     rolled = Deployment.objects.get(pk=promoted.pk)
@@ -173,10 +183,15 @@ def test_a_promoted_version_failing_where_the_previous_succeeds_is_rolled_back(
 
 
 @pytest.mark.django_db
-def test_failures_the_previous_version_shares_never_roll_the_bake_back(roles: None) -> None:
+def test_failures_the_previous_version_shares_never_roll_the_bake_back(
+    roles: None, viewer: APIClient
+) -> None:
     """SPEC 9.6 in the bake: inputs failing in both versions are not the promotion's fault."""
     promoted = promoted_with_bake("bake-shared")
     run_mix(promoted, FAILING_IN_BOTH)
+    health = viewer.get(f"/api/v1/deployments/{promoted.pk}/health").json()
+    assert health["baking"] is True
+    assert health["recommendation"] != "rollback"
     for _ in range(2):
         report = monitor_run()
         assert report.rolled_back == []
