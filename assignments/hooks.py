@@ -48,6 +48,9 @@ class ExecutionRecord:
     breaker_clean: bool = False
     # The rule set's input paths never stored (``deployments.rules.redaction``).
     redacted_paths: tuple[str, ...] = ()
+    # Served by an active deployment during its bake (SPEC 10.3): judged by the monitor
+    # on the pairs, never fed to the breaker.
+    baking: bool = False
 
 
 @dataclass(frozen=True)

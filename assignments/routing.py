@@ -30,13 +30,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
 from assignments import router
 from canary.redis import redis_enabled
-from deployments.choices import DeploymentStatus
+from deployments.choices import DeploymentStatus, EventAction
 from deployments.models import Deployment, RuleSet
 from deployments.rules import CompiledRuleSet
-from deployments.selectors import compiled_rules_for
+from deployments.selectors import compiled_rules_for, deployment_bake_window
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,17 @@ class RoutingState:
     policy: router.CanaryPolicy | None = None
     # Input paths never stored; part of the state, so a change bumps the generation.
     redacted_paths: tuple[str, ...] = ()
+    # The bake after a promotion (SPEC 10.3): the previous version, evaluated in shadow
+    # beside the active one until ``bake_ends_at`` (epoch seconds), sampled by the
+    # promoted deployment's ``shadow_percentage``. The end is a time, not a lifecycle
+    # change, so each request compares it with its own clock.
+    bake: ServingVersion | None = None
+    bake_ends_at: float = 0.0
+    bake_shadow_percentage: int = 0
+
+    def baking(self, now: float) -> bool:
+        """The bake runs and no canary does (a canary's own pairs take precedence)."""
+        return self.bake is not None and self.canary is None and now < self.bake_ends_at
 
 
 @dataclass
@@ -132,17 +144,21 @@ def _load(ruleset_id: str) -> RoutingState | None:
             "traffic_percentage",
             "canary_target_filter",
             "canary_config",
+            "promoted_at",
+            "baseline",
             "version__id",
             "version__version",
             "version__rules",
             "version__default",
         )
     )
-    active = canary = None
+    active = canary = bake = None
     traffic, users, workflows, config = 0, None, None, None
+    bake_ends_at, bake_shadow = 0.0, 0
     for deployment in serving:
         if deployment.status == DeploymentStatus.ACTIVE:
             active = _serving(deployment)
+            bake, bake_ends_at, bake_shadow = _bake(deployment)
         else:
             canary = _serving(deployment)
             traffic = deployment.traffic_percentage
@@ -171,7 +187,31 @@ def _load(ruleset_id: str) -> RoutingState | None:
         config,
         policy,
         redacted_paths=tuple(redacted or ()),
+        bake=bake,
+        bake_ends_at=bake_ends_at,
+        bake_shadow_percentage=bake_shadow,
     )
+
+
+def _bake(active: Deployment) -> tuple[ServingVersion | None, float, int]:
+    """The previous version while the active deployment's bake runs (one query then)."""
+    window = deployment_bake_window(deployment=active)
+    if window is None or window.ends_at <= timezone.now():
+        return None, 0.0, 0
+    # Its end recorded (``bake_complete``, which bumps the generation): over, whatever the
+    # clock of this process says.
+    if active.events.filter(action=EventAction.BAKE_COMPLETE).exists():
+        return None, 0.0, 0
+    previous = (
+        Deployment.objects.filter(pk=window.previous_id, status=DeploymentStatus.DEPRECATED)
+        .select_related("version")
+        .only("id", "version__id", "version__version", "version__rules", "version__default")
+        .first()
+    )
+    if previous is None:
+        return None, 0.0, 0
+    share = int((active.canary_config or {}).get("shadow_percentage", 100))
+    return _serving(previous), window.ends_at.timestamp(), share
 
 
 def routing_state_for(*, ruleset_id: str, at_least: int | None = None) -> RoutingState | None:

@@ -26,7 +26,9 @@ fields ``v`` (served version), ``c`` (deployment, ids, input, time) and ``o1``
 and/or ``o2`` (each evaluated version's outcome; the one not served is the
 shadow). One round-trip answers the request and makes it durable; when the
 guess was wrong, the caller evaluates the served version and appends its record
-with a second call.
+with a second call. Without a canary, a request shadowed by the bake after a
+promotion (SPEC 10.3) hands over its record the same way: the active version is
+served as ``v2`` of the bake, the previous version is its shadow ``v1``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,22 @@ if limit > 0 then
   if count == 1 then redis.call('EXPIRE', tkey, ARGV[3]) end
   if count > limit then return {'throttled', user, gen, redis.call('TTL', tkey)} end
 end
-if ARGV[7] == '0' then return {'ok', user, gen, false, 0, false, 0} end
+local function append(version)
+  -- The served version was evaluated before the call: its record (with the other
+  -- version's outcome beside it when the request is shadowed) is complete.
+  local fields = {'v', version, 'c', ARGV[15]}
+  if ARGV[16] ~= '' then fields[#fields + 1] = 'o1'; fields[#fields + 1] = ARGV[16] end
+  if ARGV[17] ~= '' then fields[#fields + 1] = 'o2'; fields[#fields + 1] = ARGV[17] end
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', unpack(fields))
+  return 1
+end
+if ARGV[7] == '0' then
+  -- No canary. A request shadowed by a bake after a promotion carries its record
+  -- (served version ARGV[9]): appended in this same trip.
+  local logged = 0
+  if ARGV[15] ~= '' then logged = append(ARGV[9]) end
+  return {'ok', user, gen, false, 0, false, 0, logged}
+end
 local breaker = redis.call('GET', KEYS[3])
 if breaker and ARGV[8] == '0' then
   local decoded, state = pcall(cjson.decode, breaker)
@@ -103,13 +120,7 @@ elseif found ~= 1 then
 end
 local logged = 0
 if ARGV[15] ~= '' and ARGV[15 + tonumber(string.sub(version, 2))] ~= '' then
-  -- The served version was evaluated before the call: its record (with the other
-  -- version's outcome beside it when the request is shadowed) is complete.
-  local fields = {'v', version, 'c', ARGV[15]}
-  if ARGV[16] ~= '' then fields[#fields + 1] = 'o1'; fields[#fields + 1] = ARGV[16] end
-  if ARGV[17] ~= '' then fields[#fields + 1] = 'o2'; fields[#fields + 1] = ARGV[17] end
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', unpack(fields))
-  logged = 1
+  logged = append(version)
 end
 return {'ok', user, gen, breaker, found, version, created, logged}
 """
@@ -289,7 +300,8 @@ def route(
     ``token_digest``: accept the request only if Redis vouches for this token at
     ``auth_generation`` (else the outcome is ``token``).
     ``throttle``: (limit, window seconds, key prefix, key suffix) or None.
-    ``deployment_id`` None: no canary, only token, generation and rate are checked.
+    ``deployment_id`` None: no canary, only token, generation and rate are checked
+    (and ``execution``, a bake's shadowed request, appended as served ``candidate``).
     ``candidate``: the decision for a new context (with no ids: the request's
     random draw). ``execution``: append this execute's record if it is served
     a version it holds the outcome of (``RouteAnswer.logged``).

@@ -27,6 +27,7 @@ MAX_LATENCY_FLOOR_MS = 60_000.0  # a minute
 MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary stale
 MAX_REQUIRED_APPROVALS = 5
 MAX_NON_INFERIORITY_MARGIN = 0.5
+MAX_BAKE_MINUTES = 7 * 24 * 60  # a week
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -119,6 +120,9 @@ FIELDS: dict[str, Field] = {
     "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
     # One decision (SPEC 9.6): promote needs v2 shown not worse than v1 by more than this.
     "non_inferiority_margin": Field(0.01, _margin, float),
+    # The bake (SPEC 10.3): after a promotion the previous version keeps running in shadow
+    # this long, and a paired breach rolls the promotion back. 0: no bake.
+    "bake_minutes": Field(0, _int_between(0, MAX_BAKE_MINUTES)),
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -103,3 +105,34 @@ def _get_or_404(queryset: QuerySet, pk: Any, label: str) -> Any:
     if found is None:
         raise NotFound(f"No {label} with id '{pk}'.")
     return found
+
+
+@dataclass(frozen=True)
+class BakeWindow:
+    """The bake after a promotion (SPEC 10.3): the previous deployment keeps running in
+    shadow from ``started_at`` (the promotion) until ``ends_at``."""
+
+    previous_id: Any
+    started_at: datetime
+    ends_at: datetime
+
+    def running(self, now: datetime) -> bool:
+        return self.started_at <= now < self.ends_at
+
+
+def deployment_bake_window(*, deployment: Deployment) -> BakeWindow | None:
+    """The bake of an active deployment promoted from a canary with ``bake_minutes``;
+    None for any other (an initial release has no previous version to judge it against)."""
+    minutes = int((deployment.canary_config or {}).get("bake_minutes") or 0)
+    if (
+        minutes <= 0
+        or deployment.status != DeploymentStatus.ACTIVE
+        or deployment.promoted_at is None
+        or deployment.baseline_id is None
+    ):
+        return None
+    return BakeWindow(
+        deployment.baseline_id,
+        deployment.promoted_at,
+        deployment.promoted_at + timedelta(minutes=minutes),
+    )

@@ -108,6 +108,7 @@ admin_panels.register(
     operations_by_name={"compensation_replay": compensation_replay_enqueue},
     verdict=lambda deployment: verdict.canary_verdict(deployment=deployment),
     shadow=lambda deployment: health.deployment_shadow(deployment=deployment, window_minutes=None),
+    bake=lambda deployment: health.deployment_bake(deployment=deployment),
     compensation=deployment_compensation,
     chart=deployment_chart,
     measurements=deployment_measurements,

@@ -31,9 +31,11 @@ def after_rollback(
     if from_status == transitions.CANARY:
         breaker_force_open(deployment_id=deployment.pk)
     if actor.startswith("system:"):
+        # A rollback of an active deployment by the monitor is its bake's (SPEC 10.3).
+        during = " during the bake after promotion" if from_status == transitions.ACTIVE else ""
         notify(
             deployment=deployment,
-            headline=f"Automatic rollback by {actor}",
+            headline=f"Automatic rollback by {actor}{during}",
             reason=deployment.rollback_reason,
         )
         return

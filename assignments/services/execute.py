@@ -101,8 +101,11 @@ def dataplane_execute(
     (``assignments.sticky``). Otherwise: route, evaluate, record.
     """
     now = now or timezone.now()
+    # The bake's sample (SPEC 10.3) is drawn once, so a request handed from the one-trip
+    # path to the general one is not drawn twice.
+    bake_draw = random.random()
     if redis_available():
-        done = _execute_in_one_trip(ruleset_id, input, context, now, client_check)
+        done = _execute_in_one_trip(ruleset_id, input, context, now, client_check, bake_draw)
         if done is not None:
             return done
     resolution = dataplane_resolve(
@@ -112,13 +115,87 @@ def dataplane_execute(
         will_execute=True,
         client_check=client_check,
     )
+    if not resolution.canary_running:
+        resolution = _with_bake(resolution, now, bake_draw)
     assert resolution.rules is not None
     outcome, shadow = _served_and_shadow(resolution, input)
-    if resolution.canary_running:
+    if resolution.canary_running or resolution.baking:
         hooks.record_execution(
             _execution_record(resolution, outcome, input, context, now, shadow),
             resolution.canary_config or {},
         )
+    return _result(resolution, outcome)
+
+
+def _bake_shadowed(state: RoutingState, now: datetime, draw: float) -> bool:
+    """Whether this request evaluates the previous version beside the active one."""
+    if not state.baking(now.timestamp()):
+        return False
+    share = state.bake_shadow_percentage
+    return share >= 100 or (share > 0 and draw * 100 < share)
+
+
+def _baking(resolution: Resolution, state: RoutingState) -> Resolution:
+    assert state.bake is not None
+    return dataclasses.replace(
+        resolution,
+        baking=True,
+        shadow_version_id=state.bake.version_id,
+        shadow_rules=state.bake.rules,
+        redacted_paths=state.redacted_paths,
+    )
+
+
+def _with_bake(resolution: Resolution, now: datetime, draw: float) -> Resolution:
+    """The active deployment's answer, shadowed by the bake's previous version when sampled."""
+    state = routing_state_for(ruleset_id=resolution.ruleset_id)
+    if (
+        state is None
+        or state.active is None
+        or state.active.deployment_id != resolution.deployment_id
+        or not _bake_shadowed(state, now, draw)
+    ):
+        return resolution
+    return _baking(resolution, state)
+
+
+def _bake_in_one_trip(
+    state: RoutingState,
+    input: Mapping[str, Any],
+    context: router.RoutingContext,
+    now: datetime,
+    client_check: ClientCheck | None,
+) -> ExecutionResult | str | None:
+    """A request of the bake: evaluate both versions, then one round trip checks the
+    generation (and the token and rate) and appends the record. ``"stale"``: reload and
+    retry; None: take the general path."""
+    resolution = _baking(_route_active(state), state)
+    outcome, shadow = _served_and_shadow(resolution, input)
+    record = _execution_record(resolution, outcome, input, context, now, shadow)
+    try:
+        answer = _ask_redis(
+            state,
+            context,
+            now,
+            client_check,
+            execution=sticky.ExecutionEntry.of(record),
+            candidate=record.served_version,
+        )
+    except (TokenNotCached, RateLimited):
+        raise
+    except Exception as exc:
+        if client_check is not None:
+            raise RedisUnavailable(str(exc)) from exc
+        logger.warning("Redis unavailable (%s); executing from the database", exc)
+        return None
+    assert answer is not None
+    if answer.outcome == "stale":
+        routing_state_for(ruleset_id=state.ruleset_id, at_least=answer.generation)
+        return "stale"
+    if answer.logged:
+        hooks.observe_execution(record, {})
+    else:
+        hooks.record_execution(record, {})
     return _result(resolution, outcome)
 
 
@@ -210,6 +287,7 @@ def _execute_in_one_trip(
     context: router.RoutingContext,
     now: datetime,
     client_check: ClientCheck | None,
+    bake_draw: float = 1.0,
 ) -> ExecutionResult | None:
     """The canary execute in one Redis round-trip; None: take the general path.
 
@@ -224,7 +302,12 @@ def _execute_in_one_trip(
         if state is None:
             raise NotFound(f"No rule set with id '{ruleset_id}'.")
         if state.canary is None or state.active is None:
-            return None
+            if state.active is None or not _bake_shadowed(state, now, bake_draw):
+                return None
+            baked = _bake_in_one_trip(state, input, context, now, client_check)
+            if baked == "stale":
+                continue
+            return baked if isinstance(baked, ExecutionResult) else None
         guess = _candidate(state, context)
         other = router.V1 if guess == router.V2 else router.V2
         shadow = _shadow_wanted(state)
@@ -330,7 +413,8 @@ def _execution_record(
     return ExecutionRecord(
         deployment_id=resolution.deployment_id,
         version_id=resolution.version_id,
-        served_version=resolution.canary_version,
+        # The bake judges the promoted (active) version as v2 against the previous one.
+        served_version=router.V2 if resolution.baking else resolution.canary_version,
         success=outcome.success,
         latency_ms=outcome.latency_ms,
         error_rule=outcome.error["rule"] if outcome.error else None,
@@ -345,6 +429,7 @@ def _execution_record(
         shadow=shadow,
         breaker_clean=resolution.breaker_clean,
         redacted_paths=resolution.redacted_paths,
+        baking=resolution.baking,
     )
 
 

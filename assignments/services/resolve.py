@@ -72,6 +72,9 @@ class Resolution:
     shadow_version_id: str | None = None
     shadow_rules: CompiledRuleSet | None = field(default=None, compare=False, repr=False)
     redacted_paths: tuple[str, ...] = ()
+    # The active version served during its bake (SPEC 10.3), the previous one in shadow:
+    # recorded as the bake's v2 beside v1, with no breaker.
+    baking: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def _ask_redis(
     candidate: str | None = None,
 ) -> sticky.RouteAnswer | None:
     canary = state.canary is not None and state.active is not None
-    if not canary and client_check is None:
+    if not canary and client_check is None and execution is None:
         return None
     present = context.present_tiers() if canary else []
     answer = sticky.route(
@@ -175,13 +178,13 @@ def _ask_redis(
         throttle=client_check.throttle if client_check else None,
         deployment_id=state.canary.deployment_id if canary and state.canary else None,
         present=present,
-        candidate=(candidate or _candidate(state, context)) if canary else "",
+        candidate=(candidate or _candidate(state, context)) if canary else (candidate or ""),
         session_ttl=settings.CANARY_SESSION_TTL,
         ignore_breaker=ignore_breaker,
         assignment_record=_assignment_record(state, context, now) if present else b"",
         stream_maxlen=settings.CANARY_STREAM_MAXLEN,
         now=now.timestamp(),
-        execution=execution if canary else None,
+        execution=execution,
     )
     if answer.outcome == "token":
         raise TokenNotCached()

@@ -28,6 +28,7 @@ from deployments.admin.actions import (
     actions_for,
     why_no_action,
 )
+from deployments.admin.bake import bake_panel
 from deployments.admin.display import (
     NONE,
     ReadOnlyAdmin,
@@ -346,6 +347,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
             if situation.is_baseline
             else None,
             "canary_grafana_url": grafana_url(deployment),
+            "canary_bake": bake_panel(admin_panels.panel("bake", deployment))
+            if deployment.status == DeploymentStatus.ACTIVE
+            else None,
             "canary_refresh_url": reverse("admin:deployments_deployment_live", args=[deployment.pk])
             if deployment.status == DeploymentStatus.CANARY
             or deployment.compensation_status == CompensationStatus.PENDING

@@ -25,6 +25,7 @@ from deployments.services.actors import (
 from deployments.services.approvals import PromoteOutcome, deployment_promote_or_approve
 from deployments.services.drafts import deployment_create, deployment_update
 from deployments.services.lifecycle import (
+    deployment_bake_complete,
     deployment_breaker_opened,
     deployment_canary_event,
     deployment_compensation_complete,
@@ -52,6 +53,7 @@ __all__ = [
     "Actor",
     "PromoteOutcome",
     "actor_label",
+    "deployment_bake_complete",
     "deployment_breaker_opened",
     "deployment_canary_event",
     "deployment_compensation_complete",

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from canary.errors import Conflict, ValidationFailed
 from deployments import transitions
@@ -16,7 +18,8 @@ from deployments.choices import (
     DeploymentStatus,
     EventAction,
 )
-from deployments.models import Deployment, DeploymentEvent
+from deployments.models import Deployment, DeploymentEvent, RuleSet
+from deployments.selectors import deployment_bake_window
 from deployments.services.actors import (
     MAX_IDENTIFIER,
     MAX_REASON,
@@ -36,6 +39,7 @@ from deployments.services.transition import (
     _system_transition,
     _transition,
 )
+from deployments.signals import ruleset_routing_changed
 
 # --- deployments: lifecycle ---------------------------------------------------
 
@@ -357,3 +361,44 @@ def deployment_canary_event(
             payload=payload,
         )
     return deployment, event
+
+
+def deployment_bake_complete(
+    *, deployment_id: Any, actor: Actor, now: datetime | None = None
+) -> DeploymentEvent | None:
+    """Record that an active deployment's bake after its promotion ended (SPEC 10.3).
+
+    Event ``bake_complete``, once: None when the deployment is no longer active, its bake
+    has not ended at ``now``, or the event exists. The data plane stops shadowing at the
+    end on its own (its routing state holds the end); the generation bump lets every
+    process drop the previous version's rules.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        deployment = _lock(deployment_id)
+        window = deployment_bake_window(deployment=deployment)
+        if window is None or now < window.ends_at:
+            return None
+        if deployment.events.filter(action=EventAction.BAKE_COMPLETE).exists():
+            return None
+        RuleSet.objects.filter(pk=deployment.ruleset_id).update(
+            routing_generation=F("routing_generation") + 1
+        )
+        event = _record_event(
+            deployment,
+            action=EventAction.BAKE_COMPLETE,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload={
+                "previous_deployment_id": str(window.previous_id),
+                "bake_started_at": window.started_at.isoformat(),
+                "bake_ended_at": window.ends_at.isoformat(),
+            },
+            at=now,
+        )
+        ruleset_id = deployment.ruleset_id
+        transaction.on_commit(
+            lambda: ruleset_routing_changed.send(sender=RuleSet, ruleset_id=ruleset_id)
+        )
+    return event

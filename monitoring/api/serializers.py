@@ -194,6 +194,10 @@ class HealthOutputSerializer(serializers.Serializer):
     dark_launch = serializers.BooleanField(help_text="A canary at 0%: v2 runs only in shadow.")
     recommendation = serializers.ChoiceField(choices=["rollback", "promote", "collect_more_data"])
     decision = DecisionFreshnessSerializer()
+    baking = serializers.BooleanField(
+        help_text="Promoted, and still judged against the previous version evaluated in shadow."
+    )
+    bake_ends_at = serializers.DateTimeField(allow_null=True)
 
 
 class ShadowOutcomesSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""The scheduled monitor: roll back bad canaries, advance good ones, notify.
+"""The scheduled monitor: roll back bad canaries, advance good ones, judge bakes, notify.
 
 Single flight twice over: a lease row (``JobRun``) taken with a compare-and-set
 update keeps a second run from starting while one is in progress, and every
@@ -23,6 +23,7 @@ from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.automation import governance
+from monitoring.automation.bake import bake_check, bakes_open
 from monitoring.automation.regressions import regression_hold
 from monitoring.decision.decisions import decision_make, decision_store
 from monitoring.decision.selectors import step_started_at, version_stats
@@ -55,10 +56,11 @@ class MonitorReport:
     rolled_back: list[str] = field(default_factory=list)
     progressed: list[str] = field(default_factory=list)
     promoted: list[str] = field(default_factory=list)
+    bakes_completed: list[str] = field(default_factory=list)
 
 
 def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> MonitorReport:
-    """Evaluate every running canary once."""
+    """Evaluate every running canary, and every bake after a promotion, once."""
     now = now or timezone.now()
     holder = holder or uuid.uuid4().hex
     if not lease_acquire(MONITOR_JOB, holder=holder, now=now, lease=monitor_lease()):
@@ -77,6 +79,17 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
             except Exception:
                 logger.exception("monitor failed on deployment %s", deployment.pk)
             _governance_check(deployment, now)
+        for deployment in bakes_open():
+            report.checked += 1
+            try:
+                done = bake_check(deployment=deployment, now=now, actor=SYSTEM_MONITOR)
+            except Exception:
+                logger.exception("monitor failed on the bake of deployment %s", deployment.pk)
+                continue
+            if done == "rolled_back":
+                report.rolled_back.append(str(deployment.pk))
+            elif done == "complete":
+                report.bakes_completed.append(str(deployment.pk))
         outcome = (
             f"checked {report.checked}, rolled back {len(report.rolled_back)}, "
             f"progressed {len(report.progressed)}, promoted {len(report.promoted)}"

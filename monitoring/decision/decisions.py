@@ -18,6 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from deployments.models import Deployment
+from deployments.selectors import BakeWindow, deployment_bake_window
 from monitoring.breaker.store import breaker_state_for
 from monitoring.decision.selectors import evidence_at
 from monitoring.models import CanaryDecision, ExecutionLog
@@ -71,10 +72,27 @@ def newest_execution_at(*, deployment_id: Any, until: datetime | None = None) ->
     return logs.aggregate(newest=Max("created_at"))["newest"]
 
 
+def bake_running(*, deployment: Deployment, now: datetime) -> BakeWindow | None:
+    """The deployment's bake after its promotion, when it runs at ``now`` (SPEC 10.3)."""
+    window = deployment_bake_window(deployment=deployment)
+    return window if window is not None and window.running(now) else None
+
+
 def decision_make(*, deployment: Deployment, now: datetime | None = None) -> Judged:
-    """Judge the canary as of ``now`` (reads only)."""
+    """Judge the canary (or the bake after a promotion) as of ``now`` (reads only).
+
+    During a bake the promoted version is v2 and the previous one, evaluated beside it
+    in shadow, v1: the same paired rules (error, success, latency) on the executions
+    since the promotion, without the breaker, which stays a canary's.
+    """
     now = now or timezone.now()
     config = deployment.canary_config
+    bake = bake_running(deployment=deployment, now=now)
+    if bake is not None:
+        evidence = evidence_at(deployment, now, since=bake.started_at)
+        decision = decide(evidence, config, breaker_state="CLOSED")
+        newest = newest_execution_at(deployment_id=deployment.pk, until=now)
+        return Judged(decision, evidence, now, newest)
     evidence = evidence_at(deployment, now)
     decision = decide(
         evidence,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -10,7 +10,7 @@ from django.utils import timezone
 from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.decisions import decision_make
+from monitoring.decision.decisions import bake_running, decision_make
 from monitoring.decision.selectors import latency_sample_deterministic, version_stats
 from monitoring.decision.shadow import (
     disagreement_count,
@@ -127,6 +127,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
     if status in ("healthy", "no_data") and warnings:
         status = "degraded"  # a stale canary, an unreadable breaker: worth a look
     v2_now = judged.evidence.v2_5m
+    bake = bake_running(deployment=deployment, now=now)
     return {
         "deployment_id": str(deployment.pk),
         "health_status": status,
@@ -138,14 +139,21 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
         "dark_launch": deployment.status == "canary" and deployment.traffic_percentage == 0,
         "recommendation": decision.recommendation,
         "decision": judged.freshness(),
+        # SPEC 10.3: promoted, and still judged against the previous version in shadow.
+        "baking": bake is not None,
+        "bake_ends_at": bake.ends_at.isoformat() if bake is not None else None,
     }
 
 
-def deployment_shadow(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
-    """Paired evaluation of v2 beside v1 on the same inputs (SPEC 9.1)."""
+def deployment_shadow(
+    *, deployment: Deployment, window_minutes: int | None, since: datetime | None = None
+) -> dict[str, Any]:
+    """Paired evaluation of v2 beside v1 on the same inputs (SPEC 9.1); ``since`` overrides
+    the window (the bake after a promotion: its pairs alone)."""
     drain_now()
     now = timezone.now()
-    since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
+    if since is None:
+        since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     counts = paired_counts(deployment_id=deployment.pk, since=since, until=now)
     disagreed = counts.pairs - counts.agreed
     test = paired.mcnemar(counts.only_v1_failed, counts.only_v2_failed)
@@ -197,3 +205,30 @@ def shadow_differences_page(
     )
     total = disagreement_count(deployment_id=deployment.pk, since=since)
     return shadow_differences(deployment_id=deployment.pk, since=since), total
+
+
+def deployment_bake(*, deployment: Deployment) -> dict[str, Any] | None:
+    """The console's bake panel (SPEC 10.3): until when, against which version, and the
+    pairs since the promotion with the one decision on them; None when not baking."""
+    now = timezone.now()
+    bake = bake_running(deployment=deployment, now=now)
+    if bake is None:
+        return None
+    previous = (
+        Deployment.objects.filter(pk=bake.previous_id)
+        .values_list("version__version", flat=True)
+        .first()
+    )
+    judged = decision_make(deployment=deployment, now=now)
+    return {
+        "started_at": bake.started_at,
+        "ends_at": bake.ends_at,
+        "previous_deployment_id": str(bake.previous_id),
+        "previous_version": previous,
+        "recommendation": judged.decision.recommendation,
+        "health_status": judged.decision.health_status,
+        "reasons": list(judged.decision.reasons or judged.decision.warnings),
+        "shadow": deployment_shadow(
+            deployment=deployment, window_minutes=None, since=bake.started_at
+        ),
+    }

@@ -194,20 +194,30 @@ def sample_ratio(deployment: Any) -> dict[str, Any] | None:
     return result
 
 
-def monitor_look(deployment: Any, now: datetime) -> int:
-    """Which monitor look this is since the canary started (1 for the first run)."""
+def monitor_look(deployment: Any, now: datetime, since: datetime | None = None) -> int:
+    """Which monitor look this is since the canary (or ``since``) started (1 for the first)."""
     from django.conf import settings
 
-    if deployment.started_at is None:
+    start = since or deployment.started_at
+    if start is None:
         return 1
     interval = max(1.0, float(settings.CANARY_MONITOR_INTERVAL_SECONDS))
-    elapsed = (now - deployment.started_at).total_seconds()
+    elapsed = (now - start).total_seconds()
     return max(1, math.ceil(elapsed / interval))
 
 
-def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
-    """What the one decision judges a canary on, at ``now``."""
+def evidence_at(
+    deployment: Any, now: datetime | None = None, *, since: datetime | None = None
+) -> Evidence:
+    """What the one decision judges a canary on, at ``now``.
+
+    ``since``: only executions from then on (a bake after a promotion, SPEC 10.3: the
+    promoted version served as v2, the previous one beside it in shadow as v1); the
+    windows are cut there, and there are no traffic steps or new contexts to test.
+    """
     now = now or timezone.now()
+    if since is not None:
+        return _evidence_since(deployment, now, since)
     five_ago, ten_ago = now - timedelta(minutes=5), now - timedelta(minutes=10)
     five = version_stats(deployment_id=deployment.pk, since=five_ago, until=now)
     ten = version_stats(deployment_id=deployment.pk, since=ten_ago, until=now)
@@ -235,6 +245,34 @@ def evidence_at(deployment: Any, now: datetime | None = None) -> Evidence:
     )
 
 
+def _evidence_since(deployment: Any, now: datetime, since: datetime) -> Evidence:
+    five_ago = max(now - timedelta(minutes=5), since)
+    ten_ago = max(now - timedelta(minutes=10), since)
+    five = version_stats(deployment_id=deployment.pk, since=five_ago, until=now)
+    ten = version_stats(deployment_id=deployment.pk, since=ten_ago, until=now)
+    pairs_5m = paired_counts(deployment_id=deployment.pk, since=five_ago, until=now)
+    since_start = paired_counts(deployment_id=deployment.pk, since=since, until=now)
+    return Evidence(
+        v1_5m=five["v1"],
+        v2_5m=five["v2"],
+        v1_10m=ten["v1"],
+        v2_10m=ten["v2"],
+        pairs_5m=pairs_5m,
+        pairs_10m=paired_counts(deployment_id=deployment.pk, since=ten_ago, until=now),
+        paired_p95_5m=paired_latency_p95(deployment_id=deployment.pk, since=five_ago, until=now)
+        if pairs_5m.pairs
+        else None,
+        discordant_since_start=since_start,
+        pairs_since_start=since_start,
+        strata=(),
+        latency_samples_5m=latency_samples(
+            deployment_id=deployment.pk, since=five_ago, until=now, paired=True, floor=since
+        ),
+        look=monitor_look(deployment, now, since),
+        sample_ratio=None,
+    )
+
+
 # The latency test reads at most this many executions of a window (the newest), and at
 # least LATENCY_MIN_SAMPLE when the last 5 minutes hold fewer: at 20 observations above the
 # p95 the bound has something to stand on, so at low traffic the window reaches back (at
@@ -245,10 +283,16 @@ LATENCY_MAX_LOOKBACK = timedelta(hours=1)
 
 
 def latency_samples(
-    *, deployment_id: Any, since: datetime, until: datetime, paired: bool
+    *,
+    deployment_id: Any,
+    since: datetime,
+    until: datetime,
+    paired: bool,
+    floor: datetime | None = None,
 ) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
     """(v1 latencies, v2 latencies, basis) of a window: on the pairs (both versions timed on
-    the same inputs) when there are any, else each version's served requests."""
+    the same inputs) when there are any, else each version's served requests. ``floor``:
+    a thin window never reaches back before it."""
     if paired:
         fields: tuple[str, ...] = (
             "served_version",
@@ -256,13 +300,15 @@ def latency_samples(
             "shadow_latency_ms",
             "created_at",
         )
-        rows = _newest(deployment_id, since, until, fields, shadow_latency_ms__isnull=False)
+        rows = _newest(deployment_id, since, until, fields, floor, shadow_latency_ms__isnull=False)
         if not rows:
             return None
         v1 = tuple(served if version == "v1" else other for version, served, other, _ in rows)
         v2 = tuple(other if version == "v1" else served for version, served, other, _ in rows)
         return v1, v2, f"paired, {len(rows):,} inputs{_reach(rows, since, until)}"
-    rows = _newest(deployment_id, since, until, ("served_version", "latency_ms", "created_at"))
+    rows = _newest(
+        deployment_id, since, until, ("served_version", "latency_ms", "created_at"), floor
+    )
     v1 = tuple(row[1] for row in rows if row[0] == "v1")
     v2 = tuple(row[1] for row in rows if row[0] == "v2")
     if not v1 or not v2:
@@ -271,7 +317,12 @@ def latency_samples(
 
 
 def _newest(
-    deployment_id: Any, since: datetime, until: datetime, fields: tuple[str, ...], **only: Any
+    deployment_id: Any,
+    since: datetime,
+    until: datetime,
+    fields: tuple[str, ...],
+    floor: datetime | None = None,
+    **only: Any,
 ) -> list[Any]:
     """The window's rows (the newest LATENCY_SAMPLE_LIMIT), or, when it holds fewer than
     LATENCY_MIN_SAMPLE, the newest LATENCY_MIN_SAMPLE of the last LATENCY_MAX_LOOKBACK."""
@@ -283,8 +334,11 @@ def _newest(
     )
     if len(rows) >= LATENCY_MIN_SAMPLE:
         return rows
+    reach = until - LATENCY_MAX_LOOKBACK
+    if floor is not None:
+        reach = max(reach, floor)
     return list(
-        _window(deployment_id, until - LATENCY_MAX_LOOKBACK, until)
+        _window(deployment_id, reach, until)
         .filter(**only)
         .order_by("-created_at")
         .values_list(*fields)[:LATENCY_MIN_SAMPLE]

@@ -50,8 +50,8 @@ def execution_observe(record: ExecutionRecord, canary_config: dict[str, Any]) ->
         success=record.success,
         latency_ms=record.latency_ms,
     )
-    if record.served_version != "v2":
-        return
+    if record.served_version != "v2" or record.baking:
+        return  # the bake is judged by the monitor on the pairs, not by the breaker
     # SPEC 9.6: a v2 failure counts only when v1, shadowed on the same input, succeeded;
     # an input both versions fail is not v2's fault, so it counts as no failure at all.
     own_failure = not record.success and (record.shadow is None or record.shadow.success)

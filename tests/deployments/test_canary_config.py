@@ -29,6 +29,7 @@ def test_defaults_match_the_contract() -> None:
         "enforce_readiness": False,
         "required_approvals": 1,
         "non_inferiority_margin": 0.01,
+        "bake_minutes": 0,
     }
 
 
@@ -37,6 +38,18 @@ def test_non_inferiority_margin_out_of_range_names_the_field(margin: object) -> 
     with pytest.raises(CanaryConfigError) as refused:
         normalize_canary_config({"non_inferiority_margin": margin})
     assert "non_inferiority_margin" in refused.value.errors
+
+
+@pytest.mark.parametrize("minutes", [-1, 10_081, 1.0, "1440", None, True])
+def test_bake_minutes_out_of_range_names_the_field(minutes: object) -> None:
+    with pytest.raises(CanaryConfigError) as refused:
+        normalize_canary_config({"bake_minutes": minutes})
+    assert list(refused.value.errors) == ["bake_minutes"]
+
+
+@pytest.mark.parametrize("minutes", [0, 1, 1440, 10_080])
+def test_bake_minutes_at_its_bounds(minutes: int) -> None:
+    assert normalize_canary_config({"bake_minutes": minutes})["bake_minutes"] == minutes
 
 
 def test_given_values_override_defaults() -> None:

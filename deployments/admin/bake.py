@@ -1,0 +1,25 @@
+"""The active deployment's bake after its promotion (SPEC 10.3), as the console shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from deployments.admin.display import when
+from deployments.admin.panels import shadow_panel
+
+_LEVELS = {"unhealthy": "error", "degraded": "warning"}
+
+
+def bake_panel(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """ "Baking until ..." with the pairs since the promotion and the one decision on them;
+    None when the deployment is not baking (or monitoring is not installed)."""
+    if not data:
+        return None
+    return {
+        **data,
+        "started": when(data.get("started_at")),
+        "until": when(data.get("ends_at")),
+        "level": _LEVELS.get(str(data.get("health_status")), "ok"),
+        "shadow": shadow_panel(data.get("shadow")),
+    }
