@@ -30,6 +30,7 @@ class EventAction(models.TextChoices):
     BREAKER_OPEN = "breaker_open", "Circuit breaker opened"
     REGRESSION_DETECTED = "regression_detected", "Regression detected (held until acted on)"
     REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
+    GATE_CLOSED = "gate_closed", "Held at a closed gate"
 
 
 class CompensationStatus(models.TextChoices):
