@@ -237,6 +237,27 @@ def webhook_announce(
     ]
     if not listening:
         return []
+    try:
+        # NOTE: a savepoint: a delivery that cannot be written is logged, and never
+        # fails the lifecycle change it announces (a rollback must always go through).
+        with transaction.atomic():
+            deliveries = _deliveries_write(listening, event_type, subject, source, data, at)
+    except Exception:
+        logger.exception("webhook deliveries of %s for %s not written", event_type, subject)
+        return []
+    ids = [str(delivery.pk) for delivery in deliveries]
+    transaction.on_commit(lambda: _enqueue_all(ids), robust=True)
+    return deliveries
+
+
+def _deliveries_write(
+    listening: list[Webhook],
+    event_type: str,
+    subject: str,
+    source: str,
+    data: Any,
+    at: datetime | None,
+) -> list[WebhookDelivery]:
     at = at or timezone.now()
     event_id = uuid.uuid4()
     body = json_safe(data() if callable(data) else data)
@@ -262,8 +283,6 @@ def webhook_announce(
             for webhook in listening
         ]
     )
-    ids = [str(delivery.pk) for delivery in deliveries]
-    transaction.on_commit(lambda: _enqueue_all(ids), robust=True)
     return deliveries
 
 

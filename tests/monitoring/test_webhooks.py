@@ -209,3 +209,55 @@ def test_the_body_is_valid_json_of_the_stored_event(canary_v2: Deployment) -> No
     headers, body = webhooks.cloudevent_body(delivery.event)
     assert headers["content-type"] == "application/cloudevents+json"
     assert json.loads(body)["data"] == {"a": 1}
+
+
+def test_the_sweep_requeues_only_overdue_pending_deliveries(canary_v2: Deployment) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    webhooks.webhook_create(name="x", url="http://127.0.0.1:9/", events=["*"])
+    now = timezone.now()
+    overdue, future, done = (
+        webhooks.webhook_announce(
+            event_type="deployment.promoted", subject="s", source="/t", data={}
+        )[0]
+        for _ in range(3)
+    )
+    WebhookDelivery.objects.filter(pk=overdue.pk).update(next_attempt_at=now - timedelta(hours=1))
+    WebhookDelivery.objects.filter(pk=future.pk).update(next_attempt_at=now + timedelta(hours=1))
+    WebhookDelivery.objects.filter(pk=done.pk).update(
+        status="succeeded", next_attempt_at=now - timedelta(hours=1)
+    )
+    assert webhooks.deliveries_due(now=now) == [str(overdue.pk)]
+
+
+def test_a_claimed_delivery_is_not_attempted_twice_at_once(canary_v2: Deployment) -> None:
+    with receiver(200) as hook:
+        webhooks.webhook_create(name="x", url=hook.url, events=["*"])
+        [delivery] = webhooks.webhook_announce(
+            event_type="deployment.promoted", subject="s", source="/t", data={}
+        )
+        assert webhooks.delivery_attempt(delivery_id=delivery.pk) is None
+        assert webhooks.delivery_attempt(delivery_id=delivery.pk) is None  # a duplicate task
+    assert len(hook.received) == 1
+
+
+def test_readiness_and_the_breaker_are_announced(canary_v2: Deployment) -> None:
+    from django.utils import timezone
+
+    webhooks.webhook_create(name="x", url="http://127.0.0.1:9/", events=["*"])
+    services.deployment_breaker_opened(
+        deployment_id=canary_v2.pk,
+        consecutive_failures=5,
+        cooldown_seconds=60,
+        actor="system:breaker",
+    )
+    webhooks.deployment_announce(
+        deployment=canary_v2,
+        event_type="deployment.ready",
+        event={"action": "ready", "payload": {}},
+        at=timezone.now(),
+    )
+    types = set(WebhookDelivery.objects.values_list("event_type", flat=True))
+    assert types == {"deployment.breaker_opened", "deployment.ready"}
