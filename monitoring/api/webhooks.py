@@ -70,6 +70,13 @@ class DeliveryOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class DeliveryPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = DeliveryOutputSerializer(many=True)
+
+
 class TriggerCreateInputSerializer(StrictInputSerializer):
     name = serializers.JSONField()
     ruleset_id = serializers.JSONField()
@@ -78,6 +85,7 @@ class TriggerCreateInputSerializer(StrictInputSerializer):
 
 class TriggerOutputSerializer(serializers.ModelSerializer):
     ruleset_id = serializers.UUIDField(read_only=True)
+    action = serializers.CharField(read_only=True, help_text="rollback or pause")
 
     class Meta:
         model = Trigger
@@ -162,7 +170,7 @@ class WebhookDeliveriesView(_AdminView):
     action = "list"
     required_permissions = {"list": "monitoring.view_webhookdelivery"}
 
-    @extend_schema(responses=DeliveryOutputSerializer(many=True))
+    @extend_schema(responses=DeliveryPageSerializer)
     def get(self, request: Request, webhook_id: str) -> Response:
         webhook = webhooks.webhook_get(webhook_id=webhook_id)
         paginator = PageNumberPagination()
@@ -224,7 +232,11 @@ class TriggerFireView(APIView):
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []
 
-    @extend_schema(request=None, responses={200: TriggerFiredOutputSerializer})
+    @extend_schema(
+        operation_id="v1_triggers_fire",
+        request=None,
+        responses={202: TriggerFiredOutputSerializer, 200: TriggerFiredOutputSerializer},
+    )
     def post(self, request: Request, trigger_id: str, secret: str) -> Response:
         raw = request._request.read(MAX_TRIGGER_BODY)
         try:
