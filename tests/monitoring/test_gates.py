@@ -235,3 +235,45 @@ def test_an_unreachable_gate_keeps_the_monitor_waiting(draft_v2: Deployment) -> 
     assert fresh(canary).traffic_percentage == 10
     [event] = DeploymentEvent.objects.filter(deployment=canary, action="gate_closed")
     assert event.payload["status_code"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_gate_holds_no_row_lock(draft_v2: Deployment) -> None:
+    """While the gate thinks, another change of the same rule set can lock its rows."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from deployments.models import RuleSet
+
+    with receiver(200) as gate:
+        gated(draft_v2, "confirm-start", gate.url)
+        original = gate.script
+        gate.script = ["hang"]
+        outcome: list[Any] = []
+
+        def start() -> None:
+            try:
+                outcome.append(
+                    services.deployment_start_canary(deployment_id=draft_v2.pk, actor="t")
+                )
+            except Exception as exc:  # the gate timed out or answered
+                outcome.append(exc)
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=start)
+        worker.start()
+        deadline = timezone.now() + timedelta(seconds=30)
+        while not gate.received and timezone.now() < deadline:
+            time.sleep(0.05)
+        assert gate.received, "the gate was never asked"
+        with transaction.atomic():
+            RuleSet.objects.select_for_update(nowait=True).get(pk=draft_v2.ruleset_id)
+            Deployment.objects.select_for_update(nowait=True).get(pk=draft_v2.pk)
+        gate.stop.set()  # the gate hangs up: closed, nothing changed
+        worker.join(timeout=60)
+        gate.script = original
+    assert isinstance(outcome[0], GateClosed)
+    assert fresh(draft_v2).status == "draft"
