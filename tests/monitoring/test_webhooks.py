@@ -261,3 +261,23 @@ def test_readiness_and_the_breaker_are_announced(canary_v2: Deployment) -> None:
     )
     types = set(WebhookDelivery.objects.values_list("event_type", flat=True))
     assert types == {"deployment.breaker_opened", "deployment.ready"}
+
+
+def test_the_readme_receiver_verifies_a_real_delivery(
+    admin_api: APIClient, canary_v2: Deployment
+) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("A receiver verifies with the `standardwebhooks` package:", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with receiver(200) as hook:
+        created = create(admin_api, url=hook.url).json()
+        services.deployment_promote(deployment_id=canary_v2.pk, actor="t")
+        delivery = WebhookDelivery.objects.get(event_type="deployment.promoted")
+        webhooks.delivery_attempt(delivery_id=delivery.pk)
+    namespace: dict[str, Any] = {}
+    exec(snippet.replace("whsec_...", created["secret"]), namespace)  # noqa: S102 - the README's own code
+    [request] = hook.received
+    event = namespace["receive"](request.body, request.headers)
+    assert event["type"] == "io.canary.deployment.promoted"
