@@ -20,8 +20,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import urllib3
@@ -158,7 +160,7 @@ def post(
             assert_same_host=False,
         )
         try:
-            content = response.read(limit)
+            content = _read_capped(response, limit, deadline=time.monotonic() + timeout)
         finally:
             response.release_conn()
             response.close()
@@ -167,6 +169,17 @@ def post(
     finally:
         pool.close()
     return Answer(response.status, body=content.decode("utf-8", "replace"))
+
+
+def _read_capped(response: Any, limit: int, *, deadline: float) -> bytes:
+    """At most ``limit`` bytes of the answer, and no longer than the timeout in all: a
+    receiver dripping its answer a byte at a time cannot hold the worker."""
+    content = bytearray()
+    for chunk in response.stream(4096):
+        content += chunk
+        if len(content) >= limit or time.monotonic() > deadline:
+            break
+    return bytes(content[:limit])
 
 
 def _network_error(exc: Exception, timeout: float) -> str:
