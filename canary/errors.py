@@ -61,6 +61,23 @@ class AlreadyApproved(Conflict):
     code = "already_approved"
 
 
+class GateClosed(Conflict):
+    """An outside system (``canary_config.gates``) did not say yes to this action.
+
+    ``gate`` is the gate's ``{type, url}``, ``status_code`` its answer (None when it
+    could not be reached: an unreachable gate is closed).
+    """
+
+    code = "gate_closed"
+
+    def __init__(
+        self, detail: str, *, gate: dict[str, Any], status_code: int | None, **extra: Any
+    ) -> None:
+        super().__init__(detail, gate=gate, status_code=status_code, **extra)
+        self.gate = gate
+        self.status_code_answered = status_code
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (the task queue) is unreachable; nothing changed, try again later."""
 

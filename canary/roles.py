@@ -52,6 +52,15 @@ _ADMINISTER = [
     ("assignments", "add_clienttoken"),
     ("assignments", "delete_clienttoken"),
     ("django_celery_beat", "change_periodictask"),
+    ("monitoring", "view_webhook"),
+    ("monitoring", "add_webhook"),
+    ("monitoring", "change_webhook"),
+    ("monitoring", "delete_webhook"),
+    ("monitoring", "view_webhookdelivery"),
+    ("monitoring", "change_webhookdelivery"),
+    ("monitoring", "view_trigger"),
+    ("monitoring", "add_trigger"),
+    ("monitoring", "delete_trigger"),
 ]
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {

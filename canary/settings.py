@@ -293,6 +293,19 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "canary@localhost")
 CANARY_NOTIFY_EMAIL = env_bool("CANARY_NOTIFY_EMAIL", bool(EMAIL_HOST))
 # Recipients; empty means the active members of the Approver group.
 CANARY_NOTIFY_EMAILS = env_list("CANARY_NOTIFY_EMAILS")
+# Webhooks, gates and triggers (SPEC 10.4). Receivers on loopback or private
+# addresses are refused unless allowed; link-local ones (cloud metadata) always are.
+CANARY_WEBHOOK_ALLOW_PRIVATE = env_bool("CANARY_WEBHOOK_ALLOW_PRIVATE", False)
+CANARY_WEBHOOK_TIMEOUT_SECONDS = env_int("CANARY_WEBHOOK_TIMEOUT_SECONDS", 5)
+CANARY_WEBHOOK_MAX_ATTEMPTS = env_int("CANARY_WEBHOOK_MAX_ATTEMPTS", 8)
+# The first retry waits about this long; each next one twice as long (with jitter).
+CANARY_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("CANARY_WEBHOOK_BACKOFF_SECONDS", "10"))
+# The most of a receiver's answer that is read (and kept, cut, as the last answer).
+CANARY_WEBHOOK_MAX_RESPONSE_BYTES = env_int("CANARY_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+# Signs gate requests (Standard Webhooks, ``whsec_...``); empty: derived from SECRET_KEY.
+CANARY_GATE_SECRET = os.environ.get("CANARY_GATE_SECRET", "")
+# Calls of one trigger URL allowed per minute; past it, 429.
+CANARY_TRIGGER_RATE_PER_MINUTE = env_int("CANARY_TRIGGER_RATE_PER_MINUTE", 10)
 # Used to link notifications to the deployment's admin page.
 CANARY_BASE_URL = os.environ.get("CANARY_BASE_URL", "http://127.0.0.1:8000")
 # Grafana's base URL (e.g. http://127.0.0.1:3000); when set, each deployment page

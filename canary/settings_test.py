@@ -20,3 +20,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 # only make the suite depend on how fast it runs.
 CANARY_THROTTLE_RATES = {"dataplane": "", "api": "", "client_address": ""}
 CANARY_AUTH_FAILURES_PER_MINUTE = 0
+
+# Test receivers listen on 127.0.0.1; the SSRF tests turn this off where they check it.
+CANARY_WEBHOOK_ALLOW_PRIVATE = True

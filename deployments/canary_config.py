@@ -92,6 +92,29 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "Must be true or false."
 
 
+MAX_GATES = 5
+MAX_GATE_URL = 2000
+GATE_TYPES = ("confirm-start", "confirm-traffic", "confirm-promotion")
+
+
+def _gates(value: Any) -> str | None:
+    """Up to five ``{type, url}`` (SPEC 10.4); the address itself is vetted when asked."""
+    if not isinstance(value, list) or len(value) > MAX_GATES:
+        return f"Must be a list of at most {MAX_GATES} gates."
+    for index, gate in enumerate(value):
+        if not isinstance(gate, Mapping) or set(gate) != {"type", "url"}:
+            return f"Gate {index}: must be an object with exactly the keys type and url."
+        if gate["type"] not in GATE_TYPES:
+            return f"Gate {index}: type must be one of {', '.join(GATE_TYPES)}."
+        url = gate["url"]
+        if not isinstance(url, str) or len(url) > MAX_GATE_URL:
+            return f"Gate {index}: url must be a string of at most {MAX_GATE_URL} characters."
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+            return f"Gate {index}: url must be an http or https URL with a host."
+    return None
+
+
 @dataclass(frozen=True)
 class Field:
     default: Any
@@ -123,6 +146,8 @@ FIELDS: dict[str, Field] = {
     # The bake (SPEC 10.3): after a promotion the previous version keeps running in shadow
     # this long, and a paired breach rolls the promotion back. 0: no bake.
     "bake_minutes": Field(0, _int_between(0, MAX_BAKE_MINUTES)),
+    # Webhooks, gates and triggers (SPEC 10.4): outside systems that must say yes.
+    "gates": Field([], _gates, lambda value: [dict(gate) for gate in value]),
 }
 
 

@@ -31,6 +31,7 @@ class EventAction(models.TextChoices):
     REGRESSION_DETECTED = "regression_detected", "Regression detected (held until acted on)"
     REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
     BAKE_COMPLETE = "bake_complete", "Bake after promotion complete"
+    GATE_CLOSED = "gate_closed", "Held at a closed gate"
 
 
 class CompensationStatus(models.TextChoices):

@@ -43,3 +43,37 @@ class PromotionHooks:
 
 
 hooks = PromotionHooks()
+
+
+# --- webhooks and gates (SPEC 10.4) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    """What an outside gate said: open on a 2xx only; ``status_code`` None when unreachable."""
+
+    open: bool
+    status_code: int | None = None
+    detail: str = ""
+
+
+def _gate_always_open(deployment: Any, gate: dict[str, Any], context: dict[str, Any]) -> GateAnswer:
+    return GateAnswer(open=True)
+
+
+def _no_announcement(event: Any) -> None:
+    return None
+
+
+@dataclass
+class ReleaseHooks:
+    # Asks one gate of ``canary_config.gates`` (an HTTP call: never under row locks).
+    ask_gate: Callable[[Any, dict[str, Any], dict[str, Any]], GateAnswer] = field(
+        default=_gate_always_open
+    )
+    # Called inside the transaction that writes a ``DeploymentEvent``: what it records
+    # (webhook deliveries) commits with the event or not at all.
+    event_recorded: Callable[[Any], None] = field(default=_no_announcement)
+
+
+release_hooks = ReleaseHooks()

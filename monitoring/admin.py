@@ -278,3 +278,6 @@ class RolePeriodicTaskAdmin(PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, RolePeriodicTaskAdmin)
+
+
+from monitoring import admin_webhooks  # noqa: E402, F401 (registers webhooks and triggers)

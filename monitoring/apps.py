@@ -38,4 +38,10 @@ class MonitoringConfig(AppConfig):
         promotion_approval_recorded.connect(
             receivers.after_approval, dispatch_uid="monitoring.after_approval"
         )
+        # Webhooks and gates (SPEC 10.4): deliveries written with each event; gates asked.
+        from deployments.hooks import release_hooks
+        from monitoring.notifications import gates, webhooks
+
+        release_hooks.event_recorded = webhooks.deployment_event_announce
+        release_hooks.ask_gate = gates.gate_ask
         from monitoring import admin  # noqa: F401 (registers the admin's measurement panels)

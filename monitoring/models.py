@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 
 from assignments.models import ServedVersion
-from deployments.models import Deployment, RuleSetVersion
+from deployments.models import Deployment, RuleSet, RuleSetVersion
 
 
 class ExecutionLog(models.Model):
@@ -218,3 +221,110 @@ class CanaryDecision(models.Model):
 
     def __str__(self) -> str:
         return self.recommendation
+
+
+# --- webhooks and triggers (SPEC 10.4) ---------------------------------------------------
+
+
+class Webhook(models.Model):
+    """An HTTP receiver of lifecycle events, signed per Standard Webhooks.
+
+    ``secret`` is the signing key (``whsec_`` + base64): a symmetric key the sender
+    needs at every delivery, so it is kept as is and shown only when created.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list, help_text='Event types, or ["*"] for all.')
+    ruleset_ids = models.JSONField(default=list, blank=True, help_text="Empty: every rule set.")
+    active = models.BooleanField(default=True)
+    secret = models.CharField(max_length=100, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: written in the event's transaction, sent after commit.
+
+    ``event_id`` is the CloudEvent id and the ``webhook-id`` header: the same on every
+    attempt, so receivers deduplicate an at-least-once delivery. ``event`` holds the
+    CloudEvent's attributes and data as they were when the event happened.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=64)
+    event = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_response = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=models.Q(status="pending"),
+            )
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "event_id"], name="one_delivery_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.webhook_id}"
+
+
+class TriggerAction(models.TextChoices):
+    ROLLBACK = "rollback", "Roll back"
+    PAUSE = "pause", "Pause"
+
+
+class Trigger(models.Model):
+    """An alerting tool's kill switch: a secret URL that rolls back or pauses a canary.
+
+    Only a SHA-512 digest of the secret is kept (as knox does for API tokens); the URL
+    is shown once. Revoking deletes the row, so its URL is a 404 from then on.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    ruleset = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="triggers")
+    action = models.CharField(max_length=16, choices=TriggerAction.choices)
+    secret_digest = models.CharField(max_length=128, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -12,6 +12,8 @@ from typing import Any
 import requests
 from celery import shared_task
 
+from monitoring.notifications.sender import SendFailed
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def canary_monitor_task(now: str | None = None) -> dict[str, Any]:
 
 
 @shared_task(
-    autoretry_for=(requests.RequestException,),
+    autoretry_for=(requests.RequestException, SendFailed),
     retry_backoff=2,
     retry_backoff_max=60,
     retry_jitter=False,
@@ -86,3 +88,21 @@ def retention_task() -> str:
     from monitoring.logstore.retention import retention_run
 
     return retention_run().summary()
+
+
+@shared_task(soft_time_limit=60, time_limit=70, acks_late=True, ignore_result=True)
+def webhook_deliver_task(delivery_id: str) -> None:
+    """One attempt of a webhook delivery; the next one is queued after its backoff."""
+    from monitoring.notifications.webhooks import delivery_attempt
+
+    delay = delivery_attempt(delivery_id=delivery_id)
+    if delay is not None:
+        webhook_deliver_task.apply_async(args=[delivery_id], countdown=delay)
+
+
+@shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)
+def webhook_sweep_task() -> int:
+    """Re-queue deliveries whose task went missing (the broker was down at commit)."""
+    from monitoring.notifications.webhooks import deliveries_sweep
+
+    return deliveries_sweep()

@@ -12,11 +12,12 @@ from typing import Any
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from deployments.choices import DeploymentStatus
-from deployments.models import Deployment
+from deployments.choices import DeploymentStatus, EventAction
+from deployments.models import Deployment, DeploymentEvent
 from monitoring import console
 from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
+from monitoring.decision.selectors import step_started_at
 
 ACTIONS = {
     "rollback": "Roll back",
@@ -91,7 +92,27 @@ def _verdict(
         "failing_checks": failing,
         # Promoting now goes against the evidence: the console asks for a reason.
         "against_promote": recommendation == "rollback" or not readiness["ready"],
+        "closed_gate": closed_gate(deployment),
     }
+
+
+def closed_gate(deployment: Deployment) -> dict[str, Any] | None:
+    """The gate (SPEC 10.4) the monitor waits at in the current step, or None."""
+    started = step_started_at(deployment)
+    if started is None:
+        return None
+    event = (
+        DeploymentEvent.objects.filter(
+            deployment=deployment,
+            action=EventAction.GATE_CLOSED,
+            payload__step=started.isoformat(),
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if event is None:
+        return None
+    return {**event.payload, "since": event.created_at}
 
 
 def _why(recommendation: str, comparison: dict[str, Any]) -> str:

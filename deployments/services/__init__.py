@@ -8,7 +8,7 @@ of one rule set, so concurrent promote/rollback/start-canary calls see each
 other's results and never leave two canaries or two active deployments.
 
 Modules, each importing only those before it: ``actors``, ``rulesets``,
-``transition``, ``drafts``, ``approvals``, ``lifecycle``. Callers import from
+``transition``, ``drafts``, ``gates``, ``approvals``, ``lifecycle``. Callers import from
 the package, which re-exports the public names.
 """
 
@@ -31,6 +31,7 @@ from deployments.services.lifecycle import (
     deployment_compensation_complete,
     deployment_delete,
     deployment_deprecate,
+    deployment_gate_closed,
     deployment_promote,
     deployment_rollback,
     deployment_set_traffic,
@@ -60,6 +61,7 @@ __all__ = [
     "deployment_create",
     "deployment_delete",
     "deployment_deprecate",
+    "deployment_gate_closed",
     "deployment_promote",
     "deployment_promote_or_approve",
     "deployment_rollback",

@@ -14,6 +14,7 @@ from deployments import transitions
 from deployments.choices import DeploymentStatus, EventAction
 from deployments.hooks import hooks as promotion_hooks
 from deployments.models import Deployment, PromotionApproval
+from deployments.services import gates
 from deployments.services.actors import MAX_REASON, Actor, _actor_user, _text_or_400, actor_label
 from deployments.services.transition import (
     _locked_baseline,
@@ -60,6 +61,7 @@ def deployment_promote_or_approve(
     if override_reason is not None and not override:
         raise ValidationFailed({"override_reason": ["May not be blank when given."]})
     _settle_if_readiness_enforced(deployment_id)
+    asked = _ask_promotion_gate(deployment_id)
     pending: list[PromoteOutcome] = []
 
     def gate(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> bool:
@@ -70,6 +72,12 @@ def deployment_promote_or_approve(
             payload.setdefault("override_reason", override)
         outcome = _record_approval(deployment, actor, now, payload)
         if outcome is None:
+            if not asked:  # the approvals were completed by this call after all: ask now
+                gates.gate_check(
+                    deployment=deployment,
+                    gate_type=gates.CONFIRM_PROMOTION,
+                    context={"action": "promote"},
+                )
             return True
         pending.append(outcome)
         return False
@@ -123,6 +131,25 @@ def deployment_promote_or_approve(
     if pending:
         return pending[0]
     return PromoteOutcome(deployment=deployment, promoted=True)
+
+
+def _ask_promotion_gate(deployment_id: Any) -> bool:
+    """Ask the confirm-promotion gates before the locks when this call would promote
+    (with four eyes: only the approval that completes them promotes)."""
+    seen = gates.unlocked(deployment_id)
+    if seen is None or seen.status not in (DeploymentStatus.CANARY, DeploymentStatus.DRAFT):
+        return False
+    if not gates.gates_of(seen, gates.CONFIRM_PROMOTION):
+        return True
+    required = int(seen.canary_config.get("required_approvals", 1))
+    if seen.status == DeploymentStatus.CANARY and required > 1:
+        given = PromotionApproval.objects.filter(deployment=seen).count()
+        if given + 1 < required:
+            return False
+    gates.gate_check(
+        deployment=seen, gate_type=gates.CONFIRM_PROMOTION, context={"action": "promote"}
+    )
+    return True
 
 
 def _settle_if_readiness_enforced(deployment_id: Any) -> None:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canary.errors import Conflict, ValidationFailed
+from canary.errors import Conflict, GateClosed, ValidationFailed
 from deployments import transitions
 from deployments.choices import (
     CompensationStatus,
@@ -20,6 +20,7 @@ from deployments.choices import (
 )
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.selectors import deployment_bake_window
+from deployments.services import gates
 from deployments.services.actors import (
     MAX_IDENTIFIER,
     MAX_REASON,
@@ -82,6 +83,13 @@ def deployment_start_canary(
     expected_status: str | None = None,
 ) -> Deployment:
     target_filter = _target_filter_or_400(canary_target_filter)
+    seen = gates.unlocked(deployment_id)
+    if seen is not None and seen.status == DeploymentStatus.DRAFT:
+        gates.gate_check(
+            deployment=seen,
+            gate_type=gates.CONFIRM_START,
+            context={"action": "start_canary", "canary_pct": canary_pct},
+        )
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
         pct = canary_pct
@@ -147,8 +155,16 @@ def deployment_set_traffic(
     lock, it makes a double submit or a stale page change nothing.
     """
     pct = _percentage_or_400("traffic_percentage", traffic_percentage, low=0)
+    asked = _ask_traffic_gate(deployment_id, pct)
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
+        if pct > deployment.traffic_percentage and not asked:
+            # Traffic fell under this request between the question and the lock: ask now.
+            gates.gate_check(
+                deployment=deployment,
+                gate_type=gates.CONFIRM_TRAFFIC,
+                context={"action": "set_traffic", "traffic_percentage": pct},
+            )
         seen = expected_traffic_percentage
         if seen is not None and deployment.traffic_percentage != seen:
             raise Conflict(
@@ -172,6 +188,19 @@ def deployment_set_traffic(
         expected_status=expected_status,
         now=now,
     )
+
+
+def _ask_traffic_gate(deployment_id: Any, pct: int) -> bool:
+    """Ask the confirm-traffic gates before the locks when this raises traffic."""
+    seen = gates.unlocked(deployment_id)
+    if seen is None or seen.status != DeploymentStatus.CANARY or pct <= seen.traffic_percentage:
+        return False
+    gates.gate_check(
+        deployment=seen,
+        gate_type=gates.CONFIRM_TRAFFIC,
+        context={"action": "set_traffic", "traffic_percentage": pct},
+    )
+    return True
 
 
 def deployment_promote(
@@ -402,3 +431,39 @@ def deployment_bake_complete(
             lambda: ruleset_routing_changed.send(sender=RuleSet, ruleset_id=ruleset_id)
         )
     return event
+
+
+def deployment_gate_closed(
+    *, deployment_id: Any, closed: GateClosed, step: str, actor: Actor
+) -> DeploymentEvent | None:
+    """Record that an automatic action (the monitor, a rollout plan) waits at a closed gate.
+
+    Once per ``step`` and gate type, not once per run: the audit trail says the canary
+    waits, the next run that finds the gate still closed adds nothing. None when it
+    was already recorded for this step, or the deployment is no longer a canary.
+    """
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        if deployment.status != DeploymentStatus.CANARY:
+            return None
+        recorded = DeploymentEvent.objects.filter(
+            deployment=deployment,
+            action=EventAction.GATE_CLOSED,
+            payload__step=step,
+            payload__gate__type=closed.gate["type"],
+        )
+        if recorded.exists():
+            return None
+        return _record_event(
+            deployment,
+            action=EventAction.GATE_CLOSED,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload={
+                "step": step,
+                "gate": closed.gate,
+                "status_code": closed.status_code_answered,
+                "detail": closed.detail,
+            },
+        )

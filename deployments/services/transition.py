@@ -15,6 +15,7 @@ from django.utils import timezone
 from canary.errors import Conflict, InvalidTransition, NotFound
 from deployments import transitions
 from deployments.choices import DeploymentStatus
+from deployments.hooks import release_hooks
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.services.actors import Actor, actor_label
 from deployments.signals import deployment_transitioned, deployment_transitioning
@@ -186,7 +187,7 @@ def _record_event(
     payload: dict[str, Any],
     at: datetime | None = None,
 ) -> DeploymentEvent:
-    return DeploymentEvent.objects.create(
+    event = DeploymentEvent.objects.create(
         deployment=deployment,
         action=action,
         actor=actor_label(actor),
@@ -195,6 +196,9 @@ def _record_event(
         payload=payload,
         created_at=at or timezone.now(),
     )
+    # Webhook deliveries are written in the event's transaction (SPEC 10.4).
+    release_hooks.event_recorded(event)
+    return event
 
 
 def _announce(change: _Change) -> None:

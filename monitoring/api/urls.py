@@ -13,6 +13,15 @@ from monitoring.api.views import (
     DismissRegressionView,
     SchedulerJobsView,
 )
+from monitoring.api.webhooks import (
+    TriggerDetailView,
+    TriggerFireView,
+    TriggerListView,
+    WebhookDeliveriesView,
+    WebhookDetailView,
+    WebhookListView,
+    WebhookRedeliverView,
+)
 
 urlpatterns = [
     re_path(r"^deployments/(?P<deployment_id>[^/]+)/metrics/?$", DeploymentMetricsView.as_view()),
@@ -42,4 +51,17 @@ urlpatterns = [
         DismissRegressionView.as_view(),
     ),
     re_path(r"^scheduler/jobs/?$", SchedulerJobsView.as_view()),
+    # Webhooks and triggers (SPEC 10.4).
+    re_path(r"^webhooks/?$", WebhookListView.as_view()),
+    re_path(r"^webhooks/(?P<webhook_id>[^/]+)/?$", WebhookDetailView.as_view()),
+    re_path(r"^webhooks/(?P<webhook_id>[^/]+)/deliveries/?$", WebhookDeliveriesView.as_view()),
+    re_path(
+        r"^webhooks/(?P<webhook_id>[^/]+)/deliveries/(?P<delivery_id>[^/]+)/redeliver/?$",
+        WebhookRedeliverView.as_view(),
+    ),
+    re_path(r"^triggers/?$", TriggerListView.as_view()),
+    re_path(r"^triggers/(?P<trigger_id>[^/]+)/?$", TriggerDetailView.as_view()),
+    re_path(
+        r"^triggers/(?P<trigger_id>[^/]+)/(?P<secret>[A-Za-z0-9_-]+)/?$", TriggerFireView.as_view()
+    ),
 ]

@@ -24,6 +24,7 @@ from monitoring.decision.readiness import (
 )
 from monitoring.models import GovernanceRecord
 from monitoring.notifications.dispatch import notify
+from monitoring.notifications.webhooks import deployment_announce
 from monitoring.statistics import readiness
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,21 @@ def governance_check(*, deployment_id: Any, now: datetime) -> None:
     if verdict.ready:
         started = readiness.stretch_started_at(traffic_history(deployment=deployment, until=now))
         if started is not None and _claim(deployment, "ready_notified_for", started.isoformat()):
+            deployment_announce(
+                deployment=deployment,
+                event_type="deployment.ready",
+                event={
+                    "event_id": None,
+                    "deployment_id": str(deployment.pk),
+                    "action": "ready",
+                    "actor": "system:monitor",
+                    "from_status": deployment.status,
+                    "to_status": deployment.status,
+                    "payload": {"checks": [check.as_dict() for check in verdict.checks]},
+                    "created_at": now,
+                },
+                at=now,
+            )
             notify(
                 deployment=deployment,
                 headline="Canary is ready to promote",

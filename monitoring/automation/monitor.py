@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from assignments.buffer import drain_now
-from canary.errors import DomainError
+from canary.errors import DomainError, GateClosed
 from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
@@ -153,6 +153,29 @@ def _act(change: Any) -> bool:
     return True
 
 
+def _act_at_gate(deployment: Deployment, step_started: datetime, change: Any) -> bool:
+    """``_act``, waiting at a closed gate: recorded once per step (SPEC 10.4), then retried
+    on every run until the gate opens."""
+    try:
+        change()
+    except GateClosed as closed:
+        logger.info("canary %s waits at a closed gate: %s", deployment.pk, closed.detail)
+        try:
+            lifecycle.deployment_gate_closed(
+                deployment_id=deployment.pk,
+                closed=closed,
+                step=step_started.isoformat(),
+                actor=SYSTEM_MONITOR,
+            )
+        except DomainError as exc:
+            logger.info("gate_closed not recorded: %s", exc.detail)
+        return False
+    except DomainError as exc:
+        logger.info("monitor action skipped: %s", exc.detail)
+        return False
+    return True
+
+
 def _progress(
     deployment: Deployment, now: datetime, report: MonitorReport, decision: Decision
 ) -> None:
@@ -193,20 +216,24 @@ def _progress(
             deployment=deployment, now=now, step=started.isoformat()
         ):
             return
-        if _act(
+        if _act_at_gate(
+            deployment,
+            started,
             lambda: lifecycle.deployment_promote(
                 deployment_id=deployment.pk,
                 actor=SYSTEM_MONITOR,
                 expected_status=DeploymentStatus.CANARY,
                 now=now,
-            )
+            ),
         ):
             report.promoted.append(str(deployment.pk))
         return
     if not decision.may_raise_traffic:
         return
     target = min(100, deployment.traffic_percentage + config["increment"])
-    if _act(
+    if _act_at_gate(
+        deployment,
+        started,
         lambda: lifecycle.deployment_set_traffic(
             deployment_id=deployment.pk,
             traffic_percentage=target,
@@ -218,7 +245,7 @@ def _progress(
             ),
             expected_status=DeploymentStatus.CANARY,
             now=now,
-        )
+        ),
     ):
         report.progressed.append(str(deployment.pk))
 

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.django_db
 ROLES: tuple[str | None, ...] = (None, "viewer", "approver", "admin")
 RANK = {"viewer": 1, "approver": 2, "admin": 3}
 ANY = "any authenticated"  # the data plane
+PUBLIC = "no token"  # a trigger's secret URL: the URL is the credential (SPEC 10.4)
 WRITE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -84,6 +85,8 @@ class World:
     other_draft: Deployment
     other_active: Deployment
     client_token: ClientToken
+    webhook: Any = None
+    trigger: Any = None
 
     def id_for(self, target: str) -> str:
         return str(getattr(self, target).pk)
@@ -178,6 +181,30 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/api/v1/client-tokens/{id}"): _rule("admin", on="client_token"),
     ("DELETE", "/api/v1/client-tokens/{id}"): _rule("admin", 204, on="client_token"),
+    # webhooks and triggers (SPEC 10.4): Admins manage them
+    ("GET", "/api/v1/webhooks"): _rule("admin"),
+    ("POST", "/api/v1/webhooks"): _rule(
+        "admin",
+        201,
+        body=lambda w: {"name": "ci", "url": "http://127.0.0.1:9/hook", "events": ["*"]},
+    ),
+    ("GET", "/api/v1/webhooks/{id}"): _rule("admin", on="webhook"),
+    ("PATCH", "/api/v1/webhooks/{id}"): _rule(
+        "admin", on="webhook", body=lambda w: {"active": True}
+    ),
+    ("DELETE", "/api/v1/webhooks/{id}"): _rule("admin", 204, 404, on="webhook"),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"): _rule("admin", on="webhook"),
+    # {id} is the webhook's id for both: not one of its deliveries, so an authorised call is a 404
+    ("POST", "/api/v1/webhooks/{id}/deliveries/{id}/redeliver"): _rule("admin", 404, on="webhook"),
+    ("GET", "/api/v1/triggers"): _rule("admin"),
+    ("POST", "/api/v1/triggers"): _rule(
+        "admin",
+        201,
+        body=lambda w: {"name": "pager", "ruleset_id": str(w.ruleset.pk), "action": "rollback"},
+    ),
+    ("DELETE", "/api/v1/triggers/{id}"): _rule("admin", 204, 404, on="trigger"),
+    # {id} twice: the trigger's id as its secret is wrong, so every caller gets the 404
+    ("POST", "/api/v1/triggers/{id}/{id}"): _rule(PUBLIC, 404, on="trigger"),
 }
 
 
@@ -201,7 +228,14 @@ def world(ruleset: RuleSet, active_v1: Deployment, canary_v2: Deployment) -> Wor
     client_token, _ = client_token_create(
         name="web", ruleset_ids=[str(ruleset.pk)], allowed_origins=["https://a.test"], actor="t"
     )
-    return World(ruleset, canary_v2, draft, other_draft, other_active, client_token)
+    from monitoring.automation.triggers import trigger_create
+    from monitoring.notifications.webhooks import webhook_create
+
+    webhook = webhook_create(name="ci", url="http://127.0.0.1:9/hook", events=["*"])
+    trigger, _ = trigger_create(name="pager", ruleset_id=ruleset.pk, action="rollback")
+    return World(
+        ruleset, canary_v2, draft, other_draft, other_active, client_token, webhook, trigger
+    )
 
 
 def url_for(path: str, rule_target: str | None, world: World) -> str:
@@ -216,6 +250,8 @@ def send(client: APIClient, method: str, url: str, body: Any = None) -> Any:
 
 def expected_for(rule: Rule, role: str | None) -> frozenset[int] | None:
     """The answers allowed for ``role``; None means "anything but 401 and 403"."""
+    if rule.minimum == PUBLIC:
+        return rule.answers
     if role is None:
         return frozenset({401})
     if rule.minimum == ANY:
@@ -271,6 +307,8 @@ class Probe:
 def probes() -> list[Probe]:
     found: dict[str, Probe] = {}
     for (method, path), rule in RULES.items():
+        if rule.minimum == PUBLIC:
+            continue  # answers everyone alike, as the matrix shows
         probe = found.setdefault(path, Probe(path, rule.target))
         probe.allowed_methods.add(method)
         probe.dataplane = probe.dataplane or rule.minimum == ANY

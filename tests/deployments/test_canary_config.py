@@ -30,6 +30,7 @@ def test_defaults_match_the_contract() -> None:
         "required_approvals": 1,
         "non_inferiority_margin": 0.01,
         "bake_minutes": 0,
+        "gates": [],
     }
 
 

@@ -62,7 +62,11 @@ def test_monitor_rolls_back_within_one_period(
     add_logs(
         canary, "v2", [1.0] * 100, errors=20, at=timezone.now() - timedelta(seconds=30), paired=True
     )
-    with slack_stub() as webhook, celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url):
+    # The stub listens on 127.0.0.1: Slack goes through the SSRF-safe sender (SPEC 10.4).
+    with (
+        slack_stub() as webhook,
+        celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url, CANARY_WEBHOOK_ALLOW_PRIVATE="1"),
+    ):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if Deployment.objects.get(pk=canary.pk).status == "rolled_back":
