@@ -61,6 +61,12 @@ class AlreadyApproved(Conflict):
     code = "already_approved"
 
 
+class TrafficJump(Conflict):
+    """A manual traffic raise larger than ``canary_config.max_traffic_jump`` without a reason."""
+
+    code = "traffic_jump"
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (the task queue) is unreachable; nothing changed, try again later."""
 

@@ -30,9 +30,22 @@ class EventAction(models.TextChoices):
     BREAKER_OPEN = "breaker_open", "Circuit breaker opened"
     REGRESSION_DETECTED = "regression_detected", "Regression detected (held until acted on)"
     REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
+    PLAN_STEP = "plan_step", "Rollout plan step"
+    PAUSE = "pause", "Paused"
+    RESUME = "resume", "Resumed"
 
 
 class CompensationStatus(models.TextChoices):
     NONE = "none", "None"
     PENDING = "pending", "Pending"
     COMPLETED = "completed", "Completed"
+
+
+class PlanState(models.TextChoices):
+    """A rollout plan's state (SPEC 10.1); ``none`` is a canary without steps."""
+
+    NONE = "none", "No plan"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    WAITING_APPROVAL = "waiting_approval", "Waiting for approval"
+    DONE = "done", "Done"

@@ -29,6 +29,9 @@ def test_defaults_match_the_contract() -> None:
         "enforce_readiness": False,
         "required_approvals": 1,
         "non_inferiority_margin": 0.01,
+        "max_traffic_jump": 50,
+        "steps": None,
+        "metric_checks": [],
     }
 
 
