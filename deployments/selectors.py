@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
