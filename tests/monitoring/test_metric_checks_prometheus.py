@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -30,6 +31,7 @@ from deployments import services
 from deployments.models import Deployment, DeploymentPlan, RuleSet
 from monitoring.automation.monitor import monitor_run
 from tests.monitoring.logs import add_logs
+from tests.samples import DEFAULT_OUTPUT, V1_RULES
 from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -203,3 +205,41 @@ def test_prometheus_stopped_holds_the_plan_and_never_rolls_back(
         for _ in range(2):
             run_monitor(canary, server.url)
         assert_held_and_warned(canary, viewer, server.url)
+
+
+@contextmanager
+def silent_prometheus() -> Iterator[str]:
+    """A port that accepts connections and never answers: the slowest Prometheus there is."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_a_silent_prometheus_holds_its_canary_and_the_monitor_judges_the_others(
+    ruleset: RuleSet, active_v1: Deployment
+) -> None:
+    with silent_prometheus() as url:
+        held = start(ruleset, url)
+        other = services.ruleset_create(name="other-rules", actor="tests")
+        for version in ("v1.0.0", "v2.0.0"):
+            services.ruleset_version_create(
+                ruleset=other, version=version, rules=V1_RULES, default=DEFAULT_OUTPUT, actor="t"
+            )
+        first = services.deployment_create(ruleset_id=other.pk, version="v1.0.0", actor="t")
+        services.deployment_promote(deployment_id=first.pk, actor="t")
+        draft = services.deployment_create(ruleset_id=other.pk, version="v2.0.0", actor="t")
+        failing = services.deployment_start_canary(deployment_id=draft.pk, actor="t")
+        later = timezone.now() + timedelta(minutes=2)
+        add_logs(
+            failing, "v2", [1.0] * 100, errors=20, at=later - timedelta(minutes=1), paired=True
+        )
+        with override_settings(CANARY_PROMETHEUS_URL=url, CANARY_PROMETHEUS_TIMEOUT_SECONDS=0.5):
+            report = monitor_run(now=later)
+    assert report.checked == 2
+    assert Deployment.objects.get(pk=failing.pk).status == "rolled_back"
+    assert Deployment.objects.get(pk=held.pk).status == "canary"
+    assert "inconclusive" in DeploymentPlan.objects.get(deployment=held).waiting_for

@@ -204,3 +204,18 @@ def test_a_refused_promote_waits_with_one_event_per_step(
     assert refusals.count() == 1
     assert refusals.get().payload["code"] == "conflict"
     assert "approvals" in plan_of(canary).waiting_for
+
+
+def test_plan_gauges(ruleset: RuleSet, active_v1: Deployment) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from monitoring.prometheus import render_metrics
+
+    canary = start(ruleset, [{"traffic": 10}, {"pause_minutes": 30}, {"promote": True}])
+    samples = {
+        (sample.name, sample.labels.get("deployment_id")): sample.value
+        for family in text_string_to_metric_families(render_metrics().decode())
+        for sample in family.samples
+    }
+    assert samples[("canary_plan_step", str(canary.pk))] == 1.0
+    assert samples[("canary_plan_step_seconds", str(canary.pk))] >= 0.0
