@@ -290,3 +290,14 @@ def _now() -> Any:
     from django.utils import timezone
 
     return timezone.now()
+
+
+def test_pause_resume_and_plan_are_in_the_schema(approver: APIClient) -> None:
+    schema = approver.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths = {path.rstrip("/"): operations for path, operations in schema["paths"].items()}
+    for suffix in ("pause", "resume"):
+        operation = paths[f"/api/v1/deployments/{{id}}/{suffix}"]["post"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        component = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        assert "expected_status" in component["properties"], suffix
+    assert "get" in paths["/api/v1/deployments/{id}/plan"]
