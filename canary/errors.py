@@ -78,6 +78,12 @@ class GateClosed(Conflict):
         self.status_code_answered = status_code
 
 
+class TrafficJump(Conflict):
+    """A manual traffic raise larger than ``canary_config.max_traffic_jump`` without a reason."""
+
+    code = "traffic_jump"
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (the task queue) is unreachable; nothing changed, try again later."""
 

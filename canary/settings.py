@@ -278,6 +278,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Product settings.
 CANARY_SESSION_TTL = env_int("CANARY_SESSION_TTL", 24 * 60 * 60)
 CANARY_MONITOR_INTERVAL_SECONDS = env_int("CANARY_MONITOR_INTERVAL_SECONDS", 300)
+# Rollout plans' metric checks (SPEC 10.1): the Prometheus queried and how long one query may take.
+CANARY_PROMETHEUS_URL = os.environ.get("CANARY_PROMETHEUS_URL", "").rstrip("/")
+CANARY_PROMETHEUS_TIMEOUT_SECONDS = float(os.environ.get("CANARY_PROMETHEUS_TIMEOUT_SECONDS", "3"))
 # A canary running longer than this many days gets the `stale_canary` health warning
 # and a daily notification (the guide's advice: no canary should run over a week).
 CANARY_STALE_DAYS = env_int("CANARY_STALE_DAYS", 7)

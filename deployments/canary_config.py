@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,22 @@ MAX_READINESS_MINUTES = 7 * 24 * 60  # a week: the guide calls a longer canary s
 MAX_REQUIRED_APPROVALS = 5
 MAX_NON_INFERIORITY_MARGIN = 0.5
 MAX_BAKE_MINUTES = 7 * 24 * 60  # a week
+# Rollout plans (SPEC 10.1).
+MAX_PLAN_STEPS = 20
+MAX_PAUSE_MINUTES = 10_080  # a week
+MAX_METRIC_CHECKS = 10
+MAX_METRIC_NAME = 100
+MAX_METRIC_QUERY = 2_000
+# The guide's schedule: 10% for 30 minutes, 20% for 30, 50% for an hour, then promote.
+GUIDE_STEPS: tuple[dict[str, Any], ...] = (
+    {"traffic": 10},
+    {"pause_minutes": 30},
+    {"traffic": 20},
+    {"pause_minutes": 30},
+    {"traffic": 50},
+    {"pause_minutes": 60},
+    {"promote": True},
+)
 
 
 def _int_between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -115,6 +132,91 @@ def _gates(value: Any) -> str | None:
     return None
 
 
+def _step_problem(step: Any, index: int, count: int) -> str | None:
+    if not isinstance(step, Mapping) or len(step) != 1:
+        return (
+            'Must be an object with exactly one key: "traffic", "pause_minutes", "pause" '
+            'or "promote".'
+        )
+    [(kind, value)] = step.items()
+    if kind == "traffic":
+        return _int_between(0, 100)(value)
+    if kind == "pause_minutes":
+        return _int_between(1, MAX_PAUSE_MINUTES)(value)
+    if kind == "pause":
+        return None if value == "approval" else 'Must be "approval".'
+    if kind == "promote":
+        if value is not True:
+            return "Must be true."
+        return None if index == count - 1 else "The promote step may only be the last step."
+    return f'Unknown step "{kind}". Known steps: traffic, pause_minutes, pause, promote.'
+
+
+def check_steps(value: Any) -> dict[str, list[str]]:
+    """Problems keyed ``steps`` or ``steps[i]``, so an error names the offending step."""
+    if value is None or value == "guide":
+        return {}
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PLAN_STEPS:
+        return {"steps": [f'Must be "guide" or a list of 1 to {MAX_PLAN_STEPS} steps.']}
+    errors: dict[str, list[str]] = {}
+    for index, step in enumerate(value):
+        problem = _step_problem(step, index, len(value))
+        if problem:
+            errors[f"steps[{index}]"] = [problem]
+    return errors
+
+
+def _expand_steps(value: Any) -> list[dict[str, Any]] | None:
+    if value == "guide":
+        return [dict(step) for step in GUIDE_STEPS]
+    return None if value is None else [dict(step) for step in value]
+
+
+def _metric_check_problem(check: Any) -> str | None:
+    if not isinstance(check, Mapping):
+        return "Must be an object {name, query, max?, min?}."
+    unknown = sorted(set(check) - {"name", "query", "max", "min"})
+    if unknown:
+        return f"Unknown key(s) {', '.join(map(str, unknown))}; known: name, query, max, min."
+    name, query = check.get("name"), check.get("query")
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_METRIC_NAME:
+        return f"name must be a non-empty string of at most {MAX_METRIC_NAME} characters."
+    if not isinstance(query, str) or not 0 < len(query.strip()) <= MAX_METRIC_QUERY:
+        return f"query must be a non-empty string of at most {MAX_METRIC_QUERY} characters."
+    if "max" not in check and "min" not in check:
+        return "Give max, min or both: a check needs a bound to be breached."
+    for bound in ("max", "min"):
+        if bound in check and _finite_number(check[bound]):
+            return f"{bound} must be a finite number."
+    if "max" in check and "min" in check and check["min"] > check["max"]:
+        return "min must not be greater than max."
+    return None
+
+
+def check_metric_checks(value: Any) -> dict[str, list[str]]:
+    """Problems keyed ``metric_checks`` or ``metric_checks[i]``."""
+    if not isinstance(value, list) or len(value) > MAX_METRIC_CHECKS:
+        return {"metric_checks": [f"Must be a list of at most {MAX_METRIC_CHECKS} checks."]}
+    errors: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for index, check in enumerate(value):
+        problem = _metric_check_problem(check)
+        if problem is None and check["name"] in seen:
+            problem = f'Another check is already named "{check["name"]}".'
+        if problem:
+            errors[f"metric_checks[{index}]"] = [problem]
+        else:
+            seen.add(check["name"])
+    return errors
+
+
+# Fields whose value is a structure: validated as a whole, errors keyed by element.
+STRUCTURED: dict[str, tuple[Callable[[Any], dict[str, list[str]]], Callable[[Any], Any]]] = {
+    "steps": (check_steps, _expand_steps),
+    "metric_checks": (check_metric_checks, lambda value: [dict(check) for check in value]),
+}
+
+
 @dataclass(frozen=True)
 class Field:
     default: Any
@@ -148,11 +250,15 @@ FIELDS: dict[str, Field] = {
     "bake_minutes": Field(0, _int_between(0, MAX_BAKE_MINUTES)),
     # Webhooks, gates and triggers (SPEC 10.4): outside systems that must say yes.
     "gates": Field([], _gates, lambda value: [dict(gate) for gate in value]),
+    # Rollout plans (SPEC 10.1): the step guard, the plan and the metric checks.
+    "max_traffic_jump": Field(50, _int_between(1, 100)),
+    "steps": Field(None, lambda value: None),
+    "metric_checks": Field([], lambda value: None),
 }
 
 
 def default_canary_config() -> dict[str, Any]:
-    return {name: field.default for name, field in FIELDS.items()}
+    return {name: copy.deepcopy(field.default) for name, field in FIELDS.items()}
 
 
 def normalize_canary_config(
@@ -173,6 +279,14 @@ def normalize_canary_config(
         field = FIELDS.get(name)
         if field is None:
             errors[str(name)] = [f"Unknown field. Known fields: {', '.join(FIELDS)}."]
+            continue
+        if name in STRUCTURED:
+            check, expand = STRUCTURED[name]
+            problems = check(value)
+            if problems:
+                errors.update(problems)
+            else:
+                config[name] = expand(value)
             continue
         problem = field.check(value)
         if problem:

@@ -32,9 +32,22 @@ class EventAction(models.TextChoices):
     REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
     BAKE_COMPLETE = "bake_complete", "Bake after promotion complete"
     GATE_CLOSED = "gate_closed", "Held at a closed gate"
+    PLAN_STEP = "plan_step", "Rollout plan step"
+    PAUSE = "pause", "Paused"
+    RESUME = "resume", "Resumed"
 
 
 class CompensationStatus(models.TextChoices):
     NONE = "none", "None"
     PENDING = "pending", "Pending"
     COMPLETED = "completed", "Completed"
+
+
+class PlanState(models.TextChoices):
+    """A rollout plan's state (SPEC 10.1); ``none`` is a canary without steps."""
+
+    NONE = "none", "No plan"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    WAITING_APPROVAL = "waiting_approval", "Waiting for approval"
+    DONE = "done", "Done"

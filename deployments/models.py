@@ -14,6 +14,7 @@ from deployments.choices import (
     CompensationStrategy,
     DeploymentStatus,
     EventAction,
+    PlanState,
 )
 
 SEMVER_PATTERN = (
@@ -194,3 +195,30 @@ class PromotionApproval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.approver} approved {self.deployment_id}"
+
+
+class DeploymentPlan(models.Model):
+    """Where a canary's rollout plan (``canary_config.steps``) stands, and whether it is paused.
+
+    One row per started canary; without steps it only carries a pause of
+    ``auto_progress``. Every change goes through ``deployments.services.plans`` under the
+    deployment's row lock, compared against ``current_step`` and ``state``, so two
+    approvers resuming at once move it one step.
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="plan"
+    )
+    state = models.CharField(max_length=16, choices=PlanState.choices, default=PlanState.NONE)
+    # The state a pause interrupted, restored by resume.
+    paused_from = models.CharField(max_length=16, choices=PlanState.choices, blank=True)
+    current_step = models.PositiveSmallIntegerField(default=0)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    # [{step, started_at, ended_at}], one per step entered.
+    history = models.JSONField(default=list, blank=True)
+    # The step whose "not now" refusal was last recorded: one event per step, not per run.
+    refused_step = models.SmallIntegerField(null=True, blank=True)
+    waiting_for = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"plan of {self.deployment_id}: {self.state} at step {self.current_step}"

@@ -12,10 +12,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from canary.errors import NotFound
-from deployments.choices import DeploymentStatus
+from deployments.choices import DeploymentStatus, PlanState
 from deployments.models import (
     Deployment,
     DeploymentEvent,
+    DeploymentPlan,
     PromotionApproval,
     RuleSet,
     RuleSetVersion,
@@ -95,6 +96,38 @@ def deployment_pending_approvers(*, deployment: Deployment) -> list[str]:
         .order_by("created_at", "id")
         .values_list("approver", flat=True)
     )
+
+
+def deployment_plan_get(*, deployment: Deployment) -> dict[str, Any]:
+    """``GET /deployments/{id}/plan`` (SPEC 10.1): the steps, where the plan stands, its history."""
+    steps = list(deployment.canary_config.get("steps") or [])
+    plan = DeploymentPlan.objects.filter(deployment=deployment).first()
+    state = plan.state if plan is not None else PlanState.NONE
+    current = plan.current_step if plan is not None else 0
+    promoted = deployment.status in (DeploymentStatus.ACTIVE, DeploymentStatus.DEPRECATED)
+    if steps and promoted and state != PlanState.DONE:
+        state, current = PlanState.DONE, len(steps)  # a person promoted ahead of the plan
+    started = plan.step_started_at if plan is not None else None
+    next_step_at = None
+    if (
+        state == PlanState.RUNNING
+        and started is not None
+        and current < len(steps)
+        and "pause_minutes" in steps[current]
+    ):
+        next_step_at = started + timedelta(minutes=int(steps[current]["pause_minutes"]))
+    return {
+        "deployment_id": str(deployment.pk),
+        "deployment_status": deployment.status,
+        "state": state,
+        "steps": steps,
+        "current_step": current,
+        "step_started_at": started,
+        "next_step_at": next_step_at,
+        "paused_from": (plan.paused_from or None) if plan is not None else None,
+        "waiting_for": (plan.waiting_for or None) if plan is not None else None,
+        "history": list(plan.history) if plan is not None else [],
+    }
 
 
 def _get_or_404(queryset: QuerySet, pk: Any, label: str) -> Any:

@@ -31,7 +31,7 @@ from deployments.rules.redaction import redaction_note
 from monitoring import console, verdict
 from monitoring.automation import compensation
 from monitoring.automation.compensation import compensation_replay_enqueue
-from monitoring.decision import health, selectors
+from monitoring.decision import health, metric_checks, selectors
 from monitoring.models import ExecutionLog
 
 
@@ -117,6 +117,7 @@ admin_panels.register(
     live=deployment_live,
     running=running_canaries,
     compensation_pending=console.compensation_pending_list,
+    metric_checks=lambda deployment: metric_checks.stored_metric_results(deployment=deployment),
 )
 
 

@@ -328,3 +328,21 @@ class Trigger(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MetricCheckRecord(models.Model):
+    """The latest result of each of a canary's metric checks (SPEC 10.1), per monitor run.
+
+    ``results`` is ``[{name, query, value, outcome, detail, max, min}]`` with ``outcome``
+    ``pass``, ``breach`` or ``inconclusive``; health, readiness's ``metric:<name>`` checks,
+    the plan and the console read it, so none of them queries Prometheus itself.
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="metric_check_record"
+    )
+    results = models.JSONField(default=list, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"metric checks of {self.deployment_id}"

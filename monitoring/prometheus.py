@@ -112,6 +112,7 @@ class DeploymentStateCollector(Collector):
         yield status
         yield traffic
         yield from _governance_gauges()
+        yield from _plan_gauges()
 
 
 def _governance_gauges() -> Iterator[GaugeMetricFamily]:
@@ -143,6 +144,38 @@ def _governance_gauges() -> Iterator[GaugeMetricFamily]:
             ready.add_metric([str(deployment_id)], 1.0 if is_ready else 0.0)
     yield pending
     yield ready
+
+
+def _plan_gauges() -> Iterator[GaugeMetricFamily]:
+    """``canary_plan_step`` and ``canary_plan_step_seconds`` for every canary with a plan:
+    how long each step, and each wait for an approval, took (SPEC 10.1)."""
+    from django.utils import timezone
+
+    from deployments.choices import DeploymentStatus, PlanState
+    from deployments.models import DeploymentPlan
+
+    step = GaugeMetricFamily(
+        "canary_plan_step",
+        "Index of the rollout plan's current step (= the number of steps when done).",
+        labels=["deployment_id"],
+    )
+    seconds = GaugeMetricFamily(
+        "canary_plan_step_seconds",
+        "Seconds the rollout plan has spent in its current step.",
+        labels=["deployment_id"],
+    )
+    now = timezone.now()
+    plans = (
+        DeploymentPlan.objects.filter(deployment__status=DeploymentStatus.CANARY)
+        .exclude(state=PlanState.NONE)
+        .values_list("deployment_id", "current_step", "step_started_at")
+    )
+    for deployment_id, current, started in plans:
+        step.add_metric([str(deployment_id)], float(current))
+        if started is not None:
+            seconds.add_metric([str(deployment_id)], max(0.0, (now - started).total_seconds()))
+    yield step
+    yield seconds
 
 
 def render_metrics() -> bytes:

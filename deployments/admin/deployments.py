@@ -55,6 +55,7 @@ from deployments.admin.panels import (
     shadow_panel,
     step_lines,
 )
+from deployments.admin.plan import plan_buttons, plan_panel
 from deployments.choices import CompensationStatus, DeploymentStatus, EventAction
 from deployments.models import Deployment, DeploymentEvent
 
@@ -355,6 +356,11 @@ class DeploymentAdmin(ReadOnlyAdmin):
             or deployment.compensation_status == CompensationStatus.PENDING
             else None,
             "canary_refresh_seconds": settings.CANARY_CONSOLE_REFRESH_SECONDS,
+            "canary_plan": plan_panel(
+                request.user,
+                deployment,
+                [self._button(deployment, a) for a in plan_buttons(situation, request.user)],
+            ),
             **self._live_context(deployment),
         }
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from deployments import admin_panels
 from deployments.admin.display import NONE, duration, percent, status_badge, when
 from deployments.admin.panels import breaker_line, monitor_banner
+from deployments.admin.plan import plan_summary
 
 RECOMMENDATIONS = {
     "rollback": "roll back",
@@ -67,6 +68,7 @@ def canary_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "approved_by": ", ".join(overview.get("approved_by") or []),
         "v1_error_rate": percent(overview.get("v1_error_rate")),
         "v2_error_rate": percent(overview.get("v2_error_rate")),
+        "plan": plan_summary(deployment),
     }
 
 

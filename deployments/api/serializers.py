@@ -182,6 +182,41 @@ class StartCanaryInputSerializer(LifecycleInputSerializer):
 
 class TrafficInputSerializer(LifecycleInputSerializer):
     traffic_percentage = serializers.IntegerField(min_value=0, max_value=100)
+    reason = StrictCharField(
+        max_length=MAX_REASON,
+        required=False,
+        allow_blank=True,
+        help_text="Recorded on the event; needed to raise by more than max_traffic_jump.",
+    )
+
+
+class PauseInputSerializer(LifecycleInputSerializer):
+    reason = StrictCharField(max_length=MAX_REASON, required=False, allow_blank=True)
+
+
+class ResumeInputSerializer(LifecycleInputSerializer):
+    pass
+
+
+class PlanHistorySerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    started_at = serializers.CharField()
+    ended_at = serializers.CharField(allow_null=True)
+
+
+class PlanOutputSerializer(serializers.Serializer):
+    """A rollout plan (SPEC 10.1): ``state`` none, running, paused, waiting_approval or done."""
+
+    deployment_id = serializers.CharField()
+    deployment_status = serializers.CharField()
+    state = serializers.CharField()
+    steps = serializers.ListField(child=serializers.DictField())
+    current_step = serializers.IntegerField()
+    step_started_at = serializers.DateTimeField(allow_null=True)
+    next_step_at = serializers.DateTimeField(allow_null=True)
+    paused_from = serializers.CharField(allow_null=True)
+    waiting_for = serializers.CharField(allow_null=True)
+    history = PlanHistorySerializer(many=True)
 
 
 class RollbackInputSerializer(LifecycleInputSerializer):

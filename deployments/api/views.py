@@ -20,8 +20,11 @@ from deployments.api.serializers import (
     DeploymentOutputSerializer,
     DeploymentUpdateInputSerializer,
     DeprecateInputSerializer,
+    PauseInputSerializer,
+    PlanOutputSerializer,
     PromoteInputSerializer,
     PromotionPendingOutputSerializer,
+    ResumeInputSerializer,
     RollbackInputSerializer,
     RuleSetCreateInputSerializer,
     RuleSetOutputSerializer,
@@ -120,6 +123,9 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         "promote": CHANGE_DEPLOYMENT,
         "rollback": CHANGE_DEPLOYMENT,
         "deprecate": CHANGE_DEPLOYMENT,
+        "plan": VIEW_DEPLOYMENT,
+        "pause": CHANGE_DEPLOYMENT,
+        "resume": CHANGE_DEPLOYMENT,
         "destroy": "deployments.delete_deployment",
     }
 
@@ -247,6 +253,38 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
         )
         return self._respond(deployment)
+
+    def _plan(self, deployment: Any) -> Response:
+        fresh = selectors.deployment_get(deployment_id=deployment.pk)
+        return Response(PlanOutputSerializer(selectors.deployment_plan_get(deployment=fresh)).data)
+
+    @extend_schema(filters=False, responses=PlanOutputSerializer)
+    @action(detail=True, methods=["get"])
+    def plan(self, request: Request, pk: str) -> Response:
+        return self._plan(self.get_object())
+
+    @extend_schema(request=PauseInputSerializer, responses=PlanOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(PauseInputSerializer, request.data)
+        services.deployment_pause(
+            deployment_id=pk,
+            actor=request.user,
+            reason=data.get("reason"),
+            expected_status=self._expected_status(data, seen),
+        )
+        return self._plan(seen)
+
+    @extend_schema(request=ResumeInputSerializer, responses=PlanOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        seen = self.get_object()
+        data = validated(ResumeInputSerializer, request.data)
+        services.deployment_resume(
+            deployment_id=pk, actor=request.user, expected_status=self._expected_status(data, seen)
+        )
+        return self._plan(seen)
 
     @extend_schema(filters=False, responses=DeploymentEventOutputSerializer(many=True))
     @action(detail=True, methods=["get"])

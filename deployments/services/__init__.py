@@ -8,8 +8,8 @@ of one rule set, so concurrent promote/rollback/start-canary calls see each
 other's results and never leave two canaries or two active deployments.
 
 Modules, each importing only those before it: ``actors``, ``rulesets``,
-``transition``, ``drafts``, ``gates``, ``approvals``, ``lifecycle``. Callers import from
-the package, which re-exports the public names.
+``transition``, ``drafts``, ``gates``, ``approvals``, ``plans``, ``lifecycle``. Callers
+import from the package, which re-exports the public names.
 """
 
 from deployments.services.actors import (
@@ -37,6 +37,16 @@ from deployments.services.lifecycle import (
     deployment_set_traffic,
     deployment_start_canary,
 )
+from deployments.services.plans import (
+    PlanConflict,
+    deployment_pause,
+    deployment_resume,
+    plan_finish,
+    plan_note_waiting,
+    plan_step_complete,
+    plan_step_refused,
+    plan_wait_for_approval,
+)
 from deployments.services.rulesets import (
     ruleset_create,
     ruleset_test,
@@ -52,6 +62,7 @@ __all__ = [
     "SYSTEM_BREAKER",
     "SYSTEM_MONITOR",
     "Actor",
+    "PlanConflict",
     "PromoteOutcome",
     "actor_label",
     "deployment_bake_complete",
@@ -62,12 +73,19 @@ __all__ = [
     "deployment_delete",
     "deployment_deprecate",
     "deployment_gate_closed",
+    "deployment_pause",
     "deployment_promote",
     "deployment_promote_or_approve",
+    "deployment_resume",
     "deployment_rollback",
     "deployment_set_traffic",
     "deployment_start_canary",
     "deployment_update",
+    "plan_finish",
+    "plan_note_waiting",
+    "plan_step_complete",
+    "plan_step_refused",
+    "plan_wait_for_approval",
     "ruleset_create",
     "ruleset_test",
     "ruleset_update",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from canary.errors import ValidationFailed
@@ -21,9 +22,25 @@ from deployments.services.transition import _record_event, _transition
 
 def _canary_config_or_400(raw: Any, *, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     try:
-        return normalize_canary_config(raw, base=base)
+        config = normalize_canary_config(raw, base=base)
     except CanaryConfigError as exc:
         raise ValidationFailed({"canary_config": exc.errors}) from exc
+    _metric_checks_need_prometheus(config)
+    return config
+
+
+def _metric_checks_need_prometheus(config: Mapping[str, Any]) -> None:
+    """Checks nobody can evaluate would hold a plan forever: refuse them up front."""
+    if config.get("metric_checks") and not settings.CANARY_PROMETHEUS_URL:
+        raise ValidationFailed(
+            {
+                "canary_config": {
+                    "metric_checks": [
+                        "Metric checks need CANARY_PROMETHEUS_URL, the Prometheus to query."
+                    ]
+                }
+            }
+        )
 
 
 def _compensation_or_400(value: Any) -> str:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canary.errors import Conflict, GateClosed, ValidationFailed
+from canary.errors import Conflict, GateClosed, TrafficJump, ValidationFailed
 from deployments import transitions
 from deployments.choices import (
     CompensationStatus,
@@ -28,8 +28,10 @@ from deployments.services.actors import (
     Actor,
     _percentage_or_400,
     _text_or_400,
+    actor_label,
 )
 from deployments.services.approvals import _clear_approvals, deployment_promote_or_approve
+from deployments.services.plans import _plan_begin, plan_start_traffic
 from deployments.services.transition import (
     _check,
     _check_unchanged,
@@ -96,6 +98,9 @@ def deployment_start_canary(
         if pct is None:
             pct = deployment.canary_config.get("initial_traffic_percentage", 10)
         pct = _percentage_or_400("canary_pct", pct, low=0)
+        steps = deployment.canary_config.get("steps")
+        if steps:  # a rollout plan (SPEC 10.1) says where the canary starts
+            pct = plan_start_traffic(steps, canary_pct, pct)
         siblings = Deployment.objects.filter(ruleset_id=deployment.ruleset_id).exclude(
             pk=deployment.pk
         )
@@ -127,6 +132,7 @@ def deployment_start_canary(
             baseline_id=str(active.pk),
             baseline_version=active.version.version,
         )
+        _plan_begin(deployment, now, payload)
         return {"baseline", "traffic_percentage", "canary_target_filter", "started_at"}
 
     return _transition(
@@ -172,6 +178,7 @@ def deployment_set_traffic(
                 "request was in flight; nothing was done. Review it and try again.",
                 traffic_percentage=deployment.traffic_percentage,
             )
+        _check_traffic_jump(deployment, pct, actor, reason)
         payload.update(from_traffic=deployment.traffic_percentage, to_traffic=pct)
         if reason:
             payload["reason"] = reason
@@ -201,6 +208,24 @@ def _ask_traffic_gate(deployment_id: Any, pct: int) -> bool:
         context={"action": "set_traffic", "traffic_percentage": pct},
     )
     return True
+
+
+def _check_traffic_jump(deployment: Deployment, pct: int, actor: Actor, reason: str) -> None:
+    """The guide's "don't jump 10% to 100%" (SPEC 10.1): a person raising traffic by more
+    than ``max_traffic_jump`` says why, or is refused. A plan's steps were chosen in advance."""
+    if actor_label(actor).startswith("system:"):
+        return
+    limit = int(deployment.canary_config.get("max_traffic_jump", 50))
+    jump = pct - deployment.traffic_percentage
+    if jump > limit and not (isinstance(reason, str) and reason.strip()):
+        raise TrafficJump(
+            f"Raising traffic from {deployment.traffic_percentage}% to {pct}% jumps "
+            f"{jump} points, more than canary_config.max_traffic_jump ({limit}). Raise it "
+            "in smaller steps, or give a reason, which is recorded.",
+            from_traffic=deployment.traffic_percentage,
+            to_traffic=pct,
+            max_traffic_jump=limit,
+        )
 
 
 def deployment_promote(

@@ -1,4 +1,5 @@
-"""The scheduled monitor: roll back bad canaries, advance good ones, judge bakes, notify.
+"""The scheduled monitor: roll back bad canaries, advance good ones (auto-progress or
+their rollout plan), judge bakes, notify.
 
 Single flight twice over: a lease row (``JobRun``) taken with a compare-and-set
 update keeps a second run from starting while one is in progress, and every
@@ -24,8 +25,15 @@ from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from monitoring.automation import governance
 from monitoring.automation.bake import bake_check, bakes_open
+from monitoring.automation.plans import plan_advance, plan_is_paused
 from monitoring.automation.regressions import regression_hold
 from monitoring.decision.decisions import decision_make, decision_store
+from monitoring.decision.metric_checks import (
+    BREACH,
+    MetricResult,
+    metric_checks_evaluate,
+    metric_checks_store,
+)
 from monitoring.decision.selectors import step_started_at, version_stats
 from monitoring.decision.shadow import paired_counts
 from monitoring.leases import lease_acquire, lease_release
@@ -71,11 +79,13 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
     try:
         # Judge on every execution answered so far, not on what the drainers wrote.
         drain_now()
-        canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).order_by("pk")
+        canaries = list(Deployment.objects.filter(status=DeploymentStatus.CANARY).order_by("pk"))
+        # Prometheus first, for every canary at once and outside any lock (SPEC 10.1).
+        metrics = metric_checks_evaluate(canaries)
         for deployment in canaries:
             report.checked += 1
             try:
-                _evaluate(deployment, now, report)
+                _evaluate(deployment, now, report, metrics.get(str(deployment.pk), []))
             except Exception:
                 logger.exception("monitor failed on deployment %s", deployment.pk)
             _governance_check(deployment, now)
@@ -99,9 +109,17 @@ def monitor_run(*, now: datetime | None = None, holder: str | None = None) -> Mo
     return report
 
 
-def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> None:
+def _evaluate(
+    deployment: Deployment,
+    now: datetime,
+    report: MonitorReport,
+    metrics: list[MetricResult] | None = None,
+) -> None:
     """One decision (SPEC 9.6) per canary per run: stored, then acted on."""
     config = analysis.with_defaults(deployment.canary_config)
+    metrics = metrics or []
+    if metrics:
+        metric_checks_store(deployment=deployment, results=metrics, now=now)
     judged = decision_make(deployment=deployment, now=now)
     decision = judged.decision
     decision_store(deployment=deployment, judged=judged)
@@ -123,9 +141,31 @@ def _evaluate(deployment: Deployment, now: datetime, report: MonitorReport) -> N
         elif decision.breaches:
             _act(lambda: regression_hold(deployment=deployment, decision=decision, now=now))
         return
+    breached = [result for result in metrics if result.outcome == BREACH]
+    if breached:
+        if config.get("auto_rollback", True) and _act(
+            lambda: lifecycle.deployment_rollback(
+                deployment_id=deployment.pk,
+                reason="Automatic rollback: "
+                + " ".join(f"Metric check {r.name} breached: {r.detail}." for r in breached),
+                actor=SYSTEM_MONITOR,
+                expected_status=DeploymentStatus.CANARY,
+                now=now,
+            )
+        ):
+            report.rolled_back.append(str(deployment.pk))
+        return
     if not decision.may_raise_traffic and decision.waiting_for:
         logger.info("canary %s waits: %s", deployment.pk, "; ".join(decision.waiting_for))
-    if config.get("auto_progress"):
+    if deployment.canary_config.get("steps"):
+        plan_advance(
+            deployment=deployment,
+            decision=decision,
+            metrics=metrics,
+            now=now,
+            promoted=lambda: report.promoted.append(str(deployment.pk)),
+        )
+    elif config.get("auto_progress") and not plan_is_paused(deployment):
         _progress(deployment, now, report, decision)
 
 

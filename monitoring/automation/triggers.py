@@ -25,6 +25,7 @@ from canary.errors import DomainError, NotFound, ValidationFailed
 from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, RuleSet
+from deployments.selectors import deployment_bake_window
 from monitoring.models import Trigger, TriggerAction
 
 MAX_NAME = 100
@@ -125,20 +126,6 @@ def _reason_of(body: Any, trigger: Trigger) -> str:
     return trigger.name
 
 
-def trigger_pause(*, deployment_id: Any, actor: str, reason: str) -> Deployment:
-    """The one call a ``pause`` trigger makes: the lifecycle's pause service."""
-    pause = getattr(lifecycle, "deployment_pause", None)
-    if pause is None:
-        raise DomainError("Pausing a canary is not available in this version of Canary.")
-    result: Deployment = pause(
-        deployment_id=deployment_id,
-        actor=actor,
-        reason=reason,
-        expected_status=DeploymentStatus.CANARY,
-    )
-    return result
-
-
 def trigger_fire(*, trigger_id: Any, secret: str, body: Any) -> dict[str, Any]:
     """Act on the rule set's running canary; ``acted`` False when there is nothing to do.
 
@@ -151,28 +138,49 @@ def trigger_fire(*, trigger_id: Any, secret: str, body: Any) -> dict[str, Any]:
     Trigger.objects.filter(pk=trigger.pk).update(last_fired_at=timezone.now())
     if isinstance(body, dict) and body.get("status") == "resolved":
         return {"acted": False, "detail": "The alert resolved; nothing to act on."}
-    canary = (
-        Deployment.objects.filter(ruleset_id=trigger.ruleset_id, status=DeploymentStatus.CANARY)
-        .only("pk")
-        .first()
-    )
-    if canary is None:
+    target = _target(trigger)
+    if target is None:
         return {
             "acted": False,
-            "detail": f"No canary is running for rule set {trigger.ruleset.name}.",
+            "detail": f"No canary is running for rule set {trigger.ruleset.name}"
+            + (" and no promotion is baking." if trigger.action == TriggerAction.ROLLBACK else "."),
         }
     actor = f"system:trigger:{trigger.name}"
     reason = _reason_of(body, trigger)
     try:
         if trigger.action == TriggerAction.ROLLBACK:
             lifecycle.deployment_rollback(
-                deployment_id=canary.pk,
+                deployment_id=target.pk,
                 reason=reason,
                 actor=actor,
-                expected_status=DeploymentStatus.CANARY,
+                expected_status=target.status,
             )
         else:
-            trigger_pause(deployment_id=canary.pk, actor=actor, reason=reason)
+            lifecycle.deployment_pause(
+                deployment_id=target.pk,
+                actor=actor,
+                reason=reason,
+                expected_status=DeploymentStatus.CANARY,
+            )
     except DomainError as exc:
         return {"acted": False, "detail": exc.detail}
-    return {"acted": True, "deployment_id": str(canary.pk), "action": trigger.action}
+    return {"acted": True, "deployment_id": str(target.pk), "action": trigger.action}
+
+
+def _target(trigger: Trigger) -> Deployment | None:
+    """The rule set's running canary; for a rollback, else its active deployment while its
+    promotion still bakes (SPEC 10.4: an alert during the bake undoes the promotion)."""
+    canary = Deployment.objects.filter(
+        ruleset_id=trigger.ruleset_id, status=DeploymentStatus.CANARY
+    ).first()
+    if canary is not None or trigger.action != TriggerAction.ROLLBACK:
+        return canary
+    active = Deployment.objects.filter(
+        ruleset_id=trigger.ruleset_id, status=DeploymentStatus.ACTIVE
+    ).first()
+    if active is None:
+        return None
+    window = deployment_bake_window(deployment=active)
+    if window is None or timezone.now() >= window.ends_at:
+        return None
+    return active

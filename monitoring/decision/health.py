@@ -11,6 +11,7 @@ from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring.decision import readiness as promotion_readiness
 from monitoring.decision.decisions import bake_running, decision_make
+from monitoring.decision.metric_checks import metric_check_warnings
 from monitoring.decision.selectors import latency_sample_deterministic, version_stats
 from monitoring.decision.shadow import (
     disagreement_count,
@@ -123,6 +124,7 @@ def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
         )
     warnings.extend(w for w in decision.warnings if w not in warnings)
     warnings.extend(filter(None, [promotion_readiness.stale_warning(deployment, now)]))
+    warnings.extend(metric_check_warnings(deployment=deployment))
     status = decision.health_status
     if status in ("healthy", "no_data") and warnings:
         status = "degraded"  # a stale canary, an unreadable breaker: worth a look

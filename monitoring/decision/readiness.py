@@ -20,6 +20,7 @@ from deployments.hooks import ReadinessVerdict
 from deployments.models import Deployment
 from deployments.selectors import deployment_pending_approvers
 from monitoring.breaker.store import breaker_state_for
+from monitoring.decision.metric_checks import metric_readiness_checks
 from monitoring.decision.selectors import sample_ratio, traffic_steps, traffic_strata, version_stats
 from monitoring.decision.shadow import paired_counts, paired_latency_p95
 from monitoring.statistics import analysis, paired, readiness
@@ -93,7 +94,20 @@ def readiness_evidence(*, deployment: Deployment, now: datetime) -> ReadinessEvi
 
 
 def readiness_evaluate(*, deployment: Deployment, now: datetime) -> readiness.Readiness:
-    return readiness.readiness_checks(readiness_evidence(deployment=deployment, now=now))
+    verdict = readiness.readiness_checks(readiness_evidence(deployment=deployment, now=now))
+    return _with_metric_checks(verdict, metric_readiness_checks(deployment=deployment))
+
+
+def _with_metric_checks(
+    verdict: readiness.Readiness, metrics: list[readiness.Check]
+) -> readiness.Readiness:
+    """Each metric check is a required ``metric:<name>`` check (SPEC 10.1)."""
+    if not metrics:
+        return verdict
+    return readiness.Readiness(
+        ready=verdict.ready and all(check.passed for check in metrics),
+        checks=(*verdict.checks, *metrics),
+    )
 
 
 def deployment_readiness(*, deployment: Deployment, now: datetime | None = None) -> dict[str, Any]:

@@ -150,6 +150,10 @@ RULES: dict[tuple[str, str], Rule] = {
         "approver", on="canary", body=lambda w: {"reason": "bad"}
     ),
     ("POST", "/api/v1/deployments/{id}/deprecate"): _rule("approver", on="other_active"),
+    # rollout plans: the canary has no steps; pausing stops auto_progress, nothing to resume
+    ("GET", "/api/v1/deployments/{id}/plan"): _rule("viewer", on="canary"),
+    ("POST", "/api/v1/deployments/{id}/pause"): _rule("approver", on="canary"),
+    ("POST", "/api/v1/deployments/{id}/resume"): _rule("approver", 409, on="canary"),
     # measurements and assignments
     ("GET", "/api/v1/deployments/{id}/metrics"): _rule("viewer", on="canary"),
     ("GET", "/api/v1/deployments/{id}/comparison"): _rule("viewer", on="canary"),

@@ -31,6 +31,9 @@ def test_defaults_match_the_contract() -> None:
         "non_inferiority_margin": 0.01,
         "bake_minutes": 0,
         "gates": [],
+        "max_traffic_jump": 50,
+        "steps": None,
+        "metric_checks": [],
     }
 
 

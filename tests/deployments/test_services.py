@@ -192,7 +192,11 @@ class TestTraffic:
         )
         assert (
             services.deployment_set_traffic(
-                deployment_id=canary_v2.pk, traffic_percentage=100, actor="a"
+                # 0 -> 100 jumps past max_traffic_jump: allowed with a reason (SPEC 10.1).
+                deployment_id=canary_v2.pk,
+                traffic_percentage=100,
+                actor="a",
+                reason="verified",
             ).traffic_percentage
             == 100
         )

@@ -15,6 +15,7 @@ from django.test import override_settings
 from knox.crypto import hash_token
 from rest_framework.test import APIClient
 
+from deployments import services
 from deployments.models import Deployment, DeploymentEvent
 from monitoring.models import Trigger
 from tests.servers import free_port, gunicorn
@@ -142,16 +143,21 @@ def test_a_pause_trigger_goes_through_the_pause_service(
     admin_api: APIClient, canary_v2: Deployment
 ) -> None:
     url = create(admin_api, canary_v2.ruleset_id, action="pause").json()["url"]
-    answer = APIClient().post(path_of(url), {}, format="json")
-    from deployments import services
+    answer = APIClient().post(path_of(url), {"reason": "error budget burn"}, format="json")
 
-    if hasattr(services, "deployment_pause"):
-        assert answer.status_code == 202
-        assert answer.json()["action"] == "pause"
-    else:
-        assert answer.status_code == 200
-        assert answer.json()["acted"] is False
+    assert answer.status_code == 202
+    assert answer.json() == {
+        "acted": True,
+        "deployment_id": str(canary_v2.pk),
+        "action": "pause",
+    }
     assert Deployment.objects.get(pk=canary_v2.pk).status == "canary"
+    assert admin_api.get(f"/api/v1/deployments/{canary_v2.pk}/plan").json()["state"] == "paused"
+    event = canary_v2.events.get(action="pause")
+    assert (event.actor, event.payload.get("reason")) == (
+        "system:trigger:error-budget",
+        "error budget burn",
+    )
 
 
 # --- a real Prometheus Alertmanager -------------------------------------------------------
@@ -232,3 +238,35 @@ def test_a_real_alertmanager_alert_rolls_the_canary_back(
     event = DeploymentEvent.objects.get(deployment=canary_v2, action="rollback")
     assert event.actor == "system:trigger:alertmanager"
     assert rolled.rollback_reason == "alertmanager"
+
+
+@pytest.mark.django_db
+def test_a_rollback_trigger_undoes_a_promotion_still_baking(
+    admin_api: APIClient, canary_v2: Deployment
+) -> None:
+    Deployment.objects.filter(pk=canary_v2.pk).update(canary_config={"bake_minutes": 60})
+    services.deployment_promote(deployment_id=canary_v2.pk, actor="alice")
+    url = create(admin_api, canary_v2.ruleset_id).json()["url"]
+
+    answer = APIClient().post(path_of(url), {"reason": "checkout errors"}, format="json")
+
+    assert answer.status_code == 202
+    assert answer.json()["deployment_id"] == str(canary_v2.pk)
+    promoted = Deployment.objects.get(pk=canary_v2.pk)
+    assert promoted.status == "rolled_back"
+    assert Deployment.objects.get(pk=promoted.baseline_id).status == "active"
+    assert promoted.events.get(action="rollback").actor == "system:trigger:error-budget"
+
+
+@pytest.mark.django_db
+def test_a_rollback_trigger_leaves_a_release_whose_bake_ended(
+    admin_api: APIClient, canary_v2: Deployment
+) -> None:
+    services.deployment_promote(deployment_id=canary_v2.pk, actor="alice")
+    url = create(admin_api, canary_v2.ruleset_id).json()["url"]
+
+    answer = APIClient().post(path_of(url), {}, format="json")
+
+    assert answer.status_code == 200
+    assert answer.json()["acted"] is False
+    assert Deployment.objects.get(pk=canary_v2.pk).status == "active"
