@@ -135,3 +135,11 @@ def test_versions_and_cases_from_yaml_and_json(tmp_path) -> None:
         version_body({"version": "1", "rules": [], "extra": 1})
     with pytest.raises(ValueError, match="needs name"):
         case_bodies([{"name": "x"}])
+
+
+def test_a_first_attempt_s_409_is_the_answer(server) -> None:
+    server.on("POST", f"{DEPLOYMENT}/start-canary", (409, {"detail": "Deployment is canary."}))
+    server.on("GET", DEPLOYMENT, (200, {"deployment_id": "d1", "status": "canary"}))
+    with Client(server.url, retry=FAST) as client, pytest.raises(CanaryHTTPError) as raised:
+        client.start_canary("d1")
+    assert raised.value.status_code == 409

@@ -116,7 +116,11 @@ class Client:
                 continue
             if response.status_code >= 400:
                 raise CanaryHTTPError(
-                    response.status_code, _body(response), method, str(response.url)
+                    response.status_code,
+                    _body(response),
+                    method,
+                    str(response.url),
+                    attempts=attempt + 1,
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -290,7 +294,7 @@ class Client:
             return self._json(method, path, json=document, retry=retry)  # type: ignore[no-any-return]
         except CanaryHTTPError as error:
             lands_in = _LANDS_IN.get(action)
-            if not retry or error.status_code != 409 or lands_in is None:
+            if error.status_code != 409 or error.attempts < 2 or lands_in is None:
                 raise
             current = self.deployment(deployment_id)
             if current.get("status") == lands_in:

@@ -20,8 +20,11 @@ class CanaryHTTPError(CanaryError):
     everything in the body but ``detail`` and ``code``.
     """
 
-    def __init__(self, status_code: int, body: Any, method: str = "", url: str = "") -> None:
+    def __init__(
+        self, status_code: int, body: Any, method: str = "", url: str = "", *, attempts: int = 1
+    ) -> None:
         self.status_code = status_code
+        self.attempts = attempts  # more than one: an earlier attempt may have landed
         self.body = body
         self.method = method
         self.url = url
