@@ -8,7 +8,9 @@
 # 3. wrk, ROUNDS times in turn: resolve and OFREP's single-flag evaluation on random
 #    ids out of NEW_IDS (the same question), then resolve and the bulk endpoint's 304
 #    (If-None-Match: the ETag) on the WARM ids (what a polling web provider sends).
-# 4. Prints req/s and p99 per round and the ratios of the rounds' means.
+# 4. Prints req/s and p99 per round and the ratios of the rounds' means. Before the
+#    server starts, ofrep_inprocess.py gives the same four as CPU per request in-process
+#    (far steadier than req/s on a shared machine).
 #
 # Knobs: DURATION=10 CONNS=32 THREADS=2 WEB_WORKERS=3 NEW_IDS=1000000 WARM=1000 ROUNDS=2
 #        BENCH_DB_NAME=canary_ofrep BENCH_REDIS_DB=14 OUT=dir
@@ -64,6 +66,10 @@ TOKEN="$("$PY" manage.py canary_user bench --role approver | tail -n 1)"
 "$PY" "$HERE/seed.py" --actor bench --prewarm 0 --prefix w >"$OUT/seed.env"
 RULESET_ID="$(awk -F= '$1 == "RULESET_ID" {print $2}' "$OUT/seed.env")"
 FLAG=bench-checkout
+
+echo "== in-process CPU per request (no server, no load generator)"
+"$PY" "$HERE/ofrep_inprocess.py" --ruleset "$RULESET_ID" --flag "$FLAG" --token "$TOKEN" \
+    --requests "${INPROCESS_REQUESTS:-3000}" | tee "$OUT/inprocess.txt" | sed 's/^/  /'
 
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:${PORT}"
