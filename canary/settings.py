@@ -244,6 +244,7 @@ SPECTACULAR_SETTINGS = {
         "DeploymentStatusEnum": "deployments.choices.DeploymentStatus",
         "ServedVersionEnum": ["v1", "v2"],
         "EvidenceBasisEnum": ["paired", "unpaired", "none"],
+        "OfrepReasonEnum": ["STATIC", "SPLIT", "TARGETING_MATCH", "DEFAULT"],
     },
 }
 

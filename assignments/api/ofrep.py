@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -18,13 +19,50 @@ from assignments.api.authentication import client_grant
 from assignments.api.throttling import ClientAddressThrottle
 from canary.api.throttling import ScopedClientThrottle
 
-_SCHEMA = {
-    "request": {"application/json": {"type": "object", "properties": {"context": {}}}},
+
+class OfrepEvaluationRequest(serializers.Serializer):
+    context = serializers.DictField(
+        required=False, help_text="targetingKey (the user id), sessionId, workflowId"
+    )
+
+
+class OfrepFlagMetadata(serializers.Serializer):
+    deploymentId = serializers.UUIDField()
+    version = serializers.CharField()
+
+
+class OfrepEvaluationSuccess(serializers.Serializer):
+    key = serializers.CharField()
+    value = serializers.ChoiceField(choices=["v1", "v2"])
+    variant = serializers.ChoiceField(choices=["v1", "v2"])
+    reason = serializers.ChoiceField(choices=["STATIC", "SPLIT", "TARGETING_MATCH", "DEFAULT"])
+    metadata = OfrepFlagMetadata()
+
+
+class OfrepBulkEvaluation(serializers.Serializer):
+    flags = OfrepEvaluationSuccess(many=True)
+
+
+class OfrepFailure(serializers.Serializer):
+    key = serializers.CharField(required=False)
+    errorCode = serializers.CharField()
+    errorDetails = serializers.CharField()
+
+
+_FAILURE = OpenApiResponse(
+    OfrepFailure, description="FLAG_NOT_FOUND (404); INVALID_CONTEXT or PARSE_ERROR (400)"
+)
+_REQUEST = {"application/json": OfrepEvaluationRequest}
+_FLAG_SCHEMA: dict[str, Any] = {
+    "request": _REQUEST,
+    "responses": {200: OfrepEvaluationSuccess, 400: _FAILURE, 404: _FAILURE},
+}
+_BULK_SCHEMA: dict[str, Any] = {
+    "request": _REQUEST,
     "responses": {
-        200: OpenApiResponse(description="The evaluation(s), as OFREP defines them."),
-        304: OpenApiResponse(description="Bulk only: unchanged since If-None-Match's ETag."),
-        400: OpenApiResponse(description="{errorCode: INVALID_CONTEXT|PARSE_ERROR, ...}"),
-        404: OpenApiResponse(description="{key, errorCode: FLAG_NOT_FOUND, errorDetails}"),
+        200: OfrepBulkEvaluation,
+        304: OpenApiResponse(description="Unchanged since the ETag in If-None-Match."),
+        400: _FAILURE,
     },
 }
 
@@ -61,7 +99,7 @@ class _OfrepView(APIView):
 
 
 class OfrepFlagView(_OfrepView):
-    @extend_schema(operation_id="ofrep_evaluate_flag", **_SCHEMA)  # type: ignore[arg-type]
+    @extend_schema(operation_id="ofrep_evaluate_flag", **_FLAG_SCHEMA)
     def post(self, request: Request, key: str) -> HttpResponse:
         try:
             context = ofrep.routing_context(ofrep.parse_body(request.body))
@@ -73,7 +111,7 @@ class OfrepFlagView(_OfrepView):
 
 
 class OfrepBulkView(_OfrepView):
-    @extend_schema(operation_id="ofrep_evaluate_flags", **_SCHEMA)  # type: ignore[arg-type]
+    @extend_schema(operation_id="ofrep_evaluate_flags", **_BULK_SCHEMA)
     def post(self, request: Request) -> HttpResponse:
         try:
             context = ofrep.routing_context(ofrep.parse_body(request.body))
