@@ -142,6 +142,12 @@ def test_a_pipeline_releases_with_the_canary_command(roles: None, tmp_path: Path
         timed_out = canary(env, "status", third, "--watch", "--timeout", "2s", "--json")
         assert timed_out.returncode == 3
         assert json.loads(timed_out.stdout)["status"] == "canary"
+        # Not ready (an hour at traffic is the default readiness): at the timeout, 1.
+        waiting = canary(env, "promote", third, "--when-ready", "--timeout", "2s",
+                         "--interval", "0.5", "--json")  # fmt: skip
+        assert waiting.returncode == 1 and "not ready" in waiting.stderr
+        checks = {check["name"] for check in json.loads(waiting.stdout)["checks"]}
+        assert "time_at_traffic" in checks
         # Starting it twice is refused by the server: 2.
         assert canary(env, "start", third).returncode == 2
 
