@@ -480,6 +480,12 @@ class Client:
             body["ruleset_ids"] = ruleset_ids
         return self.post("webhooks", body)  # type: ignore[no-any-return]
 
+    def webhook(self, webhook_id: str) -> JSON:
+        return self.get(f"webhooks/{webhook_id}")  # type: ignore[no-any-return]
+
+    def update_webhook(self, webhook_id: str, **fields: Any) -> JSON:
+        return self._json("PATCH", f"/api/v1/webhooks/{webhook_id}", json=fields)  # type: ignore[no-any-return]
+
     def delete_webhook(self, webhook_id: str) -> None:
         self.request("DELETE", f"/api/v1/webhooks/{webhook_id}")
 
