@@ -12,11 +12,13 @@ JS := clients/react
 
 venv: $(STAMP)
 
-# The runtime (requirements.txt) and the tools tests and linting need.
-$(STAMP): requirements.txt requirements-dev.txt
+# The runtime (requirements.txt), the tools tests and linting need, and the Python
+# client with its `canary` command (clients/python, editable: .venv/bin/canary).
+$(STAMP): requirements.txt requirements-dev.txt clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e clients/python
 	touch $(STAMP)
 
 migrate: venv
@@ -31,10 +33,13 @@ run: migrate
 serve: venv
 	DEBUG=0 ./scripts/serve.sh
 
-# pytest's exit code 5 (no tests collected) counts as a failure.
+# pytest's exit code 5 (no tests collected) counts as a failure. The Python client's
+# own tests run from its folder, as they do for anyone who installs it alone.
 test: venv test-js
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$status
+	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	cd clients/python && ../../$(BIN)/python -m pytest -q
 
 # The React package (clients/react): typecheck and vitest, when node is installed.
 # Dependencies come from the lockfile (npm ci), again only when it changed.

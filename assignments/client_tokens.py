@@ -262,3 +262,10 @@ def origin_allowed(*, ruleset_id: str, origin: str) -> bool:
         "allowed_origins", flat=True
     )
     return any(origin in (origins or ()) for origins in lists)
+
+
+def origin_allowed_anywhere(*, origin: str) -> bool:
+    """True when some live client token lists ``origin`` (an OFREP preflight: no rule set
+    is named in its path)."""
+    lists = ClientToken.objects.values_list("allowed_origins", flat=True)
+    return any(origin in (origins or ()) for origins in lists)

@@ -36,7 +36,7 @@ from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
-from assignments import buffer, router, services
+from assignments import buffer, ofrep, router, services
 from assignments.api.serializers import IDENTIFIER_PATTERN, execute_answer, resolve_answer
 from assignments.client_tokens import is_client_token
 from assignments.routing import canonical_ruleset_id
@@ -59,6 +59,7 @@ _CONTEXT_FIELDS = frozenset({"user_id", "session_id", "workflow_id"})
 _EXECUTE_FIELDS = _CONTEXT_FIELDS | {"input"}
 _STATUS = {
     200: "200 OK",
+    304: "304 Not Modified",
     404: "404 Not Found",
     409: "409 Conflict",
     429: "429 Too Many Requests",
@@ -76,7 +77,10 @@ _STATIC_HEADERS = [
 _VIEW_HEADERS = {
     "execute": [("Allow", "POST, OPTIONS")],
     "resolve": [("Allow", "GET, HEAD, OPTIONS"), ("Vary", "origin")],
+    "ofrep": [("Allow", "POST, OPTIONS"), ("Vary", "origin")],
 }
+# An OFREP body is a context of a few ids; anything larger is the API's to read.
+_MAX_OFREP_BODY = 16 * 1024
 
 
 class _Decline(Exception):
@@ -92,11 +96,20 @@ class DataPlaneFastPath:
         self._throttle_prefix = caches["default"].make_key("throttle:dataplane:")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        match = _ROUTE.match(environ.get("PATH_INFO", ""))
-        if match is None or not settings.CANARY_FAST_PATH or not redis_available():
+        path = environ.get("PATH_INFO", "")
+        match = _ROUTE.match(path)
+        ofrep_match = None if match else _ofrep_match(path)
+        if (
+            (match is None and ofrep_match is None)
+            or not settings.CANARY_FAST_PATH
+            or not redis_available()
+        ):
             return self.app(environ, start_response)
         buffer.start_background_drainer()
         try:
+            if ofrep_match is not None:
+                return self._serve_ofrep(environ, start_response, ofrep_match[0])
+            assert match is not None
             return self._serve(environ, start_response, match.group(1), match.group(2))
         except (_Decline, DatabaseError):
             # NOTE: a process that has not loaded the rule set's routing state yet
@@ -174,6 +187,67 @@ class DataPlaneFastPath:
             [*view_headers, ("X-Canary-Version", resolution.canary_version)],
         )
 
+    def _serve_ofrep(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], key: str | None
+    ) -> Any:
+        """OFREP (``assignments.ofrep``): one flag, or every flag with its ETag.
+
+        Only an evaluation is answered here; a protocol error (an unknown flag, a
+        context it cannot use) is the API's, which authenticates the token first.
+        """
+        view_headers = _VIEW_HEADERS["ofrep"]
+        token = self._bearer(environ, "POST")
+        now = time.time()
+        check = services.ClientCheck(
+            token_digest=token_digest(token),
+            auth_generation=auth_generation(),
+            throttle=self._throttle(now),
+        )
+        try:
+            context = ofrep.routing_context(ofrep.parse_body(_ofrep_body(environ)))
+            if key is not None:
+                body = ofrep.evaluate_flag(key, context, client_check=check)
+            else:
+                body = ofrep.evaluate_all(context, client_check=check)
+        except (
+            ofrep.OfrepError,
+            services.TokenNotCached,
+            services.RedisUnavailable,
+            NotFound,
+        ) as exc:
+            raise _Decline from exc
+        except services.RateLimited:
+            throttled = Throttled(wait=self._retry_after(now))
+            return _answer(
+                start_response,
+                environ,
+                429,
+                {"detail": str(throttled.detail), "code": "throttled"},
+                [*view_headers, ("Retry-After", str(throttled.wait))],
+            )
+        except DomainError as exc:
+            return _answer(start_response, environ, exc.status_code, exc.as_dict(), view_headers)
+        if key is not None:
+            return _answer(start_response, environ, 200, body, view_headers)
+        payload = orjson.dumps(body)
+        etag = ofrep.etag_of(payload)
+        headers = [*view_headers, ("ETag", etag)]
+        if ofrep.not_modified(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            return _answer(start_response, environ, 304, None, headers)
+        return _answer(start_response, environ, 200, payload, headers)
+
+    def _bearer(self, environ: dict[str, Any], method: str) -> str:
+        """The request's API token, or ``_Decline`` for anything the fast path leaves alone."""
+        if environ.get("REQUEST_METHOD") != method:
+            raise _Decline
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        if not authorization.startswith("Bearer ") or not self._host_allowed(environ):
+            raise _Decline
+        token = authorization[7:].strip()
+        if not token or " " in token or is_client_token(token) or "HTTP_ORIGIN" in environ:
+            raise _Decline
+        return token
+
     def _host_allowed(self, environ: dict[str, Any]) -> bool:
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
         allowed = self._hosts.get(host)
@@ -198,6 +272,33 @@ class DataPlaneFastPath:
         rate = _dataplane_rate()
         duration = rate[1] if rate else 1
         return duration - (now % duration)
+
+
+def _ofrep_match(path: str) -> tuple[str | None] | None:
+    """(flag key,) for one flag, (None,) for the bulk endpoint, None for any other path."""
+    if not path.startswith("/ofrep/"):
+        return None
+    single = ofrep.FLAG_PATH.match(path)
+    if single is not None:
+        return (single.group(1),)
+    return (None,) if ofrep.BULK_PATH.match(path) else None
+
+
+def _ofrep_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _Decline from None
+    if length < 0 or length > _MAX_OFREP_BODY:
+        raise _Decline
+    if length == 0:
+        return b""
+    if not _plain_json(environ.get("CONTENT_TYPE", "")):
+        raise _Decline
+    raw = environ["wsgi.input"].read(length)
+    # Whatever happens next, Django must be able to read the body again.
+    environ["wsgi.input"] = io.BytesIO(raw)
+    return raw
 
 
 def _dataplane_rate() -> tuple[int, int] | None:
@@ -315,14 +416,20 @@ def _answer(
     start_response: Callable[..., Any],
     environ: dict[str, Any],
     status: int,
-    body: dict[str, Any],
+    body: dict[str, Any] | bytes | None,
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    payload = orjson.dumps(body)
+    """``body``: a document, its JSON already encoded, or None for no body (a 304)."""
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes):
+        payload = body
+    else:
+        payload = orjson.dumps(body)
     request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
     headers = [
-        *_STATIC_HEADERS,
-        ("Content-Length", str(len(payload))),
+        *(_STATIC_HEADERS if body is not None else _STATIC_HEADERS[1:]),
+        *([("Content-Length", str(len(payload)))] if body is not None else []),
         ("X-Request-ID", request_id[:100]),
         *(extra or []),
     ]

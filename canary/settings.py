@@ -244,6 +244,7 @@ SPECTACULAR_SETTINGS = {
         "DeploymentStatusEnum": "deployments.choices.DeploymentStatus",
         "ServedVersionEnum": ["v1", "v2"],
         "EvidenceBasisEnum": ["paired", "unpaired", "none"],
+        "OfrepReasonEnum": ["STATIC", "SPLIT", "TARGETING_MATCH", "DEFAULT"],
     },
 }
 
@@ -335,13 +336,13 @@ CANARY_THROTTLE_RATES = {
     "client_address": os.environ.get("CANARY_CLIENT_ADDRESS_RATE", "600/minute"),
 }
 
-# CORS (django-cors-headers): only `resolve`, and only for origins a client token
-# lists (assignments.cors decides per request; no origin is allowed here).
-CORS_URLS_REGEX = r"^/api/v1/rulesets/[^/]+/resolve/?$"
+# CORS (django-cors-headers): only `resolve` and OFREP, and only for origins a client
+# token lists (assignments.cors decides per request; no origin is allowed here).
+CORS_URLS_REGEX = r"^/(api/v1/rulesets/[^/]+/resolve|ofrep/v1/evaluate/flags(/[^/]+)?)/?$"
 CORS_ALLOWED_ORIGINS: list[str] = []
-CORS_ALLOW_METHODS = ["GET", "OPTIONS"]
-CORS_ALLOW_HEADERS = ["authorization"]
-CORS_EXPOSE_HEADERS = ["X-Canary-Version", "X-Request-ID"]
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "if-none-match"]
+CORS_EXPOSE_HEADERS = ["X-Canary-Version", "X-Request-ID", "ETag"]
 CORS_ALLOW_CREDENTIALS = False
 CORS_PREFLIGHT_MAX_AGE = env_int("CANARY_CORS_MAX_AGE", 600)
 

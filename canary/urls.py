@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/v1/", include("deployments.api.urls")),
     path("api/v1/", include("assignments.api.urls")),
     path("api/v1/", include("monitoring.api.urls")),
+    # OpenFeature's remote evaluation protocol (SPEC 10.5), beside the data plane.
+    path("ofrep/v1/", include("assignments.api.ofrep_urls")),
     path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SchemaDocsView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", prometheus_metrics, name="prometheus-metrics"),

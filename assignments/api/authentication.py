@@ -4,8 +4,9 @@ Listed before the API-token authentication: a bearer token with the client-token
 prefix is decided here (and never reaches knox); any other token is left to the
 next class. A client token authenticates as a ``ClientTokenPrincipal``, which holds
 no permission at all, and is refused (403) on every view that does not declare
-``accepts_client_tokens`` and on every method but GET, so a new endpoint is
-closed to client tokens unless it opts in.
+``accepts_client_tokens`` and on every method but the view's ``client_token_methods``
+(GET unless it says otherwise), so a new endpoint is closed to client tokens unless
+it opts in.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class ClientTokenAuthentication(BaseAuthentication):
             refuse_wrong_token(request)
             raise AuthenticationFailed("Invalid or revoked client token.")
         view = (request.parser_context or {}).get("view")
-        if request.method != "GET" or not getattr(view, "accepts_client_tokens", False):
-            raise PermissionDenied("A client token may only call resolve.")
+        methods = getattr(view, "client_token_methods", ("GET",))
+        if request.method not in methods or not getattr(view, "accepts_client_tokens", False):
+            raise PermissionDenied("A client token may only call resolve and OFREP.")
         return ClientTokenPrincipal(grant), grant
 
     def authenticate_header(self, request: Request) -> str:

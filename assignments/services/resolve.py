@@ -75,6 +75,8 @@ class Resolution:
     # The active version served during its bake (SPEC 10.3), the previous one in shadow:
     # recorded as the bake's v2 beside v1, with no breaker.
     baking: bool = False
+    # The version came from a stored assignment, not a decision made now (OFREP's reason).
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,9 @@ def _resolution_from(
         claimed = will_execute and hooks.breaker_claim_trial(state.canary.deployment_id, config)
         if not claimed:
             served = router.V1  # HALF_OPEN and another request holds the trial
-    return _resolution(state, served, priority, gate_state, clean=clean)
+    return _resolution(
+        state, served, priority, gate_state, clean=clean, stored=bool(present and answer.found)
+    )
 
 
 def _shadow_wanted(state: RoutingState) -> bool:
@@ -252,6 +256,7 @@ def _resolution(
     *,
     clean: bool,
     shadow: bool | None = None,
+    stored: bool = False,
 ) -> Resolution:
     assert state.canary is not None and state.active is not None
     ref = state.canary if served == router.V2 else state.active
@@ -273,6 +278,7 @@ def _resolution(
         shadow_version_id=other.version_id if shadow else None,
         shadow_rules=other.rules if shadow else None,
         redacted_paths=state.redacted_paths,
+        stored=stored,
     )
 
 
@@ -305,7 +311,9 @@ def _route_from_database(
     )
     if trial_lost:
         served = router.V1
-    return _resolution(state, served, decision.priority, gate.state, clean=False)
+    return _resolution(
+        state, served, decision.priority, gate.state, clean=False, stored=decision.existing
+    )
 
 
 def _known_assignments(

@@ -1,0 +1,3 @@
+from canary_client.cli import main
+
+main()
