@@ -10,12 +10,14 @@ imported (by the admin's autodiscovery, and explicitly by
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import timedelta
 from typing import Any
 
-from datetime import timedelta
-
+from django.conf import settings
 from django.contrib import admin
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
@@ -32,13 +34,14 @@ from deployments import admin_panels
 from deployments.admin import ReadOnlyAdmin
 from deployments.admin.display import NONE, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
-from deployments.models import Deployment, RuleSetVersion
+from deployments.models import Deployment, PromotionApproval, RuleSetVersion
 from deployments.rules.redaction import redaction_note
 from monitoring import console, verdict
 from monitoring.automation import compensation
 from monitoring.automation.compensation import compensation_replay_enqueue
+from monitoring.automation.monitor import MONITOR_JOB
 from monitoring.decision import health, selectors
-from monitoring.models import ExecutionLog
+from monitoring.models import CanaryDecision, ExecutionLog, JobRun
 
 
 def deployment_measurements(deployment: Deployment) -> dict[str, Any] | None:
@@ -67,20 +70,61 @@ def deployment_live(deployment: Deployment) -> dict[str, Any] | None:
     }
 
 
+HOME_CACHE_PREFIX = "canary:console:running:"
+
+
 def running_canaries() -> list[dict[str, Any]]:
     """Every running canary with its step, breaker, verdict, readiness, approvals and error
-    rates, for the index page's first block."""
-    canaries = Deployment.objects.filter(status=DeploymentStatus.CANARY).select_related(
-        "ruleset", "version", "baseline__version"
+    rates for the index page's first block, worst first (``verdict.SEVERITY``).
+
+    Computed once per monitor run or refresh interval for every open tab: the answer is
+    cached under a key that changes with the monitor's last run and with any change to a
+    canary (status, traffic, approvals, a held or dismissed regression).
+    """
+    canaries = list(
+        Deployment.objects.filter(status=DeploymentStatus.CANARY).select_related(
+            "ruleset", "version", "baseline__version"
+        )
     )
-    return [
+    key = HOME_CACHE_PREFIX + _home_fingerprint(canaries)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    rows = [
         {
             "deployment": deployment,
             **(deployment_live(deployment) or {}),
             "overview": verdict.canary_overview(deployment=deployment),
         }
-        for deployment in canaries.order_by("ruleset__name")
+        for deployment in canaries
     ]
+    rows.sort(
+        key=lambda row: (
+            ((row["overview"] or {}).get("verdict") or {}).get("severity", len(verdict.SEVERITY)),
+            row["deployment"].ruleset.name,
+        )
+    )
+    cache.set(key, rows, timeout=int(settings.CANARY_CONSOLE_REFRESH_SECONDS))
+    return rows
+
+
+def _home_fingerprint(canaries: list[Deployment]) -> str:
+    """What the home's answer depends on besides time, as a short hash."""
+    ids = [deployment.pk for deployment in canaries]
+    run = JobRun.objects.filter(name=MONITOR_JOB).values_list("last_started_at", flat=True).first()
+    approvals = sorted(
+        PromotionApproval.objects.filter(deployment_id__in=ids).values_list(
+            "deployment_id", "approver"
+        )
+    )
+    decisions = sorted(
+        CanaryDecision.objects.filter(pk__in=ids).values_list(
+            "deployment_id", "decided_at", "regression_detected_at"
+        )
+    )
+    parts = [(d.pk, d.status, d.traffic_percentage, d.updated_at) for d in canaries]
+    text = repr((run, parts, approvals, decisions))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 COMPENSATION_LIST_SIZE = 20

@@ -23,9 +23,12 @@ from deployments.admin import charts, home
 from deployments.admin.actions import (
     ACTIONS,
     COMPENSATION,
+    COMPENSATION_COMPLETE,
+    LIFECYCLE,
     DeploymentAction,
     Situation,
     actions_for,
+    arrange_buttons,
     why_no_action,
 )
 from deployments.admin.display import (
@@ -311,26 +314,30 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     def _page_context(self, request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
         situation = Situation.of(deployment)
-        buttons = [
-            self._button(deployment, action) for action in actions_for(situation, request.user)
-        ]
+        verdict = admin_panels.panel("verdict", deployment)
+        buttons, action_note = arrange_buttons(
+            deployment,
+            verdict,
+            [self._button(deployment, action) for action in actions_for(situation, request.user)],
+            request.user,
+        )
+        compensation = admin_panels.panel("compensation", deployment)
         events = event_rows(selectors.deployment_event_list(deployment=deployment))
         query = f"?deployment={deployment.pk}"
         return {
             "canary_actions": buttons,
+            "canary_action_note": action_note,
             "canary_no_action_reason": None if buttons else why_no_action(situation, request.user),
             "canary_events": events,
             "canary_status": status_badge(deployment.status),
-            "canary_verdict": admin_panels.panel("verdict", deployment),
+            "canary_verdict": verdict,
             "canary_assignments_url": admin_link(
                 "admin:assignments_assignment_changelist", query=query
             ),
             "canary_logs_url": admin_link("admin:monitoring_executionlog_changelist", query=query),
-            "canary_compensation": compensation_panel(
-                admin_panels.panel("compensation", deployment)
-            ),
+            "canary_compensation": compensation_panel(compensation),
             "canary_compensation_actions": [
-                self._button(deployment, action)
+                self._compensation_button(deployment, action, compensation)
                 for action in actions_for(situation, request.user, group=COMPENSATION)
             ],
             "canary_compensation_logs_url": admin_link(
@@ -351,7 +358,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             or deployment.compensation_status == CompensationStatus.PENDING
             else None,
             "canary_refresh_seconds": settings.CANARY_CONSOLE_REFRESH_SECONDS,
-            **self._live_context(deployment),
+            **self._live_context(deployment, verdict),
         }
 
     @staticmethod
@@ -375,20 +382,41 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @staticmethod
     def _button(deployment: Deployment, action: DeploymentAction) -> dict[str, str]:
+        # The page's state rides along: a confirmation opened from a stale page says so.
+        seen = f"?seen={deployment.status}:{deployment.traffic_percentage}"
         return {
             "label": action.label_for(deployment),
-            "url": reverse(
-                "admin:deployments_deployment_action", args=[deployment.pk, action.name]
-            ),
+            "url": reverse("admin:deployments_deployment_action", args=[deployment.pk, action.name])
+            + seen,
             "style": action.style,
             "name": action.name,
         }
 
-    def _live_context(self, deployment: Deployment) -> dict[str, Any]:
+    def _compensation_button(
+        self, deployment: Deployment, action: DeploymentAction, summary: dict[str, Any] | None
+    ) -> dict[str, str]:
+        """ "Mark complete" is not the green way forward while nothing has been replayed."""
+        button = self._button(deployment, action)
+        nothing_replayed = bool(summary and summary.get("flagged") and not summary.get("processed"))
+        if action.name == COMPENSATION_COMPLETE and nothing_replayed:
+            button.update(style="default", label="Mark complete (nothing replayed)")
+        return button
+
+    def _live_context(
+        self, deployment: Deployment, verdict: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The page's self-refreshing block: monitor, step, breaker and measurements."""
         live = admin_panels.panel("live", deployment) or {}
         is_canary = deployment.status == DeploymentStatus.CANARY
         panel = measurement_panel(admin_panels.measurements_for(deployment), ended=not is_canary)
+        if panel and panel.get("health") and verdict:
+            # What the verdict already says (the breaches, the held regression) is said once.
+            said = verdict.get("sentence", "")
+            panel["health"]["warnings"] = [
+                warning
+                for warning in panel["health"]["warnings"]
+                if warning not in said and not warning.startswith("regression_held:")
+            ]
         return {
             "canary_charts": self._charts(deployment) if is_canary else None,
             "canary_panel": panel,
@@ -441,6 +469,15 @@ class DeploymentAdmin(ReadOnlyAdmin):
         page = reverse("admin:deployments_deployment_change", args=[deployment.pk])
         situation = Situation.of(deployment)
         label = spec.label_for(deployment)
+        seen = request.GET.get("seen")
+        current = f"{deployment.status}:{deployment.traffic_percentage}"
+        if request.method == "GET" and seen and seen != current and spec.group == LIFECYCLE:
+            messages.warning(
+                request,
+                f"This deployment changed since your page loaded (it is now {deployment.status} "
+                f"at {deployment.traffic_percentage}% traffic): check it again before acting.",
+            )
+            return HttpResponseRedirect(page)
 
         if request.method == "POST":
             form = spec.form_class(request.POST, deployment=deployment)
@@ -476,8 +513,14 @@ class DeploymentAdmin(ReadOnlyAdmin):
             transitions.TRAFFIC,
         ):
             advice = measurement_panel(admin_panels.measurements_for(deployment))
+        verdict = getattr(form, "verdict", None)
+        against = bool(
+            spec.name == transitions.PROMOTE and verdict and verdict.get("against_promote")
+        )
         context = {
             **self.admin_site.each_context(request),
+            "against_verdict": verdict if against else None,
+            "confirm_style": "danger" if against else spec.style,
             "title": f"{label}: {deployment.ruleset.name} {deployment.version.version}",
             "advice": advice,
             "opts": self.opts,
