@@ -116,11 +116,11 @@ def row_action(
 
     if verdict.get("tone") == "error":
         return {"label": "Roll back", "url": url("rollback"), "style": "danger"}
-    if verdict.get("tone") != "ok":
-        return None
     approved_by = list(overview.get("approved_by") or [])
     if user.get_username() in approved_by:
         return {"note": "you approved; another approver completes it"}
+    if verdict.get("tone") != "ok":
+        return None
     required = int(overview.get("required_approvals") or 1)
     last = len(approved_by) + 1 >= required
     return {
