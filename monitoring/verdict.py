@@ -147,13 +147,25 @@ def _check_name(name: str) -> str:
     return name.replace("_", " ")
 
 
+# Each check's observed value in the unit its detail speaks of.
+OBSERVED_UNITS = {
+    "time_at_traffic": lambda value: f"{value:,.1f} min",
+    "success_rate": lambda value: f"{value * 100:+.2f} pts (v2 - v1)",
+    "p95_latency": lambda value: f"{value:,.3g} ms",
+    "min_samples": lambda value: f"{value:,.0f} requests",
+    "sample_ratio": lambda value: "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}",
+    "shadow_agreement": lambda value: f"{value * 100:.2f}% agreed",
+}
+
+
 def _check_row(check: dict[str, Any]) -> dict[str, Any]:
     """One readiness check as the checklist shows it: observed value and what it needs."""
     observed = check.get("observed")
-    if isinstance(observed, float):
-        shown = f"{observed:,.4g}"
-    elif observed is None:
+    unit = OBSERVED_UNITS.get(check["name"])
+    if observed is None:
         shown = "—"
+    elif unit is not None and isinstance(observed, int | float):
+        shown = unit(float(observed))
     else:
         shown = str(observed)
     return {

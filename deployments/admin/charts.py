@@ -53,10 +53,38 @@ class Chart:
     markers: Sequence[Marker] = field(default_factory=tuple)
 
 
-def minutes_window(until: datetime | None = None) -> list[datetime]:
-    """The last hour's minute starts, oldest first, ending with the current minute."""
+def minutes_window(until: datetime | None = None, count: int = WINDOW_MINUTES) -> list[datetime]:
+    """The last ``count`` minute starts (an hour by default), oldest first, ending with the
+    current minute."""
     end = (until or timezone.now()).replace(second=0, microsecond=0)
-    return [end - timedelta(minutes=WINDOW_MINUTES - 1 - i) for i in range(WINDOW_MINUTES)]
+    return [end - timedelta(minutes=count - 1 - i) for i in range(count)]
+
+
+def traffic_weights(
+    minutes: Sequence[datetime], changes: Sequence[tuple[datetime, int]]
+) -> list[float | None]:
+    """v2's planned share of new contexts at each minute, from the lifecycle's traffic
+    changes ``(moment, percentage)`` in time order; None before the canary started."""
+    weights: list[float | None] = []
+    ordered = sorted(changes)
+    for minute in minutes:
+        end = minute + timedelta(minutes=1)
+        current = None
+        for moment, percentage in ordered:
+            if moment < end:
+                current = float(percentage)
+        weights.append(current)
+    return weights
+
+
+def traffic_chart(weights: Sequence[float | None], markers: Sequence[Marker] = ()) -> Chart:
+    """The traffic weight over time, beside error rate and latency: what v2 was given."""
+    return Chart(
+        "v2 traffic weight",
+        [Series("v2", weights)],
+        lambda value: f"{value:.0f}%",
+        markers=markers,
+    )
 
 
 def charts_for(
@@ -111,15 +139,32 @@ def charts_for(
         ),
     ]
     if paired:
+        pairs = sum(row.get("pairs") or 0 for row in rows if row["minute"] in index)
+        disagreed = sum(row.get("disagreed") or 0 for row in rows if row["minute"] in index)
         found.append(
             Chart(
                 "Disagreement per minute, same inputs",
                 [Series("disagreement", _disagreement(rows, index, len(minutes)))],
                 _rate,
+                # The reference: the whole window's rate, against which a minute stands out.
+                threshold=disagreed / pairs if pairs else None,
+                threshold_label="average over the range",
                 markers=placed,
             )
         )
     return found
+
+
+def placed_markers(
+    minutes: Sequence[datetime], markers: Sequence[tuple[datetime, str, str]]
+) -> list[Marker]:
+    index = {minute: i for i, minute in enumerate(minutes)}
+    placed = []
+    for moment, label, kind in markers:
+        minute = moment.replace(second=0, microsecond=0)
+        if minute in index:
+            placed.append(Marker(index[minute], label, kind))
+    return placed
 
 
 def _disagreement(
@@ -173,12 +218,14 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                 chart.fmt(value),
             )
         )
-    for i in (0, len(minutes) // 2, len(minutes) - 1):  # x labels: local clock time
+    last = len(minutes) - 1
+    for i in (0, len(minutes) // 2, last):  # x labels: local clock time
         parts.append(
             format_html(
-                '<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>',
+                '<text class="axis" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _n(x(i)),
                 HEIGHT - 6,
+                "end" if i == last and i else "middle",
                 timezone.localtime(minutes[i]).strftime("%H:%M"),
             )
         )

@@ -110,6 +110,31 @@ CONFIG_FORMATTERS = {
 }
 
 
+# The charts' ranges, as Grafana and Flagger offer them: per minute, one query each.
+CHART_RANGES = {"1h": ("The last hour", 1), "6h": ("The last 6 h", 6)}
+
+
+def chart_range(request: HttpRequest) -> str:
+    chosen = request.GET.get("range", "1h")
+    return chosen if chosen in CHART_RANGES else "1h"
+
+
+def traffic_changes(events: Any) -> list[tuple[Any, int]]:
+    """Each moment v2's traffic weight changed, from the lifecycle events' payloads."""
+    changes = []
+    for event in events:
+        payload = event.payload or {}
+        if "to_traffic" in payload:
+            changes.append((event.created_at, int(payload["to_traffic"])))
+        elif event.action == EventAction.START_CANARY and "traffic_percentage" in payload:
+            changes.append((event.created_at, int(payload["traffic_percentage"])))
+        elif event.action == EventAction.PROMOTE:
+            changes.append((event.created_at, 100))
+        elif event.action == EventAction.ROLLBACK:
+            changes.append((event.created_at, 0))
+    return changes
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
     list_display = [
@@ -354,11 +379,21 @@ class DeploymentAdmin(ReadOnlyAdmin):
             else None,
             "canary_grafana_url": grafana_url(deployment),
             "canary_refresh_url": reverse("admin:deployments_deployment_live", args=[deployment.pk])
+            + ("" if chart_range(request) == "1h" else f"?range={chart_range(request)}")
             if deployment.status == DeploymentStatus.CANARY
             or deployment.compensation_status == CompensationStatus.PENDING
             else None,
             "canary_refresh_seconds": settings.CANARY_CONSOLE_REFRESH_SECONDS,
-            **self._live_context(deployment, verdict),
+            "canary_chart_ranges": [
+                {
+                    "label": label,
+                    "url": f"?range={key}",
+                    "current": key == chart_range(request),
+                }
+                for key, (label, _) in CHART_RANGES.items()
+            ],
+            "canary_chart_title": f"{CHART_RANGES[chart_range(request)][0]}, per minute",
+            **self._live_context(deployment, verdict, CHART_RANGES[chart_range(request)][1]),
         }
 
     @staticmethod
@@ -403,7 +438,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
         return button
 
     def _live_context(
-        self, deployment: Deployment, verdict: dict[str, Any] | None = None
+        self, deployment: Deployment, verdict: dict[str, Any] | None = None, hours: int = 1
     ) -> dict[str, Any]:
         """The page's self-refreshing block: monitor, step, breaker and measurements."""
         live = admin_panels.panel("live", deployment) or {}
@@ -418,7 +453,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
                 if warning not in said and not warning.startswith("regression_held:")
             ]
         return {
-            "canary_charts": self._charts(deployment) if is_canary else None,
+            "canary_charts": self._charts(deployment, hours) if is_canary else None,
             "canary_panel": panel,
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
@@ -430,30 +465,41 @@ class DeploymentAdmin(ReadOnlyAdmin):
         }
 
     @staticmethod
-    def _charts(deployment: Deployment) -> list[SafeString] | None:
-        """The last hour per minute, v1 vs v2, with traffic changes and breaker openings marked;
-        with paired evaluation on, the two versions' disagreement rate too."""
-        minutes = charts.minutes_window()
+    def _charts(deployment: Deployment, hours: int = 1) -> list[SafeString] | None:
+        """The chosen range per minute: v2's traffic weight, then v1 vs v2 requests, error
+        rate and p95, with traffic changes and breaker openings marked; with paired
+        evaluation on, the two versions' disagreement rate against its average too."""
+        minutes = charts.minutes_window(count=hours * 60)
         rows = admin_panels.panel("chart", deployment, minutes[0])
         if rows is None:
             return None
+        events = selectors.deployment_event_list(deployment=deployment)
         markers = [
             (
                 event.created_at,
                 f"{when(event.created_at)} {event.get_action_display()}: {event_details(event)}",
                 charts.BREAKER if event.action == EventAction.BREAKER_OPEN else charts.CHANGE,
             )
-            for event in selectors.deployment_event_list(deployment=deployment)
+            for event in events
             if event.action in CHART_MARKERS and event.created_at >= minutes[0]
         ]
-        found = charts.charts_for(
-            rows,
-            minutes=minutes,
-            error_threshold=deployment.canary_config.get("error_threshold"),
-            markers=markers,
-            paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
-        )
-        return [charts.render(chart, minutes) for chart in found]
+        weights = charts.traffic_weights(minutes, traffic_changes(events))
+        traffic = charts.traffic_chart(weights, charts.placed_markers(minutes, markers))
+        found = [
+            traffic,
+            *charts.charts_for(
+                rows,
+                minutes=minutes,
+                error_threshold=deployment.canary_config.get("error_threshold"),
+                markers=markers,
+                paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
+            ),
+        ]
+        # Traffic beside error rate and latency in the first row; requests and
+        # disagreement after them.
+        requests, error, latency, *rest = found[1:]
+        ordered = [traffic, error, latency, requests, *rest]
+        return [charts.render(chart, minutes) for chart in ordered]
 
     def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """Confirmation page (GET) and the action itself (POST, CSRF-checked by Django)."""

@@ -282,9 +282,11 @@ def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
     page.wait_for_selector("#canary-verdict[data-recommendation='rollback']")
     # The charts: three SVGs with a v1 and a v2 line each, and the paired disagreement rate;
     # the traffic start and the breaker opening are marked.
-    assert page.locator("#canary-charts svg").count() == 4
+    # First v2's traffic weight over time, then the three v1-vs-v2 charts.
+    assert page.locator("#canary-charts svg").count() == 5
+    assert "v2 traffic weight" in page.locator("#canary-charts figcaption").first.inner_text()
     assert page.locator("#canary-charts path.series-v1").count() == 3
-    assert page.locator("#canary-charts path.series-v2").count() == 3
+    assert page.locator("#canary-charts path.series-v2").count() == 4
     assert page.locator("#canary-charts svg[data-chart='disagreement'] path.series").count() == 1
     assert page.locator("#canary-charts svg[data-chart='error'] line.marker-breaker").count() == 1
     assert fits_the_window(page)

@@ -202,3 +202,9 @@ def test_pages_fit_1280_px_and_the_verdicts_action_is_three_tabs_away(
     )
     assert outline == ["solid", "2px"]
     screenshot_region(page, "console-canary-1280.png", "#header", "#canary-measurements")
+    # At 1,920 px the home block and the charts use the width instead of a 1,100 px column.
+    page.set_viewport_size({"width": 1920, "height": 1000})
+    page.goto(f"{base}/admin/")
+    assert page.locator("#canary-running table").bounding_box()["width"] > 1400
+    page.goto(deployment_page(base, canary_v2))
+    assert page.locator("#canary-charts figure").first.bounding_box()["width"] > 330

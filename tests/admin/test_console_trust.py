@@ -123,3 +123,20 @@ def test_a_stale_link_opens_no_confirmation(console: Console, canary_v2: Deploym
     services.deployment_set_traffic(deployment_id=canary_v2.pk, traffic_percentage=30, actor="t")
     response = console("approver").get(action_url(canary_v2, "rollback") + "?seen=canary:10")
     assert response.status_code == 302 and response["Location"] == page_url(canary_v2)
+
+
+def test_the_charts_lead_with_traffic_weight_and_offer_a_six_hour_range(
+    console: Console, canary_v2: Deployment
+):
+    services.deployment_set_traffic(deployment_id=canary_v2.pk, traffic_percentage=30, actor="t")
+    add_logs(canary_v2, "v2", [3.0] * 5)
+    client = console("viewer")
+    body = client.get(page_url(canary_v2)).content.decode()
+    charts = body.split('id="canary-charts"')[1]
+    assert charts.index("v2 traffic weight") < charts.index("Error rate per minute")
+    assert '<strong aria-current="true">The last hour</strong>' in charts
+    assert '<a href="?range=6h">The last 6 h</a>' in charts
+    wide = client.get(page_url(canary_v2), {"range": "6h"}).content.decode()
+    assert "The last 6 h, per minute" in wide
+    live = reverse("admin:deployments_deployment_live", args=[canary_v2.pk])
+    assert f'data-refresh-url="{live}?range=6h"' in wide

@@ -260,7 +260,7 @@ def test_the_verdict_leads_the_canary_page(console: Console, canary_v2: Deployme
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-verdict"' in body
     assert 'data-recommendation="collect_more_data"' in body
-    assert "<strong id=\"canary-verdict-headline\">Keep collecting data</strong>" in body
+    assert '<strong id="canary-verdict-headline">Keep collecting data</strong>' in body
     assert ": v2 is not yet shown as good as v1" in body
     assert "Evidence: no request yet." in body
 
