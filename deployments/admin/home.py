@@ -138,7 +138,7 @@ def compensation_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "ruleset": deployment.ruleset.name,
         "version": deployment.version.version,
         "rolled_back_at": when(deployment.rolled_back_at),
-        "flagged": item.get("flagged", 0),
-        "processed": item.get("processed", 0),
-        "differing": item.get("differing", 0),
+        "flagged": f"{item.get('flagged', 0):,}",
+        "processed": f"{item.get('processed', 0):,}",
+        "differing": f"{item.get('differing', 0):,}",
     }

@@ -80,3 +80,12 @@ def test_only_flagged_rows_say_flagged(console: Console, canary_v2: Deployment):
     body = console("viewer").get(reverse("admin:monitoring_executionlog_changelist")).content
     assert body.decode().count(">flagged</span>") == 1
     assert b"icon-no.svg" not in body
+
+
+def test_the_log_list_says_its_size_is_an_estimate_with_separators(
+    console: Console, canary_v2: Deployment
+):
+    add_logs(canary_v2, "v2", [3.0, 4.0])
+    body = console("viewer").get(reverse("admin:monitoring_executionlog_changelist")).content
+    text = body.decode().split('id="canary-log-estimate">')[1].split("</span>")[0]
+    assert text.startswith("about ") and text.endswith("in this window (an estimate)")
