@@ -89,3 +89,16 @@ def test_the_log_list_says_its_size_is_an_estimate_with_separators(
     body = console("viewer").get(reverse("admin:monitoring_executionlog_changelist")).content
     text = body.decode().split('id="canary-log-estimate">')[1].split("</span>")[0]
     assert text.startswith("about ") and text.endswith("in this window (an estimate)")
+
+
+def test_a_search_reads_at_most_a_day_and_says_so(console: Console, canary_v2: Deployment):
+    add_logs(canary_v2, "v2", [3.0], errors=1)
+    add_logs(canary_v2, "v2", [9.0], errors=1, at=timezone.now() - timedelta(days=3))
+    client = console("viewer")
+    captured = CaptureQueriesContext(connection)
+    assert len(listed(client, captured, within="7d")) == 2
+    assert len(listed(client, captured, within="7d", q="boom")) == 1
+    response = client.get(
+        reverse("admin:monitoring_executionlog_changelist"), {"within": "7d", "q": "boom"}
+    )
+    assert "Searches cover at most the last 24 h" in response.content.decode()
