@@ -41,6 +41,7 @@ from monitoring.automation import compensation
 from monitoring.automation.compensation import compensation_replay_enqueue
 from monitoring.automation.monitor import MONITOR_JOB
 from monitoring.decision import health, selectors
+from monitoring.logstore import rollups
 from monitoring.models import CanaryDecision, ExecutionLog, JobRun
 
 
@@ -137,6 +138,46 @@ def deployment_chart(deployment: Deployment, since: Any) -> list[dict[str, Any]]
     return selectors.minute_series(deployment_id=deployment.pk, since=since)
 
 
+def deployment_chart_hourly(deployment: Deployment, since: Any) -> list[dict[str, Any]] | None:
+    """Per-hour rows shaped like ``minute_series`` for the whole-canary chart: the rolled-up
+    hours from ``ExecutionRollup`` (p95 from its histogram), the hours after the rollup
+    watermark from the raw log, so a long canary costs one row per hour and version."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return None
+    watermark = rollups.watermark_for(deployment.pk)
+    rows: list[dict[str, Any]] = []
+    if watermark is not None:
+        for rollup in rollups.hours_between(
+            deployment_id=deployment.pk, since=since, until=watermark
+        ).order_by("hour", "served_version"):
+            buckets = {int(k): int(v) for k, v in (rollup.latency_buckets or {}).items()}
+            pairs = sum(
+                getattr(rollup, name) or 0
+                for name in (
+                    "pairs_both_succeeded",
+                    "pairs_only_v1_failed",
+                    "pairs_only_v2_failed",
+                    "pairs_both_failed",
+                )
+            )
+            rows.append(
+                {
+                    "minute": rollup.hour,
+                    "served_version": rollup.served_version,
+                    "total": rollup.total,
+                    "errors": rollup.errors,
+                    "p95_latency_ms": rollups.histogram_percentile(buckets, rollup.total, 0.95)
+                    if rollup.total
+                    else None,
+                    "pairs": pairs,
+                    "disagreed": pairs - (rollup.pairs_agreed or 0),
+                }
+            )
+    tail_since = max(filter(None, [watermark, since])) if (watermark or since) else since
+    rows.extend(selectors.hour_series(deployment_id=deployment.pk, since=tail_since))
+    return rows
+
+
 def deployment_compensation(deployment: Deployment) -> dict[str, Any] | None:
     """Manual compensation's counts and the first decisions v1 would have made differently.
 
@@ -160,6 +201,7 @@ admin_panels.register(
     shadow=lambda deployment: health.deployment_shadow(deployment=deployment, window_minutes=None),
     compensation=deployment_compensation,
     chart=deployment_chart,
+    chart_hourly=deployment_chart_hourly,
     measurements=deployment_measurements,
     health=deployment_health_summary,
     monitor=console.monitor_status,

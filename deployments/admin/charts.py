@@ -60,6 +60,15 @@ def minutes_window(until: datetime | None = None, count: int = WINDOW_MINUTES) -
     return [end - timedelta(minutes=count - 1 - i) for i in range(count)]
 
 
+def hours_window(since: datetime, until: datetime | None = None) -> list[datetime]:
+    """The hour starts from ``since``'s hour to the current one (the whole canary), oldest
+    first; at least two, so a young canary still draws a line."""
+    end = (until or timezone.now()).replace(minute=0, second=0, microsecond=0)
+    start = since.replace(minute=0, second=0, microsecond=0)
+    count = max(2, int((end - start).total_seconds() // 3600) + 1)
+    return [end - timedelta(hours=count - 1 - i) for i in range(count)]
+
+
 def traffic_weights(
     minutes: Sequence[datetime], changes: Sequence[tuple[datetime, int]]
 ) -> list[float | None]:
@@ -67,8 +76,9 @@ def traffic_weights(
     changes ``(moment, percentage)`` in time order; None before the canary started."""
     weights: list[float | None] = []
     ordered = sorted(changes)
+    step = minutes[1] - minutes[0] if len(minutes) > 1 else timedelta(minutes=1)
     for minute in minutes:
-        end = minute + timedelta(minutes=1)
+        end = minute + step
         current = None
         for moment, percentage in ordered:
             if moment < end:
@@ -116,15 +126,16 @@ def charts_for(
             for version, cells in grid.items()
         ]
 
-    placed = []
-    for moment, label, kind in markers:
-        minute = moment.replace(second=0, microsecond=0)
-        if minute in index:
-            placed.append(Marker(index[minute], label, kind))
+    placed = placed_markers(minutes, markers)
+    per = (
+        "per hour"
+        if len(minutes) > 1 and minutes[1] - minutes[0] >= timedelta(hours=1)
+        else "per minute"
+    )
     found = [
-        Chart("Requests per minute", series(lambda r: float(r["total"])), _count, markers=placed),
+        Chart(f"Requests {per}", series(lambda r: float(r["total"])), _count, markers=placed),
         Chart(
-            "Error rate per minute",
+            f"Error rate {per}",
             series(lambda r: r["errors"] / r["total"] if r["total"] else None),
             _rate,
             threshold=error_threshold,
@@ -132,7 +143,7 @@ def charts_for(
             markers=placed,
         ),
         Chart(
-            "p95 latency per minute",
+            f"p95 latency {per}",
             series(lambda r: r["p95_latency_ms"]),
             milliseconds,
             markers=placed,
@@ -143,7 +154,7 @@ def charts_for(
         disagreed = sum(row.get("disagreed") or 0 for row in rows if row["minute"] in index)
         found.append(
             Chart(
-                "Disagreement per minute, same inputs",
+                f"Disagreement {per}, same inputs",
                 [Series("disagreement", _disagreement(rows, index, len(minutes)))],
                 _rate,
                 # The reference: the whole window's rate, against which a minute stands out.
@@ -159,9 +170,12 @@ def placed_markers(
     minutes: Sequence[datetime], markers: Sequence[tuple[datetime, str, str]]
 ) -> list[Marker]:
     index = {minute: i for i, minute in enumerate(minutes)}
+    hourly = len(minutes) > 1 and minutes[1] - minutes[0] >= timedelta(hours=1)
     placed = []
     for moment, label, kind in markers:
         minute = moment.replace(second=0, microsecond=0)
+        if hourly:
+            minute = minute.replace(minute=0)
         if minute in index:
             placed.append(Marker(index[minute], label, kind))
     return placed
@@ -226,7 +240,9 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                 _n(x(i)),
                 HEIGHT - 6,
                 "end" if i == last and i else "middle",
-                timezone.localtime(minutes[i]).strftime("%H:%M"),
+                timezone.localtime(minutes[i]).strftime(
+                    "%d %H:%M" if minutes[-1] - minutes[0] > timedelta(days=1) else "%H:%M"
+                ),
             )
         )
     if chart.threshold is not None:
@@ -278,7 +294,9 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                         _n(x(i)),
                         _n(y(value)),
                         series.label,
-                        timezone.localtime(minutes[i]).strftime("%H:%M"),
+                        timezone.localtime(minutes[i]).strftime(
+                            "%d %H:%M" if minutes[-1] - minutes[0] > timedelta(days=1) else "%H:%M"
+                        ),
                         chart.fmt(value),
                     )
                     for i, value in enumerate(series.values)

@@ -111,7 +111,11 @@ CONFIG_FORMATTERS = {
 
 
 # The charts' ranges, as Grafana and Flagger offer them: per minute, one query each.
-CHART_RANGES = {"1h": ("The last hour", 1), "6h": ("The last 6 h", 6)}
+CHART_RANGES = {
+    "1h": ("The last hour", 1),
+    "6h": ("The last 6 h", 6),
+    "all": ("The whole canary", 0),  # per hour, from the rollups
+}
 
 
 def chart_range(request: HttpRequest) -> str:
@@ -392,7 +396,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
                 }
                 for key, (label, _) in CHART_RANGES.items()
             ],
-            "canary_chart_title": f"{CHART_RANGES[chart_range(request)][0]}, per minute",
+            "canary_chart_title": f"{CHART_RANGES[chart_range(request)][0]}, "
+            + ("per minute" if CHART_RANGES[chart_range(request)][1] else "per hour"),
             **self._live_context(deployment, verdict, CHART_RANGES[chart_range(request)][1]),
         }
 
@@ -469,8 +474,12 @@ class DeploymentAdmin(ReadOnlyAdmin):
         """The chosen range per minute: v2's traffic weight, then v1 vs v2 requests, error
         rate and p95, with traffic changes and breaker openings marked; with paired
         evaluation on, the two versions' disagreement rate against its average too."""
-        minutes = charts.minutes_window(count=hours * 60)
-        rows = admin_panels.panel("chart", deployment, minutes[0])
+        if hours:
+            minutes = charts.minutes_window(count=hours * 60)
+            rows = admin_panels.panel("chart", deployment, minutes[0])
+        else:
+            minutes = charts.hours_window(deployment.started_at or timezone.now())
+            rows = admin_panels.panel("chart_hourly", deployment, minutes[0])
         if rows is None:
             return None
         events = selectors.deployment_event_list(deployment=deployment)

@@ -140,3 +140,27 @@ def test_the_charts_lead_with_traffic_weight_and_offer_a_six_hour_range(
     assert "The last 6 h, per minute" in wide
     live = reverse("admin:deployments_deployment_live", args=[canary_v2.pk])
     assert f'data-refresh-url="{live}?range=6h"' in wide
+
+
+def test_the_whole_canary_range_draws_one_point_per_hour(console: Console, canary_v2: Deployment):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.logstore.rollups import rollup_run
+
+    started = timezone.now() - timedelta(hours=5)
+    Deployment.objects.filter(pk=canary_v2.pk).update(started_at=started)
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v2", [3.0] * 4, errors=1, at=started + timedelta(minutes=30))
+    add_logs(canary, "v1", [2.0] * 4, at=started + timedelta(minutes=30))
+    rollup_run()  # those hours come from the rollups
+    add_logs(canary, "v2", [3.0] * 2)  # the current hour from the raw log
+    body = console("viewer").get(page_url(canary_v2), {"range": "all"}).content.decode()
+    charts = body.split('id="canary-charts"')[1]
+    assert "The whole canary, per hour" in charts
+    assert "Error rate per hour" in charts and "p95 latency per hour" in charts
+    assert '<strong aria-current="true">The whole canary</strong>' in charts
+    error = charts.split('data-chart="error"')[1].split("</svg>")[0]
+    # The rolled-up hour (25% of v2 failing) and the current, raw one both drew a point.
+    assert error.count('class="dot series-v2"') == 2
