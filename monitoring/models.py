@@ -64,6 +64,8 @@ class ExecutionLog(models.Model):
             ),
             # Time windows across both versions (the monitor's, health's, rollups' tail).
             models.Index(fields=["deployment", "created_at"], name="execlog_deployment_time_idx"),
+            # The console's log list: newest first across deployments, in a time window.
+            models.Index(fields=["-created_at", "-id"], name="execlog_console_time_idx"),
             # The few pairs whose versions disagree, newest first (``/shadow/differences``).
             models.Index(
                 fields=["deployment", "-created_at"],

@@ -17,6 +17,7 @@ from deployments.models import Deployment, DeploymentEvent
 from monitoring import console
 from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
+from monitoring.decision.decisions import held_regression
 from monitoring.decision.selectors import step_started_at
 
 ACTIONS = {
@@ -48,7 +49,9 @@ def canary_overview(
     if deployment.status != DeploymentStatus.CANARY:
         return None
     now = now or timezone.now()
-    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    comparison = health.deployment_comparison(
+        deployment=deployment, window_minutes=None, with_latency=False
+    )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
     def error_rate(version: str) -> float | None:
@@ -65,31 +68,79 @@ def canary_overview(
     }
 
 
+# Home's order (SPEC 9.6): what needs someone now first, what runs on its own last.
+SEVERITY = {"rollback": 0, "person": 1, "collect": 2, "ready": 3}
+STATES = {
+    "rollback": "roll back",
+    "person": "waiting for a person",
+    "collect": "collecting",
+    "wait": "collecting",
+    "ready": "ready",
+}
+
+
 def _verdict(
     deployment: Deployment, comparison: dict[str, Any], readiness: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     recommendation = comparison["comparison"]["recommendation"]
     evidence = comparison["evidence"]
-    failing = [c["name"] for c in readiness["checks"] if c["required"] and not c["passed"]]
-    sentence = f"{ACTIONS[recommendation]}: {_why(recommendation, comparison)}"
-    if recommendation == "promote":
-        sentence += (
-            " The readiness checklist passes."
-            if readiness["ready"]
-            else f" Readiness checks still failing: {', '.join(failing)}."
-        )
+    decision = comparison.get("decision") or {}
+    required = [c for c in readiness["checks"] if c["required"]]
+    failing = [c["name"] for c in required if not c["passed"]]
+    approved_by = list(readiness.get("approved_by") or [])
+    required_approvals = int(readiness.get("required_approvals") or 1)
+    progress = console.canary_progress(deployment=deployment, now=now) or {}
+    held = held_regression(deployment_id=deployment.pk)
+    held_reasons = list(held.reasons) if held else []
     # Never green while a required readiness check fails: "wait" with the checks instead.
-    tone = {"rollback": "error", "promote": "ok"}.get(recommendation, "warning")
-    if recommendation == "promote" and not readiness["ready"]:
-        tone = "warning"
+    if recommendation == "rollback":
+        tone, label, severity = "error", "Roll back", "rollback"
+        short = "a detected regression holds" if held else "v2 breaks a rollback rule"
+        detail = _rollback_why(comparison, held_reasons)
+    elif recommendation == "promote" and not readiness["ready"]:
+        tone, label, severity = "warning", "Wait", "collect"
+        short = f"{len(failing)} of {len(required)} readiness checks pending"
+        detail = (
+            f"({', '.join(_check_name(name) for name in failing)}); the evidence alone says "
+            f"promote: {_why(recommendation, comparison)}"
+        )
+    elif recommendation == "promote":
+        tone, label = "ok", "Promote"
+        # Someone has to act unless the monitor promotes on its own; an approval already
+        # given waits for the next approver.
+        automatic = progress.get("auto_progress") and deployment.traffic_percentage >= 100
+        severity = "person" if approved_by or not automatic else "ready"
+        short = "every readiness check passes"
+        detail = _why(recommendation, comparison)
+    else:
+        tone, label, severity = "warning", "Keep collecting data", "collect"
+        short = ""
+        detail = _why(recommendation, comparison)
+    headline = f"{label}: {short}" if short else label
+    separator = ": " if not short else " " if detail.startswith("(") else ". "
     return {
         "recommendation": recommendation,
         "tone": tone,
-        "sentence": sentence,
-        "evidence_age": _evidence_age(comparison.get("decision") or {}),
+        "label": label,
+        "headline": headline,
+        "detail": detail,
+        "separator": separator,
+        "sentence": f"{headline}{separator}{detail}",
+        "severity": SEVERITY[severity],
+        "state": STATES[severity],
+        "evidence_age": _evidence_age(decision),
+        "held": held is not None,
         "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
         "ready": readiness["ready"],
         "failing_checks": failing,
+        "checks": [_check_row(check) for check in readiness["checks"]],
+        "checks_passed": len(required) - len(failing),
+        "checks_required": len(required),
+        "approved_by": approved_by,
+        "required_approvals": required_approvals,
+        "rollback_reason": _rollback_reason(deployment, comparison, held_reasons)
+        if tone == "error"
+        else "",
         # Promoting now goes against the evidence: the console asks for a reason.
         "against_promote": recommendation == "rollback" or not readiness["ready"],
         "closed_gate": closed_gate(deployment),
@@ -113,6 +164,64 @@ def closed_gate(deployment: Deployment) -> dict[str, Any] | None:
     if event is None:
         return None
     return {**event.payload, "since": event.created_at}
+
+
+def _check_name(name: str) -> str:
+    return name.replace("_", " ")
+
+
+# Each check's observed value in the unit its detail speaks of.
+OBSERVED_UNITS = {
+    "time_at_traffic": lambda value: f"{value:,.1f} min",
+    "success_rate": lambda value: f"{value * 100:+.2f} pts (v2 - v1)",
+    "p95_latency": lambda value: f"{value:,.3g} ms",
+    "min_samples": lambda value: f"{value:,.0f} requests",
+    "sample_ratio": lambda value: "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}",
+    "shadow_agreement": lambda value: f"{value * 100:.2f}% agreed",
+}
+
+
+def _check_row(check: dict[str, Any]) -> dict[str, Any]:
+    """One readiness check as the checklist shows it: observed value and what it needs."""
+    observed = check.get("observed")
+    unit = OBSERVED_UNITS.get(check["name"])
+    if observed is None:
+        shown = "—"
+    elif unit is not None and isinstance(observed, int | float):
+        shown = unit(float(observed))
+    else:
+        shown = str(observed)
+    return {
+        "name": _check_name(check["name"]),
+        "passed": bool(check["passed"]),
+        "required": bool(check["required"]),
+        "observed": shown,
+        "detail": check.get("detail", ""),
+    }
+
+
+def _rollback_reasons(comparison: dict[str, Any], held_reasons: list[str]) -> list[str]:
+    """Why roll back, each reason once: the held regression's first (it outlives traffic)."""
+    reasons = [*held_reasons]
+    reasons += [breach["message"] for breach in comparison["evidence"].get("breaches") or []]
+    if comparison["evidence"].get("breaker_state") == "OPEN":
+        reasons.append("The circuit breaker is OPEN (v2 failed repeatedly).")
+    return list(dict.fromkeys(reasons))
+
+
+def _rollback_why(comparison: dict[str, Any], held_reasons: list[str]) -> str:
+    reasons = _rollback_reasons(comparison, held_reasons)
+    if held_reasons:
+        reasons.append("The regression holds until someone rolls back or dismisses it.")
+    return " ".join(reasons) or "a rollback rule holds."
+
+
+def _rollback_reason(
+    deployment: Deployment, comparison: dict[str, Any], held_reasons: list[str]
+) -> str:
+    """The reason a one-click rollback starts with: the verdict's own words, editable."""
+    reasons = _rollback_reasons(comparison, held_reasons) or ["a rollback rule holds."]
+    return f"Rollback verdict for {deployment.version.version}: " + " ".join(reasons)
 
 
 def _why(recommendation: str, comparison: dict[str, Any]) -> str:

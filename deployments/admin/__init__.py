@@ -31,3 +31,7 @@ __all__ = ["ReadOnlyAdmin", "deployments", "rulesets", "users"]
 
 # The console's home leads with the monitor and the running canaries.
 admin.site.index_template = "admin/deployments/index.html"
+# The console names the product, not the framework.
+admin.site.site_header = "Canary"
+admin.site.site_title = "Canary console"
+admin.site.index_title = "Releases"

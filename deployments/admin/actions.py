@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from deployments import admin_panels, services, transitions
 from deployments.admin.display import CHANGE_DEPLOYMENT, DELETE_DEPLOYMENT
@@ -50,8 +51,13 @@ class PromoteForm(ActionForm):
         verdict = admin_panels.panel("verdict", deployment)
         self.verdict = verdict
         if verdict and verdict.get("against_promote"):
+            # The verdict itself is shown above the form; the label stays one line.
             self.fields["acknowledge"] = forms.BooleanField(
-                label=f"I promote against the evidence: {verdict['sentence']}",
+                label=(
+                    "I promote against the evidence: the rollback verdict above"
+                    if verdict.get("recommendation") == "rollback"
+                    else "I promote against the evidence: the pending checks above"
+                ),
                 required=True,
             )
             self.fields["override_reason"] = forms.CharField(
@@ -151,10 +157,13 @@ class TrafficForm(ActionForm):
 
 
 class RollbackForm(ActionForm):
+    """The reason starts as the verdict's own words when it says roll back, focused, so a
+    rollback from the home page is one click and a confirm."""
+
     reason = forms.CharField(
         label="Reason",
         max_length=services.MAX_REASON,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "autofocus": True}),
         help_text="Required. Recorded in the event history and sent with notifications.",
         error_messages={"required": "A reason is required to roll back."},
     )
@@ -164,14 +173,19 @@ class RollbackForm(ActionForm):
         initial=True,
     )
 
+    def __init__(self, *args: Any, deployment: Deployment, **kwargs: Any) -> None:
+        if deployment.status == DeploymentStatus.CANARY:
+            verdict = admin_panels.panel("verdict", deployment) or {}
+            if verdict.get("rollback_reason"):
+                kwargs.setdefault("initial", {}).setdefault("reason", verdict["rollback_reason"])
+        super().__init__(*args, deployment=deployment, **kwargs)
+
 
 COMPENSATION_EFFECT = {
     CompensationStrategy.ROLLBACK_ONLY: (
         "restores v1 and changes no data (the same as without compensation)."
     ),
-    CompensationStrategy.NOTIFY_AND_ROLLBACK: (
-        "restores v1 and notifies Slack and e-mail at once."
-    ),
+    CompensationStrategy.NOTIFY_AND_ROLLBACK: "restores v1 and {notifies}.",
     CompensationStrategy.MANUAL: (
         "restores v1 and flags every v2 execution of this deployment as needing "
         "reprocessing; the deployment shows compensation pending until an operator "
@@ -284,7 +298,14 @@ def _promote_consequence(s: Situation) -> str:
         )
     baseline = deployment.baseline
     tail = f"; {_v(baseline)} will be deprecated" if baseline is not None else ""
-    return f"{_v(deployment)} will serve 100% of traffic{tail}."
+    skipped = skipped_steps(deployment)
+    jump = (
+        f" This skips the steps {', '.join(f'{step}%' for step in skipped)}: traffic goes "
+        f"from {deployment.traffic_percentage}% straight to 100%."
+        if skipped
+        else ""
+    )
+    return f"{_v(deployment)} will serve 100% of traffic{tail}.{jump}"
 
 
 def _rollback_consequence(s: Situation) -> str:
@@ -310,8 +331,31 @@ def _rollback_consequence(s: Situation) -> str:
     return (
         f"{text} This cannot be undone: to release it again, create a new deployment. "
         f"Compensation strategy “{strategy.label}”: with compensation, a rollback "
-        f"{COMPENSATION_EFFECT[strategy]} Without it, only v1 is restored."
+        f"{COMPENSATION_EFFECT[strategy].format(notifies=notified_channels())} Without it, "
+        "only v1 is restored."
     )
+
+
+def notified_channels() -> str:
+    """What a notification reaches here, so a confirmation promises no channel that is off."""
+    channels = []
+    if settings.SLACK_WEBHOOK_URL:
+        channels.append("Slack")
+    if getattr(settings, "CANARY_NOTIFY_EMAIL", False) and getattr(
+        settings, "CANARY_NOTIFY_EMAILS", None
+    ):
+        channels.append("e-mail")
+    if not channels:
+        return "notifies nobody: no Slack webhook or e-mail recipients are configured"
+    return "notifies " + " and ".join(channels) + " at once"
+
+
+def skipped_steps(deployment: Deployment) -> list[int]:
+    """The traffic steps a promote to 100% jumps over, from the canary's current one."""
+    if deployment.status != DeploymentStatus.CANARY:
+        return []
+    increment = max(1, int(deployment.canary_config.get("increment", 10)))
+    return list(range(deployment.traffic_percentage + increment, 100, increment))
 
 
 def _deprecate_consequence(s: Situation) -> str:
@@ -410,6 +454,17 @@ def _replay_consequence(s: Situation) -> str:
 
 
 def _complete_consequence(s: Situation) -> str:
+    summary = admin_panels.panel("compensation", s.deployment) or {}
+    if summary.get("flagged") and not summary.get("processed"):
+        return (
+            f"Nothing has been replayed yet: 0 of {summary['flagged']:,} flagged executions "
+            "were evaluated on v1, so nobody knows which decisions differ. Replay on v1 "
+            "first unless they were dealt with another way. "
+        ) + _complete_done(s)
+    return _complete_done(s)
+
+
+def _complete_done(s: Situation) -> str:
     return (
         f"Compensation of {_v(s.deployment)} is recorded as done (an event names you); "
         "the deployment stops showing compensation pending. Do this once the decisions "
@@ -540,3 +595,65 @@ def why_no_action(situation: Situation, user: Any) -> str | None:
             "before starting another."
         )
     return None
+
+
+def arrange_buttons(
+    deployment: Deployment,
+    verdict: dict[str, Any] | None,
+    buttons: list[dict[str, str]],
+    user: Any,
+) -> tuple[list[dict[str, str]], str | None]:
+    """A canary's buttons in the verdict's order and colours, and a note on four eyes.
+
+    The verdict's action comes first and is the only prominent one: red "Roll back" on a
+    rollback verdict; otherwise the primary button raises traffic to the next step, and
+    "Promote to 100%" is secondary (green only when the verdict says promote and every
+    readiness check passes, at the last step). An approver who already approved is not
+    offered promote again.
+    """
+    if deployment.status != DeploymentStatus.CANARY or not verdict:
+        return buttons, None
+    by_name = {button["name"]: button for button in buttons}
+    note = None
+    approved_by = list(verdict.get("approved_by") or [])
+    required = int(verdict.get("required_approvals") or 1)
+    promote = by_name.get(transitions.PROMOTE)
+    traffic = by_name.get(transitions.TRAFFIC)
+    rollback = by_name.get(transitions.ROLLBACK)
+    if promote is not None and user.get_username() in approved_by:
+        del by_name[transitions.PROMOTE]
+        promote = None
+        note = (
+            f"You approved the promotion ({len(approved_by)} of {required}: "
+            f"{', '.join(approved_by)}); another approver completes it."
+        )
+    at_last_step = not skipped_steps(deployment) and deployment.traffic_percentage >= 100
+    if promote is not None:
+        promote["label"] = "Promote" if at_last_step else "Promote to 100%"
+        if required > 1:
+            promote["label"] = (
+                f"Approve: {promote['label'].lower()} ({len(approved_by) + 1} of {required})"
+            )
+        promote["style"] = "secondary"
+    if traffic is not None:
+        increment = max(1, int(deployment.canary_config.get("increment", 10)))
+        step = min(100, deployment.traffic_percentage + increment)
+        traffic["label"] = (
+            f"Raise to {step}%" if deployment.traffic_percentage < 100 else "Set traffic"
+        )
+        traffic["style"] = "secondary"
+    tone = verdict.get("tone")
+    if tone == "error":
+        order = [rollback, traffic, promote]
+        if promote is not None:
+            promote["label"] = "Promote against the verdict"
+    elif tone == "ok" and (at_last_step or traffic is None) and promote is not None:
+        promote["style"] = "primary"
+        order = [promote, traffic, rollback]
+    else:
+        if traffic is not None and deployment.traffic_percentage < 100:
+            traffic["style"] = "primary" if tone == "ok" else "default"
+        order = [traffic, promote, rollback]
+    first = [button for button in order if button is not None]
+    rest = [button for name, button in by_name.items() if button not in first]
+    return first + rest, note

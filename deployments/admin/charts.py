@@ -53,10 +53,48 @@ class Chart:
     markers: Sequence[Marker] = field(default_factory=tuple)
 
 
-def minutes_window(until: datetime | None = None) -> list[datetime]:
-    """The last hour's minute starts, oldest first, ending with the current minute."""
+def minutes_window(until: datetime | None = None, count: int = WINDOW_MINUTES) -> list[datetime]:
+    """The last ``count`` minute starts (an hour by default), oldest first, ending with the
+    current minute."""
     end = (until or timezone.now()).replace(second=0, microsecond=0)
-    return [end - timedelta(minutes=WINDOW_MINUTES - 1 - i) for i in range(WINDOW_MINUTES)]
+    return [end - timedelta(minutes=count - 1 - i) for i in range(count)]
+
+
+def hours_window(since: datetime, until: datetime | None = None) -> list[datetime]:
+    """The hour starts from ``since``'s hour to the current one (the whole canary), oldest
+    first; at least two, so a young canary still draws a line."""
+    end = (until or timezone.now()).replace(minute=0, second=0, microsecond=0)
+    start = since.replace(minute=0, second=0, microsecond=0)
+    count = max(2, int((end - start).total_seconds() // 3600) + 1)
+    return [end - timedelta(hours=count - 1 - i) for i in range(count)]
+
+
+def traffic_weights(
+    minutes: Sequence[datetime], changes: Sequence[tuple[datetime, int]]
+) -> list[float | None]:
+    """v2's planned share of new contexts at each minute, from the lifecycle's traffic
+    changes ``(moment, percentage)`` in time order; None before the canary started."""
+    weights: list[float | None] = []
+    ordered = sorted(changes)
+    step = minutes[1] - minutes[0] if len(minutes) > 1 else timedelta(minutes=1)
+    for minute in minutes:
+        end = minute + step
+        current = None
+        for moment, percentage in ordered:
+            if moment < end:
+                current = float(percentage)
+        weights.append(current)
+    return weights
+
+
+def traffic_chart(weights: Sequence[float | None], markers: Sequence[Marker] = ()) -> Chart:
+    """The traffic weight over time, beside error rate and latency: what v2 was given."""
+    return Chart(
+        "v2 traffic weight",
+        [Series("v2", weights)],
+        lambda value: f"{value:.0f}%",
+        markers=markers,
+    )
 
 
 def charts_for(
@@ -88,15 +126,16 @@ def charts_for(
             for version, cells in grid.items()
         ]
 
-    placed = []
-    for moment, label, kind in markers:
-        minute = moment.replace(second=0, microsecond=0)
-        if minute in index:
-            placed.append(Marker(index[minute], label, kind))
+    placed = placed_markers(minutes, markers)
+    per = (
+        "per hour"
+        if len(minutes) > 1 and minutes[1] - minutes[0] >= timedelta(hours=1)
+        else "per minute"
+    )
     found = [
-        Chart("Requests per minute", series(lambda r: float(r["total"])), _count, markers=placed),
+        Chart(f"Requests {per}", series(lambda r: float(r["total"])), _count, markers=placed),
         Chart(
-            "Error rate per minute",
+            f"Error rate {per}",
             series(lambda r: r["errors"] / r["total"] if r["total"] else None),
             _rate,
             threshold=error_threshold,
@@ -104,22 +143,42 @@ def charts_for(
             markers=placed,
         ),
         Chart(
-            "p95 latency per minute",
+            f"p95 latency {per}",
             series(lambda r: r["p95_latency_ms"]),
             milliseconds,
             markers=placed,
         ),
     ]
     if paired:
+        pairs = sum(row.get("pairs") or 0 for row in rows if row["minute"] in index)
+        disagreed = sum(row.get("disagreed") or 0 for row in rows if row["minute"] in index)
         found.append(
             Chart(
-                "Disagreement per minute, same inputs",
+                f"Disagreement {per}, same inputs",
                 [Series("disagreement", _disagreement(rows, index, len(minutes)))],
                 _rate,
+                # The reference: the whole window's rate, against which a minute stands out.
+                threshold=disagreed / pairs if pairs else None,
+                threshold_label="average over the range",
                 markers=placed,
             )
         )
     return found
+
+
+def placed_markers(
+    minutes: Sequence[datetime], markers: Sequence[tuple[datetime, str, str]]
+) -> list[Marker]:
+    index = {minute: i for i, minute in enumerate(minutes)}
+    hourly = len(minutes) > 1 and minutes[1] - minutes[0] >= timedelta(hours=1)
+    placed = []
+    for moment, label, kind in markers:
+        minute = moment.replace(second=0, microsecond=0)
+        if hourly:
+            minute = minute.replace(minute=0)
+        if minute in index:
+            placed.append(Marker(index[minute], label, kind))
+    return placed
 
 
 def _disagreement(
@@ -173,13 +232,17 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                 chart.fmt(value),
             )
         )
-    for i in (0, len(minutes) // 2, len(minutes) - 1):  # x labels: local clock time
+    last = len(minutes) - 1
+    for i in (0, len(minutes) // 2, last):  # x labels: local clock time
         parts.append(
             format_html(
-                '<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>',
+                '<text class="axis" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _n(x(i)),
                 HEIGHT - 6,
-                timezone.localtime(minutes[i]).strftime("%H:%M"),
+                "end" if i == last and i else "middle",
+                timezone.localtime(minutes[i]).strftime(
+                    "%d %H:%M" if minutes[-1] - minutes[0] > timedelta(days=1) else "%H:%M"
+                ),
             )
         )
     if chart.threshold is not None:
@@ -231,7 +294,9 @@ def render(chart: Chart, minutes: Sequence[datetime]) -> SafeString:
                         _n(x(i)),
                         _n(y(value)),
                         series.label,
-                        timezone.localtime(minutes[i]).strftime("%H:%M"),
+                        timezone.localtime(minutes[i]).strftime(
+                            "%d %H:%M" if minutes[-1] - minutes[0] > timedelta(days=1) else "%H:%M"
+                        ),
                         chart.fmt(value),
                     )
                     for i, value in enumerate(series.values)

@@ -23,9 +23,12 @@ from deployments.admin import charts, home
 from deployments.admin.actions import (
     ACTIONS,
     COMPENSATION,
+    COMPENSATION_COMPLETE,
+    LIFECYCLE,
     DeploymentAction,
     Situation,
     actions_for,
+    arrange_buttons,
     why_no_action,
 )
 from deployments.admin.bake import bake_panel
@@ -107,6 +110,35 @@ CONFIG_FORMATTERS = {
     "increment": lambda value: f"{value} percentage points",
     "shadow_percentage": lambda value: f"{value}%",
 }
+
+
+# The charts' ranges, as Grafana and Flagger offer them: per minute, one query each.
+CHART_RANGES = {
+    "1h": ("The last hour", 1),
+    "6h": ("The last 6 h", 6),
+    "all": ("The whole canary", 0),  # per hour, from the rollups
+}
+
+
+def chart_range(request: HttpRequest) -> str:
+    chosen = request.GET.get("range", "1h")
+    return chosen if chosen in CHART_RANGES else "1h"
+
+
+def traffic_changes(events: Any) -> list[tuple[Any, int]]:
+    """Each moment v2's traffic weight changed, from the lifecycle events' payloads."""
+    changes = []
+    for event in events:
+        payload = event.payload or {}
+        if "to_traffic" in payload:
+            changes.append((event.created_at, int(payload["to_traffic"])))
+        elif event.action == EventAction.START_CANARY and "traffic_percentage" in payload:
+            changes.append((event.created_at, int(payload["traffic_percentage"])))
+        elif event.action == EventAction.PROMOTE:
+            changes.append((event.created_at, 100))
+        elif event.action == EventAction.ROLLBACK:
+            changes.append((event.created_at, 0))
+    return changes
 
 
 @admin.register(Deployment)
@@ -313,26 +345,30 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     def _page_context(self, request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
         situation = Situation.of(deployment)
-        buttons = [
-            self._button(deployment, action) for action in actions_for(situation, request.user)
-        ]
+        verdict = admin_panels.panel("verdict", deployment)
+        buttons, action_note = arrange_buttons(
+            deployment,
+            verdict,
+            [self._button(deployment, action) for action in actions_for(situation, request.user)],
+            request.user,
+        )
+        compensation = admin_panels.panel("compensation", deployment)
         events = event_rows(selectors.deployment_event_list(deployment=deployment))
         query = f"?deployment={deployment.pk}"
         return {
             "canary_actions": buttons,
+            "canary_action_note": action_note,
             "canary_no_action_reason": None if buttons else why_no_action(situation, request.user),
             "canary_events": events,
             "canary_status": status_badge(deployment.status),
-            "canary_verdict": admin_panels.panel("verdict", deployment),
+            "canary_verdict": verdict,
             "canary_assignments_url": admin_link(
                 "admin:assignments_assignment_changelist", query=query
             ),
             "canary_logs_url": admin_link("admin:monitoring_executionlog_changelist", query=query),
-            "canary_compensation": compensation_panel(
-                admin_panels.panel("compensation", deployment)
-            ),
+            "canary_compensation": compensation_panel(compensation),
             "canary_compensation_actions": [
-                self._button(deployment, action)
+                self._compensation_button(deployment, action, compensation)
                 for action in actions_for(situation, request.user, group=COMPENSATION)
             ],
             "canary_compensation_logs_url": admin_link(
@@ -352,6 +388,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             if deployment.status == DeploymentStatus.ACTIVE
             else None,
             "canary_refresh_url": reverse("admin:deployments_deployment_live", args=[deployment.pk])
+            + ("" if chart_range(request) == "1h" else f"?range={chart_range(request)}")
             if deployment.status == DeploymentStatus.CANARY
             or deployment.compensation_status == CompensationStatus.PENDING
             else None,
@@ -361,7 +398,17 @@ class DeploymentAdmin(ReadOnlyAdmin):
                 deployment,
                 [self._button(deployment, a) for a in plan_buttons(situation, request.user)],
             ),
-            **self._live_context(deployment),
+            "canary_chart_ranges": [
+                {
+                    "label": label,
+                    "url": f"?range={key}",
+                    "current": key == chart_range(request),
+                }
+                for key, (label, _) in CHART_RANGES.items()
+            ],
+            "canary_chart_title": f"{CHART_RANGES[chart_range(request)][0]}, "
+            + ("per minute" if CHART_RANGES[chart_range(request)][1] else "per hour"),
+            **self._live_context(deployment, verdict, CHART_RANGES[chart_range(request)][1]),
         }
 
     @staticmethod
@@ -385,22 +432,43 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @staticmethod
     def _button(deployment: Deployment, action: DeploymentAction) -> dict[str, str]:
+        # The page's state rides along: a confirmation opened from a stale page says so.
+        seen = f"?seen={deployment.status}:{deployment.traffic_percentage}"
         return {
             "label": action.label_for(deployment),
-            "url": reverse(
-                "admin:deployments_deployment_action", args=[deployment.pk, action.name]
-            ),
+            "url": reverse("admin:deployments_deployment_action", args=[deployment.pk, action.name])
+            + seen,
             "style": action.style,
             "name": action.name,
         }
 
-    def _live_context(self, deployment: Deployment) -> dict[str, Any]:
+    def _compensation_button(
+        self, deployment: Deployment, action: DeploymentAction, summary: dict[str, Any] | None
+    ) -> dict[str, str]:
+        """ "Mark complete" is not the green way forward while nothing has been replayed."""
+        button = self._button(deployment, action)
+        nothing_replayed = bool(summary and summary.get("flagged") and not summary.get("processed"))
+        if action.name == COMPENSATION_COMPLETE and nothing_replayed:
+            button.update(style="default", label="Mark complete (nothing replayed)")
+        return button
+
+    def _live_context(
+        self, deployment: Deployment, verdict: dict[str, Any] | None = None, hours: int = 1
+    ) -> dict[str, Any]:
         """The page's self-refreshing block: monitor, step, breaker and measurements."""
         live = admin_panels.panel("live", deployment) or {}
         is_canary = deployment.status == DeploymentStatus.CANARY
         panel = measurement_panel(admin_panels.measurements_for(deployment), ended=not is_canary)
+        if panel and panel.get("health") and verdict:
+            # What the verdict already says (the breaches, the held regression) is said once.
+            said = verdict.get("sentence", "")
+            panel["health"]["warnings"] = [
+                warning
+                for warning in panel["health"]["warnings"]
+                if warning not in said and not warning.startswith("regression_held:")
+            ]
         return {
-            "canary_charts": self._charts(deployment) if is_canary else None,
+            "canary_charts": self._charts(deployment, hours) if is_canary else None,
             "canary_panel": panel,
             "canary_monitor": monitor_banner(admin_panels.panel("monitor")) if is_canary else None,
             "canary_step": step_lines(live.get("progress"), deployment.traffic_percentage),
@@ -412,30 +480,45 @@ class DeploymentAdmin(ReadOnlyAdmin):
         }
 
     @staticmethod
-    def _charts(deployment: Deployment) -> list[SafeString] | None:
-        """The last hour per minute, v1 vs v2, with traffic changes and breaker openings marked;
-        with paired evaluation on, the two versions' disagreement rate too."""
-        minutes = charts.minutes_window()
-        rows = admin_panels.panel("chart", deployment, minutes[0])
+    def _charts(deployment: Deployment, hours: int = 1) -> list[SafeString] | None:
+        """The chosen range per minute: v2's traffic weight, then v1 vs v2 requests, error
+        rate and p95, with traffic changes and breaker openings marked; with paired
+        evaluation on, the two versions' disagreement rate against its average too."""
+        if hours:
+            minutes = charts.minutes_window(count=hours * 60)
+            rows = admin_panels.panel("chart", deployment, minutes[0])
+        else:
+            minutes = charts.hours_window(deployment.started_at or timezone.now())
+            rows = admin_panels.panel("chart_hourly", deployment, minutes[0])
         if rows is None:
             return None
+        events = selectors.deployment_event_list(deployment=deployment)
         markers = [
             (
                 event.created_at,
                 f"{when(event.created_at)} {event.get_action_display()}: {event_details(event)}",
                 charts.BREAKER if event.action == EventAction.BREAKER_OPEN else charts.CHANGE,
             )
-            for event in selectors.deployment_event_list(deployment=deployment)
+            for event in events
             if event.action in CHART_MARKERS and event.created_at >= minutes[0]
         ]
-        found = charts.charts_for(
-            rows,
-            minutes=minutes,
-            error_threshold=deployment.canary_config.get("error_threshold"),
-            markers=markers,
-            paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
-        )
-        return [charts.render(chart, minutes) for chart in found]
+        weights = charts.traffic_weights(minutes, traffic_changes(events))
+        traffic = charts.traffic_chart(weights, charts.placed_markers(minutes, markers))
+        found = [
+            traffic,
+            *charts.charts_for(
+                rows,
+                minutes=minutes,
+                error_threshold=deployment.canary_config.get("error_threshold"),
+                markers=markers,
+                paired=int(deployment.canary_config.get("shadow_percentage", 100)) > 0,
+            ),
+        ]
+        # Traffic beside error rate and latency in the first row; requests and
+        # disagreement after them.
+        requests, error, latency, *rest = found[1:]
+        ordered = [traffic, error, latency, requests, *rest]
+        return [charts.render(chart, minutes) for chart in ordered]
 
     def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """Confirmation page (GET) and the action itself (POST, CSRF-checked by Django)."""
@@ -451,6 +534,15 @@ class DeploymentAdmin(ReadOnlyAdmin):
         page = reverse("admin:deployments_deployment_change", args=[deployment.pk])
         situation = Situation.of(deployment)
         label = spec.label_for(deployment)
+        seen = request.GET.get("seen")
+        current = f"{deployment.status}:{deployment.traffic_percentage}"
+        if request.method == "GET" and seen and seen != current and spec.group == LIFECYCLE:
+            messages.warning(
+                request,
+                f"This deployment changed since your page loaded (it is now {deployment.status} "
+                f"at {deployment.traffic_percentage}% traffic): check it again before acting.",
+            )
+            return HttpResponseRedirect(page)
 
         if request.method == "POST":
             form = spec.form_class(request.POST, deployment=deployment)
@@ -486,8 +578,14 @@ class DeploymentAdmin(ReadOnlyAdmin):
             transitions.TRAFFIC,
         ):
             advice = measurement_panel(admin_panels.measurements_for(deployment))
+        verdict = getattr(form, "verdict", None)
+        against = bool(
+            spec.name == transitions.PROMOTE and verdict and verdict.get("against_promote")
+        )
         context = {
             **self.admin_site.each_context(request),
+            "against_verdict": verdict if against else None,
+            "confirm_style": "danger" if against else spec.style,
             "title": f"{label}: {deployment.ruleset.name} {deployment.version.version}",
             "advice": advice,
             "opts": self.opts,

@@ -113,6 +113,8 @@ def p_value(value: float | None) -> str:
         return f"p = {NONE}"
     if value < 0.0001:
         return "p < 0.0001"
+    if value > 0.9999:
+        return "p > 0.9999"  # not "p = 1.0000": no test is that certain of nothing
     return f"p = {value:.4f}"
 
 

@@ -12,7 +12,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments import admin_panels
-from deployments.admin.display import NONE, duration, percent, status_badge, when
+from deployments.admin.display import (
+    CHANGE_DEPLOYMENT,
+    NONE,
+    duration,
+    percent,
+    status_badge,
+    when,
+)
 from deployments.admin.panels import breaker_line, monitor_banner
 from deployments.admin.plan import plan_summary
 
@@ -30,7 +37,9 @@ def index_block_context(request: HttpRequest) -> dict[str, Any]:
     return {
         "visible": True,
         "monitor": monitor_banner(admin_panels.panel("monitor")),
-        "canaries": [canary_row(item) for item in admin_panels.panel("running") or []],
+        "canaries": [
+            canary_row(item, user=request.user) for item in admin_panels.panel("running") or []
+        ],
         "compensations": [
             compensation_row(item) for item in admin_panels.panel("compensation_pending") or []
         ],
@@ -40,8 +49,9 @@ def index_block_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def canary_row(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One running canary: where it stands, what the evidence says, who has approved."""
+def canary_row(item: Mapping[str, Any], user: Any = None) -> dict[str, Any]:
+    """One running canary: where it stands, what the evidence says, who has approved, and
+    the one action the verdict asks of this user."""
     deployment = item["deployment"]
     progress = item.get("progress") or {}
     overview = item.get("overview") or {}
@@ -69,6 +79,56 @@ def canary_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "v1_error_rate": percent(overview.get("v1_error_rate")),
         "v2_error_rate": percent(overview.get("v2_error_rate")),
         "plan": plan_summary(deployment),
+        "tone": verdict.get("tone", "warning"),
+        "state": verdict.get("state", NONE),
+        "headline": verdict.get("label", NONE),
+        "checks_line": _checks_line(verdict),
+        "evidence_age": verdict.get("evidence_age", ""),
+        "approvals_line": approvals_line(
+            overview.get("approved_by") or [], overview.get("required_approvals")
+        ),
+        "action": row_action(deployment, verdict, overview, user),
+    }
+
+
+def _checks_line(verdict: Mapping[str, Any]) -> str:
+    if not verdict.get("checks_required"):
+        return NONE
+    return f"{verdict.get('checks_passed')} of {verdict.get('checks_required')} checks pass"
+
+
+def approvals_line(approved_by: list[str], required: int | None) -> str:
+    """ "1 of 2: alice": how far four eyes have got, and whose eyes."""
+    if not required:
+        return NONE
+    names = f": {', '.join(approved_by)}" if approved_by else ""
+    return f"{len(approved_by)} of {required}{names}"
+
+
+def row_action(
+    deployment: Any, verdict: Mapping[str, Any], overview: Mapping[str, Any], user: Any
+) -> dict[str, Any] | None:
+    """The verdict's action for this user: roll back (reason pre-filled on the next page),
+    approve or promote, or the note that they already approved."""
+    if user is None or not user.has_perm(CHANGE_DEPLOYMENT):
+        return None
+
+    def url(action: str) -> str:
+        return reverse("admin:deployments_deployment_action", args=[deployment.pk, action])
+
+    if verdict.get("tone") == "error":
+        return {"label": "Roll back", "url": url("rollback"), "style": "danger"}
+    approved_by = list(overview.get("approved_by") or [])
+    if user.get_username() in approved_by:
+        return {"note": "you approved; another approver completes it"}
+    if verdict.get("tone") != "ok":
+        return None
+    required = int(overview.get("required_approvals") or 1)
+    last = len(approved_by) + 1 >= required
+    return {
+        "label": "Promote" if last else f"Approve ({len(approved_by) + 1} of {required})",
+        "url": url("promote"),
+        "style": "primary",
     }
 
 
@@ -80,7 +140,7 @@ def compensation_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "ruleset": deployment.ruleset.name,
         "version": deployment.version.version,
         "rolled_back_at": when(deployment.rolled_back_at),
-        "flagged": item.get("flagged", 0),
-        "processed": item.get("processed", 0),
-        "differing": item.get("differing", 0),
+        "flagged": f"{item.get('flagged', 0):,}",
+        "processed": f"{item.get('processed', 0):,}",
+        "differing": f"{item.get('differing', 0):,}",
     }

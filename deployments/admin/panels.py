@@ -140,13 +140,125 @@ def _evidence_lines(comparison: Mapping[str, Any], *, ended: bool = False) -> li
         observed = check.get("observed")
         shown = milliseconds(observed) if check.get("name") == "latency_p95" else percent(observed)
         lines.append(f"{check.get('rule')}: observed {shown} — {mark}.")
-    lines.extend(breach.get("message", "") for breach in evidence.get("breaches") or [])
     if not ended and "enough_samples" in evidence and not evidence["enough_samples"]:
         lines.append(
             f"Fewer than {evidence.get('min_samples')} requests on v1 or v2: not enough to "
             "recommend promotion yet."
         )
     return lines
+
+
+def signed_interval(low: float | None, high: float | None) -> str:
+    """A percentage interval with as many decimals as it takes for its ends to differ:
+    never "[+0.00%, +0.00%]" for a narrow but real interval."""
+    if low is None or high is None:
+        return NONE
+    digits = 2
+    while digits < 6 and f"{low * 100:+.{digits}f}" == f"{high * 100:+.{digits}f}":
+        digits += 1
+    return f"[{low * 100:+.{digits}f}%, {high * 100:+.{digits}f}%]"
+
+
+def p_in_words(worse: Mapping[str, Any] | None) -> str:
+    """The always-valid "does v2 fail more often?" test, said the way an approver reads it."""
+    if not worse or worse.get("basis") == "none":
+        return "not tested yet: too few requests"
+    shown = p_value(worse.get("p_value"))
+    if worse.get("rejected"):
+        return f"v2 fails more often: {shown}"
+    return f"no evidence v2 fails more often ({shown})"
+
+
+def evidence_table(comparison: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The evidence as one row per metric: v1, v2, the difference with its interval, the
+    window, the threshold and whether it holds, and the test in words. Shown once."""
+    v1 = comparison.get("v1_metrics") or {}
+    v2 = comparison.get("v2_metrics") or {}
+    evidence = comparison.get("evidence") or {}
+    thresholds = {check.get("name"): check for check in evidence.get("thresholds") or []}
+    errors = evidence.get("error_rate") or {}
+    interval = errors.get("confidence_interval") or [None, None]
+    difference = errors.get("difference")
+    worse = evidence.get("v2_worse")
+
+    def verdict(name: str) -> str:
+        check = thresholds.get(name)
+        if check is None:
+            return "not judged yet"
+        return "pass" if check.get("held") else "fail"
+
+    def rule(name: str) -> str:
+        check = thresholds.get(name)
+        if check is None:
+            return NONE
+        observed = check.get("observed")
+        shown = milliseconds(observed) if name == "latency_p95" else percent(observed)
+        return f"{check.get('rule')}; observed {shown}"
+
+    rows = [
+        {
+            "metric": "error rate",
+            "v1": percent(v1.get("error_rate")),
+            "v2": percent(v2.get("error_rate")),
+            "difference": (
+                f"{difference * 100:+.2f} pts {signed_interval(*interval)}"
+                if difference is not None
+                else NONE
+            ),
+            "window": "whole canary; threshold on the last 5 min",
+            "threshold": rule("error_rate"),
+            "result": verdict("error_rate"),
+            "test": p_in_words(worse),
+        },
+        {
+            "metric": "success rate",
+            "v1": percent(v1.get("success_rate")),
+            "v2": percent(v2.get("success_rate")),
+            "difference": (
+                f"{-difference * 100:+.2f} pts {signed_interval(-interval[1], -interval[0])}"
+                if difference is not None and interval[0] is not None
+                else NONE
+            ),
+            "window": "whole canary; threshold on the last 10 min",
+            "threshold": rule("success_rate"),
+            "result": verdict("success_rate"),
+            "test": p_in_words(worse),
+        },
+    ]
+    latency = evidence.get("latency") or {}
+    v1_p95, v2_p95 = v1.get("p95_latency_ms"), v2.get("p95_latency_ms")
+    rows.append(
+        {
+            "metric": "p95 latency",
+            "v1": milliseconds(v1_p95),
+            "v2": milliseconds(v2_p95),
+            "difference": (
+                f"{v2_p95 - v1_p95:+.3g} ms" if v1_p95 is not None and v2_p95 is not None else NONE
+            ),
+            "window": "whole canary",
+            "threshold": rule("latency_p95"),
+            "result": verdict("latency_p95"),
+            "test": (
+                f"{latency.get('test')}: {p_value(latency.get('p_value'))}"
+                + (", significant" if latency.get("significant") else ", not significant")
+                if latency
+                else "not tested yet"
+            ),
+        }
+    )
+    rows.append(
+        {
+            "metric": "requests",
+            "v1": f"{v1.get('total_requests', 0):,}" if v1 else NONE,
+            "v2": f"{v2.get('total_requests', 0):,}" if v2 else NONE,
+            "difference": NONE,
+            "window": "whole canary",
+            "threshold": f"at least {evidence.get('min_samples', NONE)} to judge",
+            "result": "pass" if evidence.get("enough_samples") else "too few",
+            "test": NONE,
+        }
+    )
+    return rows
 
 
 def measurement_panel(
@@ -168,6 +280,7 @@ def measurement_panel(
         "show_recommendation": not ended,
         "ended": ended,
         "evidence": _evidence_lines(comparison, ended=ended),
+        "table": evidence_table(comparison),
         "health": None,
     }
     if health:
@@ -176,7 +289,16 @@ def measurement_panel(
             "breaker": health.get("circuit_breaker_state"),
             "error_rate": percent(health.get("current_error_rate")),
             "success_rate": percent(health.get("current_success_rate")),
-            "warnings": health.get("warnings") or [],
+            # The breaches are the verdict's sentence already: each is said once.
+            "warnings": [
+                warning
+                for warning in health.get("warnings") or []
+                if warning
+                not in {
+                    breach.get("message")
+                    for breach in (comparison.get("evidence") or {}).get("breaches") or []
+                }
+            ],
             "checked_at": when(health.get("last_check_at")),
         }
     return panel

@@ -46,15 +46,23 @@ def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) ->
     }
 
 
-def deployment_comparison(*, deployment: Deployment, window_minutes: int | None) -> dict[str, Any]:
-    """Repeatable: exact counts and percentiles, and latency samples picked by id hash."""
+def deployment_comparison(
+    *, deployment: Deployment, window_minutes: int | None, with_latency: bool = True
+) -> dict[str, Any]:
+    """Repeatable: exact counts and percentiles, and latency samples picked by id hash.
+
+    ``with_latency=False`` leaves out the latency test (the paired latency ratio reads every
+    pair of the window): the console's home shows error rates and the decision only.
+    """
     drain_now()
     now = timezone.now()
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     stats = version_stats(deployment_id=deployment.pk, since=since, until=now)
     pairs = paired_counts(deployment_id=deployment.pk, since=since, until=now)
     judged = decision_make(deployment=deployment, now=now)
-    if pairs.pairs:
+    if not with_latency:
+        latency = None
+    elif pairs.pairs:
         ratio = paired_latency_ratio(deployment_id=deployment.pk, since=since, until=now)
         above, below = paired_latency_direction(deployment_id=deployment.pk, since=since, until=now)
         latency = analysis.paired_latency_test(ratio, above, below)

@@ -423,6 +423,27 @@ def minute_series(
     return list(rows)
 
 
+def hour_series(*, deployment_id: Any, since: datetime) -> list[dict[str, Any]]:
+    """``minute_series`` per hour (the key stays ``minute``), for the hours not rolled up yet."""
+    from django.db.models.functions import TruncHour
+
+    logs = _window(deployment_id, since, None).annotate(minute=TruncHour("created_at"))
+    if connection.vendor != "postgresql":
+        return _minute_series_in_python(logs)
+    rows = (
+        logs.values("minute", "served_version")
+        .annotate(
+            total=Count("id"),
+            errors=Count("id", filter=Q(success=False)),
+            p95_latency_ms=PercentileCont("latency_ms", 0.95),
+            pairs=Count("id", filter=Q(shadow_success__isnull=False)),
+            disagreed=Count("id", filter=Q(agreed=False)),
+        )
+        .order_by("minute", "served_version")
+    )
+    return list(rows)
+
+
 def _minute_series_in_python(logs: QuerySet) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, str], list[tuple[bool, float, bool | None, bool | None]]] = {}
     for minute, version, success, latency, shadow_success, agreed in logs.values_list(

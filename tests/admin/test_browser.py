@@ -282,9 +282,11 @@ def test_slider_presets_set_traffic_and_the_page_refreshes_itself(
     page.wait_for_selector("#canary-verdict[data-recommendation='rollback']")
     # The charts: three SVGs with a v1 and a v2 line each, and the paired disagreement rate;
     # the traffic start and the breaker opening are marked.
-    assert page.locator("#canary-charts svg").count() == 4
+    # First v2's traffic weight over time, then the three v1-vs-v2 charts.
+    assert page.locator("#canary-charts svg").count() == 5
+    assert "v2 traffic weight" in page.locator("#canary-charts figcaption").first.inner_text()
     assert page.locator("#canary-charts path.series-v1").count() == 3
-    assert page.locator("#canary-charts path.series-v2").count() == 3
+    assert page.locator("#canary-charts path.series-v2").count() == 4
     assert page.locator("#canary-charts svg[data-chart='disagreement'] path.series").count() == 1
     assert page.locator("#canary-charts svg[data-chart='error'] line.marker-breaker").count() == 1
     assert fits_the_window(page)
@@ -395,15 +397,13 @@ def test_the_running_view_refreshes_in_place_and_fits_1280_px(
     log_in(page, base, "olga")
     page.goto(f"{base}/admin/")
     row = "#canary-running tr.canary-running-row"
-    assert "keep collecting" in page.inner_text(row)
+    assert "Keep collecting data" in page.inner_text(row)
     page.evaluate("window.canaryNotReloaded = true")
     regressing(canary_v2)
-    page.wait_for_function(
-        "document.querySelector('#canary-running .canary-recommend-rollback') !== null"
-    )
+    page.wait_for_function("document.querySelector('#canary-running .canary-tone-error') !== null")
     assert page.evaluate("window.canaryNotReloaded") is True
     cells = page.inner_text(row)
-    assert "roll back" in cells and "not ready" in cells and "0 of 1" in cells
+    assert "Roll back" in cells and "checks pass" in cells and "0 of 1" in cells
     assert "v1 1.00%\nv2 40.00%" in cells
     assert fits_the_window(page)
     screenshot(page, "admin-running-canaries.png")
@@ -433,8 +433,11 @@ def test_a_clear_regression_reads_roll_back_and_promoting_against_it_takes_a_rea
     assert re.search(r"p (<|=) 0\.\d{4}", verdict) and "p = <" not in verdict
 
     confirm(page, "promote", "v2.0.0 will serve 100% of traffic")
-    assert "I promote against the evidence: Roll back:" in page.inner_text(
+    assert "I promote against the evidence: the rollback verdict above" in page.inner_text(
         "form.canary-action-form"
+    )
+    assert page.inner_text("#canary-against").startswith(
+        "This goes against the verdict. Roll back:"
     )
     submit(page)  # neither acknowledged nor explained
     refused = page.inner_text("ul.messagelist li.error")
@@ -465,7 +468,9 @@ def test_a_healthy_canary_reads_promote_with_its_numbers(
     page.goto(deployment_page(base, canary_v2))
     assert page.get_attribute("#canary-verdict", "data-recommendation") == "promote"
     verdict = page.inner_text("#canary-verdict")
-    assert verdict.startswith("Promote: v2 is not worse than v1 (error rate v2 - v1 = ")
+    # Never green while a required check fails: "wait", with the check, and the numbers.
+    assert verdict.startswith("Wait: 1 of 6 readiness checks pending (time at traffic)")
+    assert "v2 is not worse than v1 (error rate v2 - v1 = " in verdict
     assert "95% interval" in verdict and "paired on 600 inputs" in verdict
-    assert "Readiness checks still failing: time_at_traffic." in verdict
+    assert page.get_attribute("#canary-verdict", "data-tone") == "warning"
     assert page.locator("a.canary-button").count() == 0  # a viewer reads, never acts

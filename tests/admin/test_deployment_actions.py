@@ -260,7 +260,8 @@ def test_the_verdict_leads_the_canary_page(console: Console, canary_v2: Deployme
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-verdict"' in body
     assert 'data-recommendation="collect_more_data"' in body
-    assert "Keep collecting data: v2 is not yet shown as good as v1" in body
+    assert '<strong id="canary-verdict-headline">Keep collecting data</strong>' in body
+    assert ": v2 is not yet shown as good as v1" in body
     assert "Evidence: no request yet." in body
 
 
@@ -377,5 +378,5 @@ def test_the_shadow_panel_shows_what_would_change(console: Console, canary_v2: D
     assert 'id="canary-shadow"' in body
     assert "<strong>3</strong> decided differently (100.00%, 95% interval" in body
     assert "hot → {&quot;alert&quot;: &quot;raise&quot;}" in body  # JSON, not a Python repr
-    assert "finds no difference in failures (p = 1.0000)" in body
+    assert "finds no difference in failures (p &gt; 0.9999)" in body
     assert f"/api/v1/deployments/{canary_v2.pk}/shadow/differences" in body

@@ -30,10 +30,11 @@ def test_page_shows_comparison_health_and_recommendation(console: Console, canar
     add_logs(canary_v2, "v2", [12.0] * 80, errors=20)
     body = console("viewer").get(page_url(canary_v2)).content.decode()
     assert 'id="canary-comparison"' in body
-    assert "<td>80</td><td>80</td>" in body  # requests v1, v2
-    assert "<td>100.00%</td><td>75.00%</td>" in body  # success rates
-    assert "<td>10.0 ms</td><td>12.0 ms</td>" in body  # p95, three significant digits
-    assert "canary-recommend-rollback" in body
+    cell = '<td class="canary-nowrap">'
+    assert f"{cell}80</td>{cell}80</td>" in body  # requests v1, v2
+    assert f"{cell}100.00%</td>{cell}75.00%</td>" in body  # success rates
+    assert f"{cell}10.0 ms</td>{cell}12.0 ms</td>" in body  # p95, three significant digits
+    assert 'data-recommendation="rollback"' in body
     assert "two-proportion" in body
     assert "canary-health-unhealthy" in body
     assert "Circuit breaker: <strong" in body

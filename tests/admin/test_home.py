@@ -31,8 +31,8 @@ def test_a_regressing_canary_reads_roll_back_not_ready_with_both_error_rates(
     add_logs(canary, "v1", [10.0] * 200, errors=2)
     add_logs(canary, "v2", [10.0] * 200, errors=80)
     row = running_block(console("viewer"))
-    assert 'class="canary-badge canary-recommend-rollback"' in row and ">roll back</span>" in row
-    assert "not ready" in row and "time at traffic" in row
+    assert 'class="canary-badge canary-tone-error"' in row and ">Roll back</span>" in row
+    assert "checks pass" in row and "time at traffic" in row
     assert "0 of 1" in row
     assert "v1 1.00%<br>v2 40.00%" in row
 
@@ -48,7 +48,7 @@ def test_approvals_count_towards_the_required_number(
         deployment_id=draft_v2.pk, actor=make_staff("anna", "approver"), override_reason="ok"
     )
     row = running_block(console("viewer"))
-    assert "1 of 2<br><small>anna</small>" in row
+    assert "1 of 2: anna" in row
 
 
 def test_compensation_still_owed_is_listed_with_its_counts(console: Console, canary_v2: Deployment):

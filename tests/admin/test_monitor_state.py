@@ -83,7 +83,7 @@ def test_index_lists_running_canaries_first(console: Console, canary_v2: Deploym
     index = console("viewer").get(reverse("admin:index")).content.decode()
     running = index.index('id="canary-running"')
     assert running < index.index('class="app-deployments')
-    assert "v2.0.0 / v1.0.0" in index and "<td>10%<br>" in index
+    assert "v2.0.0 / v1.0.0" in index and '<td class="canary-nowrap">10%<br>' in index
     assert "0 of 5 consecutive v2 failures" in index
 
 

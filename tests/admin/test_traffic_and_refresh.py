@@ -59,7 +59,7 @@ def test_the_live_endpoint_answers_the_fragment_with_status_headers(
     assert response.status_code == 200
     assert (response["X-Canary-Status"], response["X-Canary-Traffic"]) == ("canary", "10")
     body = response.content.decode()
-    assert "<td>7</td><td>9</td>" in body
+    assert '<td class="canary-nowrap">7</td><td class="canary-nowrap">9</td>' in body
     assert "<html" not in body and 'id="canary-monitor"' in body
 
 

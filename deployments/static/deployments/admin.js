@@ -56,6 +56,46 @@ function canaryFillLive(live, html) {
   live.replaceChildren(fragment.content);
 }
 
+// The Actions bar of a page whose deployment changed underneath it: every button disabled
+// in place, and the bar says what changed with a reload link. Acting needs a fresh page.
+function canaryDisableActions(now) {
+  const bar = document.getElementById("canary-actions");
+  if (!bar || bar.dataset.stale === "1") {
+    return;
+  }
+  bar.dataset.stale = "1";
+  bar.classList.add("canary-changed-actions");
+  for (const button of bar.querySelectorAll("a.canary-button")) {
+    button.removeAttribute("href");
+    button.setAttribute("aria-disabled", "true");
+    button.setAttribute("tabindex", "-1");
+  }
+  const state = document.getElementById("canary-actions-state");
+  if (state) {
+    state.textContent = `changed: ${now}. `;
+    const reload = document.createElement("a");
+    reload.href = window.location.href;
+    reload.id = "canary-reload";
+    reload.textContent = "Reload";
+    state.append(reload);
+  }
+}
+
+// "Skip to actions" lands on the verdict's action itself (the first button), not just near it.
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest("[data-canary-skip]") : null;
+  if (!link) {
+    return;
+  }
+  const target = document.getElementById("canary-first-action")
+    || document.querySelector(".canary-row-action")
+    || document.getElementById("canary-actions");
+  if (target) {
+    event.preventDefault();
+    target.focus();
+  }
+});
+
 // The deployment page's live block (monitor, step, breaker, v1 vs v2, chart) and its verdict
 // re-fetched in place every few seconds; nothing else on the page is touched. When the deployment itself
 // changed (status or traffic), the action buttons above are stale: say so, keep refreshing.
@@ -82,9 +122,13 @@ function canaryStartLiveRefresh() {
       const status = response.headers.get("X-Canary-Status");
       const traffic = response.headers.get("X-Canary-Traffic");
       const notice = document.getElementById("canary-changed");
-      if (notice && (status !== live.dataset.status || traffic !== live.dataset.traffic)) {
-        notice.hidden = false;
-        notice.querySelector("span").textContent = `now ${status} at ${traffic}% traffic`;
+      if (status && (status !== live.dataset.status || traffic !== live.dataset.traffic)) {
+        const now = `now ${status} at ${traffic}% traffic`;
+        if (notice) {
+          notice.hidden = false;
+          notice.querySelector("span").textContent = now;
+        }
+        canaryDisableActions(now);
       }
     } catch (error) {
       // A missed refresh is harmless: the next one tries again.
