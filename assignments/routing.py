@@ -62,6 +62,8 @@ class RoutingState:
     policy: router.CanaryPolicy | None = None
     # Input paths never stored; part of the state, so a change bumps the generation.
     redacted_paths: tuple[str, ...] = ()
+    # The share of executes whose input is captured while no canary runs (SPEC 10.2).
+    capture_percentage: int = 0
 
 
 @dataclass
@@ -94,9 +96,9 @@ def _recheck_seconds() -> float:
     return float(settings.CANARY_ROUTING_RECHECK_SECONDS)
 
 
-def _ruleset_row(ruleset_id: str) -> tuple[int, list[str]] | None:
+def _ruleset_row(ruleset_id: str) -> tuple[int, list[str], int] | None:
     row = RuleSet.objects.filter(pk=ruleset_id).values_list(
-        "routing_generation", "redacted_input_paths"
+        "routing_generation", "redacted_input_paths", "capture_percentage"
     )
     return next(iter(row), None)
 
@@ -119,7 +121,7 @@ def _load(ruleset_id: str) -> RoutingState | None:
     row = _ruleset_row(ruleset_id)
     if row is None:
         return None
-    generation, redacted = row
+    generation, redacted, capture = row
     serving = (
         Deployment.objects.filter(
             ruleset_id=ruleset_id,
@@ -171,6 +173,7 @@ def _load(ruleset_id: str) -> RoutingState | None:
         config,
         policy,
         redacted_paths=tuple(redacted or ()),
+        capture_percentage=int(capture or 0),
     )
 
 

@@ -69,7 +69,13 @@ if limit > 0 then
   if count == 1 then redis.call('EXPIRE', tkey, ARGV[3]) end
   if count > limit then return {'throttled', user, gen, redis.call('TTL', tkey)} end
 end
-if ARGV[7] == '0' then return {'ok', user, gen, false, 0, false, 0} end
+if ARGV[7] == '0' then
+  -- No canary: a sampled execute's captured input (SPEC 10.2) rides the same call.
+  if ARGV[19] ~= '' then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'k', ARGV[19])
+  end
+  return {'ok', user, gen, false, 0, false, 0}
+end
 local breaker = redis.call('GET', KEYS[3])
 if breaker and ARGV[8] == '0' then
   local decoded, state = pcall(cjson.decode, breaker)
@@ -283,6 +289,7 @@ def route(
     stream_maxlen: int = 0,
     now: float = 0.0,
     execution: ExecutionEntry | None = None,
+    capture: bytes = b"",
 ) -> RouteAnswer:
     """One round-trip; raises redis errors for the caller to fall back on.
 
@@ -292,7 +299,8 @@ def route(
     ``deployment_id`` None: no canary, only token, generation and rate are checked.
     ``candidate``: the decision for a new context (with no ids: the request's
     random draw). ``execution``: append this execute's record if it is served
-    a version it holds the outcome of (``RouteAnswer.logged``).
+    a version it holds the outcome of (``RouteAnswer.logged``). ``capture``: with
+    no canary, append this captured input (field ``k``) once the request is let through.
     """
     present = present or []
     keys = [
@@ -328,6 +336,7 @@ def route(
         execution.outcomes.get(router.V1, b"") if execution else "",
         execution.outcomes.get(router.V2, b"") if execution else "",
         str(auth_generation),
+        capture,
     ]
     raw = _evalsha(client, keys, args)
     outcome = _text(raw[0]) or "ok"

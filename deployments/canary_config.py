@@ -119,6 +119,9 @@ FIELDS: dict[str, Field] = {
     "required_approvals": Field(1, _int_between(1, MAX_REQUIRED_APPROVALS)),
     # One decision (SPEC 9.6): promote needs v2 shown not worse than v1 by more than this.
     "non_inferiority_margin": Field(0.01, _margin, float),
+    # Before the start (SPEC 10.2): the preflight checklist gates start-canary.
+    "enforce_preflight": Field(False, _boolean),
+    "require_backtest": Field(False, _boolean),
 }
 
 

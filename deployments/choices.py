@@ -30,6 +30,7 @@ class EventAction(models.TextChoices):
     BREAKER_OPEN = "breaker_open", "Circuit breaker opened"
     REGRESSION_DETECTED = "regression_detected", "Regression detected (held until acted on)"
     REGRESSION_DISMISSED = "regression_dismissed", "Regression dismissed"
+    BACKTEST_COMPLETED = "backtest_completed", "Backtest completed"
 
 
 class CompensationStatus(models.TextChoices):

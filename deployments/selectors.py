@@ -16,6 +16,7 @@ from deployments.models import (
     DeploymentEvent,
     PromotionApproval,
     RuleSet,
+    RuleSetTestCase,
     RuleSetVersion,
 )
 from deployments.rules import CompiledRuleSet, compiled_for
@@ -31,6 +32,10 @@ def ruleset_get(*, ruleset_id: Any) -> RuleSet:
 
 def ruleset_version_list(*, ruleset: RuleSet) -> QuerySet[RuleSetVersion]:
     return RuleSetVersion.objects.filter(ruleset=ruleset).order_by("-created_at")
+
+
+def ruleset_test_case_list(*, ruleset: RuleSet) -> QuerySet[RuleSetTestCase]:
+    return RuleSetTestCase.objects.filter(ruleset=ruleset).select_related("created_by")
 
 
 def ruleset_version_latest(*, ruleset: RuleSet) -> RuleSetVersion | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
-from canary.errors import Conflict, ValidationFailed
+from canary.errors import Conflict, NotReady, ValidationFailed
 from deployments import transitions
 from deployments.choices import (
     CompensationStatus,
@@ -16,6 +16,7 @@ from deployments.choices import (
     DeploymentStatus,
     EventAction,
 )
+from deployments.hooks import hooks as promotion_hooks
 from deployments.models import Deployment, DeploymentEvent
 from deployments.services.actors import (
     MAX_IDENTIFIER,
@@ -76,8 +77,20 @@ def deployment_start_canary(
     canary_pct: int | None = None,
     canary_target_filter: Mapping[str, Any] | None = None,
     expected_status: str | None = None,
+    override_reason: str | None = None,
 ) -> Deployment:
+    """Start the canary. With ``canary_config.enforce_preflight`` a draft whose preflight
+    checklist fails (SPEC 10.2) is refused (``NotReady``, 409 with the checks) unless
+    ``override_reason`` is given, which the ``start_canary`` event then carries."""
     target_filter = _target_filter_or_400(canary_target_filter)
+    override = _text_or_400("override_reason", override_reason, MAX_REASON).strip()
+    if override_reason is not None and not override:
+        raise ValidationFailed({"override_reason": ["May not be blank when given."]})
+
+    def gate(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> bool:
+        if deployment.status == DeploymentStatus.DRAFT:
+            _check_preflight(deployment, now, override, payload)
+        return True
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
         pct = canary_pct
@@ -123,8 +136,31 @@ def deployment_start_canary(
         event=EventAction.START_CANARY,
         actor=actor,
         before=apply,
+        gate=gate,
         expected_status=expected_status,
     )
+
+
+def _check_preflight(
+    deployment: Deployment, now: datetime, override: str, payload: dict[str, Any]
+) -> None:
+    if not deployment.canary_config.get("enforce_preflight", False):
+        if override:
+            payload["override_reason"] = override
+        return
+    verdict = promotion_hooks.preflight(deployment, now)
+    if verdict.ready:
+        payload["preflight_ready"] = True
+        return
+    failed = verdict.failed_checks()
+    if not override:
+        names = ", ".join(check["name"] for check in failed) or "preflight"
+        raise NotReady(
+            f"The draft is not ready to start (failed: {names}). Fix the checks, or start "
+            "with an override_reason, which is recorded.",
+            checks=verdict.checks,
+        )
+    payload.update(preflight_ready=False, override_reason=override, failed_checks=failed)
 
 
 def deployment_set_traffic(
@@ -357,3 +393,25 @@ def deployment_canary_event(
             payload=payload,
         )
     return deployment, event
+
+
+def deployment_version_event(
+    *, version_id: Any, action: str, actor: Actor, payload: dict[str, Any], at: datetime
+) -> list[DeploymentEvent]:
+    """Record an event about a version (a backtest completed) on each of its deployments not
+    yet released (drafts and canaries): their audit trail is where a reviewer looks."""
+    deployments = Deployment.objects.filter(
+        version_id=version_id, status__in=[DeploymentStatus.DRAFT, DeploymentStatus.CANARY]
+    )
+    return [
+        _record_event(
+            deployment,
+            action=action,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload=payload,
+            at=at,
+        )
+        for deployment in deployments
+    ]
