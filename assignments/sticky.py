@@ -74,7 +74,7 @@ if ARGV[7] == '0' then
   if ARGV[19] ~= '' then
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'k', ARGV[19])
   end
-  return {'ok', user, gen, false, 0, false, 0}
+  return {'ok', user, gen, false, 0, false, 0, 0}
 end
 local breaker = redis.call('GET', KEYS[3])
 if breaker and ARGV[8] == '0' then

@@ -11,8 +11,16 @@ from tests.samples import DEFAULT_OUTPUT, V2_RULES
 
 pytestmark = pytest.mark.django_db
 
-HOT = {"name": "hot raises", "input": {"temperature": 26}, "expected_output": {"alert": "raise"}}
-COLD = {"name": "cold is quiet", "input": {"temperature": 20}, "expected_output": {"alert": "none"}}
+HOT = {
+    "name": "hot raises",
+    "input": {"temperature": 26, "zone": "C"},
+    "expected_output": {"alert": "raise"},
+}
+COLD = {
+    "name": "cold is quiet",
+    "input": {"temperature": 20, "zone": "C"},
+    "expected_output": {"alert": "none"},
+}
 
 
 def url(ruleset: RuleSet, tail: str = "") -> str:
@@ -81,7 +89,9 @@ def test_viewers_read_and_approvers_keep_them(
     assert viewer.post(url(ruleset), HOT, format="json").status_code == 403
     case = approver.post(url(ruleset), HOT, format="json").json()
     assert viewer.delete(url(ruleset, f"/{case['id']}")).status_code == 403
-    assert viewer.post(url(ruleset, "/run"), {"version": "v1.0.0"}, format="json").status_code == 403
+    assert (
+        viewer.post(url(ruleset, "/run"), {"version": "v1.0.0"}, format="json").status_code == 403
+    )
     assert viewer.get(url(ruleset)).status_code == 200
 
 
