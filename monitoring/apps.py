@@ -43,4 +43,7 @@ class MonitoringConfig(AppConfig):
         promotion_approval_recorded.connect(
             receivers.after_approval, dispatch_uid="monitoring.after_approval"
         )
-        from monitoring import admin  # noqa: F401 (registers the admin's measurement panels)
+        from monitoring import (
+            admin,  # noqa: F401 (registers the admin's measurement panels)
+            admin_backtests,  # noqa: F401 (the draft page's preflight panel)
+        )

@@ -100,7 +100,7 @@ def test_enforced_preflight_refuses_to_start_unless_overridden(
     )
     url = f"/api/v1/deployments/{draft_v2.pk}/start-canary"
     # Not enforced: the failing checklist does not stop the start.
-    other = services.deployment_create(ruleset_id=draft_v2.ruleset_id, version="v2.0.0", actor="t")
+    services.deployment_create(ruleset_id=draft_v2.ruleset_id, version="v2.0.0", actor="t")
     enforce(draft_v2)
     refused = approver.post(url, {"canary_pct": 10}, format="json")
     assert refused.status_code == 409

@@ -78,7 +78,7 @@ def test_a_killed_worker_leaves_a_backtest_that_completes_with_the_same_numbers(
     rng = random.Random(11)
     now = timezone.now()
     documents = []
-    for n in range(INPUTS):
+    for _n in range(INPUTS):
         document: dict[str, Any] = {"temperature": rng.randint(18, 32)}
         if rng.random() < 0.8:
             document["zone"] = rng.choice(["A", "B", "C"])
