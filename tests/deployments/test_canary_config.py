@@ -29,6 +29,8 @@ def test_defaults_match_the_contract() -> None:
         "enforce_readiness": False,
         "required_approvals": 1,
         "non_inferiority_margin": 0.01,
+        "enforce_preflight": False,
+        "require_backtest": False,
     }
 
 
