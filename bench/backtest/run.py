@@ -21,6 +21,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def main() -> None:
     )
 
     environment = {**os.environ, "CANARY_BACKTEST_CHUNK": str(args.chunk)}
-    log = open(ROOT / "bench" / "backtest" / "worker.log", "w")  # noqa: SIM115
+    log = tempfile.NamedTemporaryFile("w", prefix="backtest-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(
         [python, "-m", "celery", "-A", "canary", "worker", "--pool=solo", "--loglevel=WARNING"],
         cwd=ROOT,
@@ -148,6 +149,7 @@ def main() -> None:
         worker.terminate()
         worker.wait(timeout=30)
         log.close()
+    print(f"worker log: {log.name}")
     seconds = (row.finished_at - row.created_at).total_seconds()
     running = [rss for evaluated, rss in samples if evaluated > 0]
     print(f"status {row.status} {row.error}".strip())

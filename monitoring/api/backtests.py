@@ -95,7 +95,9 @@ class _View(APIView):
 
     @property
     def action(self) -> str:
-        return self.request.method.lower() if self.request is not None else "get"
+        """The permission to check is named by the method; HEAD is a GET."""
+        method = (self.request.method or "GET").lower() if self.request is not None else "get"
+        return "get" if method == "head" else method
 
 
 def _page(view: APIView, request: Request, queryset: Any, rows: Any) -> Response:
