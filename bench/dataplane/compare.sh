@@ -156,6 +156,9 @@ services.ruleset_update(ruleset_id='$RULESET_ID', capture_percentage=$1, actor='
             set_capture "$pct"
             canary_wrk capturewarm execute.lua 3  # warm-up at the new setting
             canary_wrk "capture$pct" execute.lua "$DURATION" record
+            # CPU per request, which the machine's other load hardly moves (wall time does).
+            "$PY" "$HERE/inprocess.py" --ruleset "$RULESET_ID" --token "$TOKEN" --verbs execute \
+                --requests "${INPROCESS_REQUESTS:-3000}" | grep '^execute' | sed "s/^/  capture $pct%: in process, /"
             CAPTURE_SUM[$pct]="$(awk -v a="${CAPTURE_SUM[$pct]}" -v b="${RPS[capture$pct]}" 'BEGIN { print a + b }')"
         done
     done

@@ -77,6 +77,22 @@ class DifferenceSerializer(serializers.Serializer):
     expected = serializers.BooleanField(allow_null=True)
 
 
+class _PageSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class BacktestPageSerializer(_PageSerializer):
+    results = BacktestOutputSerializer(many=True)
+
+
+class DifferencePageSerializer(_PageSerializer):
+    results = DifferenceSerializer(many=True)
+
+
 class PreflightCheckSerializer(serializers.Serializer):
     name = serializers.CharField()
     passed = serializers.BooleanField()
@@ -121,14 +137,18 @@ class RuleSetBacktestsView(_View):
 
     required_permissions = {"get": "deployments.view_ruleset", "post": TEST_RULESETVERSION}
 
-    @extend_schema(parameters=PAGE_PARAMETERS, responses=BacktestOutputSerializer(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=BacktestPageSerializer)
     def get(self, request: Request, ruleset_id: str) -> Response:
         ruleset = ruleset_get(ruleset_id=ruleset_id)
         return _page(
             self,
             request,
             backtests.backtest_list(ruleset_id=ruleset.pk),
-            lambda page: [backtests.backtest_report(backtest) for backtest in page],
+            lambda page: (
+                BacktestOutputSerializer(
+                    [backtests.backtest_report(backtest) for backtest in page], many=True
+                ).data
+            ),
         )
 
     @extend_schema(request=BacktestCreateInputSerializer, responses={202: BacktestOutputSerializer})
@@ -157,7 +177,7 @@ class BacktestDifferencesView(_View):
 
     required_permissions = {"get": "deployments.view_ruleset"}
 
-    @extend_schema(parameters=PAGE_PARAMETERS, responses=DifferenceSerializer(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=DifferencePageSerializer)
     def get(self, request: Request, backtest_id: str) -> Response:
         backtest = backtests.backtest_get(backtest_id=backtest_id)
         return _page(
