@@ -36,10 +36,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from canary.dispatch import enqueue
@@ -413,6 +414,11 @@ def backtest_run(*, backtest_id: Any) -> None:
         return
     try:
         _run_chunks(backtest)
+    except SoftTimeLimitExceeded:
+        # A long backtest outlives one task's time limit: what is committed stays, and the
+        # next task continues from the cursors (not an attempt lost, so not counted as one).
+        Backtest.objects.filter(pk=backtest_id).update(attempts=F("attempts") - 1)
+        enqueue(RUN_TASK, str(backtest_id))
     except Exception as exc:
         logger.exception("backtest %s failed", backtest_id)
         with transaction.atomic():
