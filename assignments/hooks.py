@@ -82,6 +82,10 @@ def _observe_nothing(record: ExecutionRecord, canary_config: dict[str, Any]) -> 
     return None
 
 
+def _capture_nothing(document: bytes) -> None:
+    return None
+
+
 @dataclass
 class DataPlaneHooks:
     # Asked before routing a canary request; OPEN (or a HALF_OPEN trial in use)
@@ -98,6 +102,9 @@ class DataPlaneHooks:
     observe_execution: Callable[[ExecutionRecord, dict[str, Any]], None] = field(
         default=_observe_nothing
     )
+    # Called with a sampled execute's captured input (SPEC 10.2) when the routing
+    # round-trip did not append it (Redis not asked, or unavailable).
+    record_capture: Callable[[bytes], None] = field(default=_capture_nothing)
 
 
 hooks = DataPlaneHooks()

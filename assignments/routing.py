@@ -75,6 +75,9 @@ class RoutingState:
         """The bake runs and no canary does (a canary's own pairs take precedence)."""
         return self.bake is not None and self.canary is None and now < self.bake_ends_at
 
+    # The share of executes whose input is captured while no canary runs (SPEC 10.2).
+    capture_percentage: int = 0
+
 
 @dataclass
 class _Entry:
@@ -106,9 +109,9 @@ def _recheck_seconds() -> float:
     return float(settings.CANARY_ROUTING_RECHECK_SECONDS)
 
 
-def _ruleset_row(ruleset_id: str) -> tuple[int, list[str]] | None:
+def _ruleset_row(ruleset_id: str) -> tuple[int, list[str], int] | None:
     row = RuleSet.objects.filter(pk=ruleset_id).values_list(
-        "routing_generation", "redacted_input_paths"
+        "routing_generation", "redacted_input_paths", "capture_percentage"
     )
     return next(iter(row), None)
 
@@ -131,7 +134,7 @@ def _load(ruleset_id: str) -> RoutingState | None:
     row = _ruleset_row(ruleset_id)
     if row is None:
         return None
-    generation, redacted = row
+    generation, redacted, capture = row
     serving = (
         Deployment.objects.filter(
             ruleset_id=ruleset_id,
@@ -190,6 +193,7 @@ def _load(ruleset_id: str) -> RoutingState | None:
         bake=bake,
         bake_ends_at=bake_ends_at,
         bake_shadow_percentage=bake_shadow,
+        capture_percentage=int(capture or 0),
     )
 
 

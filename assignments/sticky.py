@@ -82,9 +82,13 @@ local function append(version)
 end
 if ARGV[7] == '0' then
   -- No canary. A request shadowed by a bake after a promotion carries its record
-  -- (served version ARGV[9]): appended in this same trip.
+  -- (served version ARGV[9]), and a sampled execute its captured input (SPEC 10.2):
+  -- both appended in this same trip.
   local logged = 0
   if ARGV[15] ~= '' then logged = append(ARGV[9]) end
+  if ARGV[19] ~= '' then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'k', ARGV[19])
+  end
   return {'ok', user, gen, false, 0, false, 0, logged}
 end
 local breaker = redis.call('GET', KEYS[3])
@@ -294,6 +298,7 @@ def route(
     stream_maxlen: int = 0,
     now: float = 0.0,
     execution: ExecutionEntry | None = None,
+    capture: bytes = b"",
 ) -> RouteAnswer:
     """One round-trip; raises redis errors for the caller to fall back on.
 
@@ -304,7 +309,8 @@ def route(
     (and ``execution``, a bake's shadowed request, appended as served ``candidate``).
     ``candidate``: the decision for a new context (with no ids: the request's
     random draw). ``execution``: append this execute's record if it is served
-    a version it holds the outcome of (``RouteAnswer.logged``).
+    a version it holds the outcome of (``RouteAnswer.logged``). ``capture``: with
+    no canary, append this captured input (field ``k``) once the request is let through.
     """
     present = present or []
     keys = [
@@ -340,6 +346,7 @@ def route(
         execution.outcomes.get(router.V1, b"") if execution else "",
         execution.outcomes.get(router.V2, b"") if execution else "",
         str(auth_generation),
+        capture,
     ]
     raw = _evalsha(client, keys, args)
     outcome = _text(raw[0]) or "ok"

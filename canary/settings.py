@@ -457,3 +457,15 @@ CANARY_ROLLUP_RETENTION_DAYS = env_int("CANARY_ROLLUP_RETENTION_DAYS", 400)
 CANARY_LOG_PARTITIONS_AHEAD_DAYS = env_int("CANARY_LOG_PARTITIONS_AHEAD_DAYS", 7)
 # False: no execution stores its input (replay then reports every input redacted).
 CANARY_STORE_INPUTS = env_bool("CANARY_STORE_INPUTS", True)
+
+# Recorded production inputs and backtests (SPEC 10.2, docs/scale.md). Captured
+# inputs are kept this many days and at most this many per rule set (the oldest
+# go first); a backtest reads and evaluates its inputs this many at a time, and a
+# run whose worker stopped reporting progress for this long is resumed (at most
+# CANARY_BACKTEST_MAX_ATTEMPTS runs in all, then failed).
+CANARY_CAPTURE_RETENTION_DAYS = env_int("CANARY_CAPTURE_RETENTION_DAYS", 30)
+CANARY_CAPTURE_MAX_PER_RULESET = env_int("CANARY_CAPTURE_MAX_PER_RULESET", 1_000_000)
+CANARY_BACKTEST_CHUNK = env_int("CANARY_BACKTEST_CHUNK", 2_000)
+CANARY_BACKTEST_STALE_SECONDS = env_int("CANARY_BACKTEST_STALE_SECONDS", 120)
+CANARY_BACKTEST_MAX_ATTEMPTS = env_int("CANARY_BACKTEST_MAX_ATTEMPTS", 5)
+CANARY_BACKTEST_MAX_DIFFERENCES = env_int("CANARY_BACKTEST_MAX_DIFFERENCES", 10_000)

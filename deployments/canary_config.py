@@ -254,6 +254,9 @@ FIELDS: dict[str, Field] = {
     "max_traffic_jump": Field(50, _int_between(1, 100)),
     "steps": Field(None, lambda value: None),
     "metric_checks": Field([], lambda value: None),
+    # Before the start (SPEC 10.2): the preflight checklist gates start-canary.
+    "enforce_preflight": Field(False, _boolean),
+    "require_backtest": Field(False, _boolean),
 }
 
 

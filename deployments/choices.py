@@ -35,6 +35,7 @@ class EventAction(models.TextChoices):
     PLAN_STEP = "plan_step", "Rollout plan step"
     PAUSE = "pause", "Paused"
     RESUME = "resume", "Resumed"
+    BACKTEST_COMPLETED = "backtest_completed", "Backtest completed"
 
 
 class CompensationStatus(models.TextChoices):

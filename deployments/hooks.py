@@ -40,6 +40,9 @@ class PromotionHooks:
     # Called before the locks are taken, so readiness judges every answered request
     # (drains the write buffers); may take a moment, must never raise.
     settle: Callable[[], None] = field(default=_nothing_to_settle)
+    # The draft's preflight checklist (SPEC 10.2), asked by start-canary under its row
+    # locks when ``enforce_preflight`` is on: reads only.
+    preflight: Callable[[Any, datetime], ReadinessVerdict] = field(default=_always_ready)
 
 
 hooks = PromotionHooks()

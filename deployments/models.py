@@ -37,6 +37,12 @@ class RuleSet(models.Model):
     routing_generation = models.BigIntegerField(default=0, editable=False)
     # Dotted input paths never stored with an execution (``deployments.rules.redaction``).
     redacted_input_paths = models.JSONField(default=list, blank=True)
+    # The share (percent) of executes served by the active version, while no canary
+    # runs, whose (redacted) input is kept as a recorded production input for
+    # backtests (SPEC 10.2). Part of the routing state: a change bumps the generation.
+    capture_percentage = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
 
     class Meta:
         ordering = ["name"]
@@ -58,6 +64,9 @@ class RuleSetVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The rule set's test cases run against this version when it was created
+    # (``services.test_cases_run``): what the version's admin page shows.
+    test_report = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["ruleset", "-created_at"]
@@ -222,3 +231,29 @@ class DeploymentPlan(models.Model):
 
     def __str__(self) -> str:
         return f"plan of {self.deployment_id}: {self.state} at step {self.current_step}"
+
+
+class RuleSetTestCase(models.Model):
+    """An input and the output the rule set must give for it (the guide's "tested with /test").
+
+    Every new version runs them at creation, and a draft's preflight requires them
+    to pass.
+    """
+
+    ruleset = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="test_cases")
+    name = models.CharField(max_length=200)
+    input = models.JSONField()
+    expected_output = models.JSONField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["ruleset", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["ruleset", "name"], name="uniq_test_case_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -19,6 +19,7 @@ from deployments.models import (
     DeploymentPlan,
     PromotionApproval,
     RuleSet,
+    RuleSetTestCase,
     RuleSetVersion,
 )
 from deployments.rules import CompiledRuleSet, compiled_for
@@ -34,6 +35,10 @@ def ruleset_get(*, ruleset_id: Any) -> RuleSet:
 
 def ruleset_version_list(*, ruleset: RuleSet) -> QuerySet[RuleSetVersion]:
     return RuleSetVersion.objects.filter(ruleset=ruleset).order_by("-created_at")
+
+
+def ruleset_test_case_list(*, ruleset: RuleSet) -> QuerySet[RuleSetTestCase]:
+    return RuleSetTestCase.objects.filter(ruleset=ruleset).select_related("created_by")
 
 
 def ruleset_version_latest(*, ruleset: RuleSet) -> RuleSetVersion | None:

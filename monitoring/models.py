@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from assignments.models import ServedVersion
 from deployments.models import Deployment, RuleSet, RuleSetVersion
@@ -348,3 +349,116 @@ class MetricCheckRecord(models.Model):
 
     def __str__(self) -> str:
         return f"metric checks of {self.deployment_id}"
+
+
+class CapturedInput(models.Model):
+    """A production input kept for backtests: sampled from executes served by the active
+    version while no canary ran (``RuleSet.capture_percentage``), redacted like the
+    execution log. Drained from the execution stream; the id is the stream entry's,
+    so a redelivered entry writes one row."""
+
+    id = models.BigAutoField(primary_key=True)
+    ruleset = models.ForeignKey(
+        "deployments.RuleSet", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    version = models.ForeignKey(
+        RuleSetVersion, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    input = models.JSONField()
+    # The input paths removed before storing (null: the input is complete).
+    redacted_paths = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Backtests read newest first in keyset pages; retention trims from the end.
+            models.Index(fields=["ruleset", "created_at", "id"], name="capture_ruleset_time_idx"),
+            models.Index(fields=["created_at"], name="capture_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"input captured {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BacktestStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Backtest(models.Model):
+    """A version judged against another on recorded production inputs (SPEC 10.2).
+
+    ``state`` holds the run's progress (where each input source was read up to)
+    and the aggregates so far, committed with each chunk, so a run that dies
+    resumes where the last chunk ended and reaches the same numbers.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    ruleset = models.ForeignKey(
+        "deployments.RuleSet", on_delete=models.CASCADE, related_name="backtests"
+    )
+    version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="+")
+    against = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="+")
+    limit = models.PositiveIntegerField(default=10_000)
+    expect_changes = models.TextField(blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=BacktestStatus.choices, default=BacktestStatus.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0)
+    evaluated = models.PositiveIntegerField(default=0)
+    state = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    # The last committed progress: a run silent for CANARY_BACKTEST_STALE_SECONDS is resumed.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["ruleset", "-created_at"], name="backtest_ruleset_idx"),
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                name="backtest_unfinished_idx",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"backtest {self.pk} ({self.status})"
+
+
+class BacktestDifference(models.Model):
+    """One input on which the two versions of a backtest disagreed (the first
+    ``CANARY_BACKTEST_MAX_DIFFERENCES``, newest input first)."""
+
+    id = models.BigAutoField(primary_key=True)
+    backtest = models.ForeignKey(Backtest, on_delete=models.CASCADE, related_name="differences")
+    # The input's place in the backtest's order (0 = newest): a resumed chunk writes it again
+    # as the same row.
+    position = models.PositiveIntegerField()
+    input = models.JSONField()
+    v1_output = models.JSONField(null=True)
+    v2_output = models.JSONField(null=True)
+    v1_rule = models.CharField(max_length=100, blank=True, default="")
+    v2_rule = models.CharField(max_length=100, blank=True, default="")
+    # Inside ``expect_changes``; null when the backtest declared none.
+    expected = models.BooleanField(null=True)
+
+    class Meta:
+        ordering = ["backtest", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backtest", "position"], name="uniq_backtest_difference_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"difference {self.position} of {self.backtest_id}"

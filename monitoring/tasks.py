@@ -106,3 +106,33 @@ def webhook_sweep_task() -> int:
     from monitoring.notifications.webhooks import deliveries_sweep
 
     return deliveries_sweep()
+
+
+@shared_task(soft_time_limit=540, time_limit=590, acks_late=True, ignore_result=True)
+def capture_retention_task() -> int:
+    """Delete captured inputs past retention or over the per-rule-set bound (idempotent)."""
+    from monitoring.recording.captures import capture_retention_run
+
+    return capture_retention_run()
+
+
+@shared_task(
+    soft_time_limit=3_000,
+    time_limit=3_300,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def backtest_run_task(backtest_id: str) -> None:
+    """Run (or resume) one backtest; a duplicate delivery finds it done or continues it."""
+    from monitoring.automation.backtests import backtest_run
+
+    backtest_run(backtest_id=backtest_id)
+
+
+@shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)
+def backtest_sweep_task() -> int:
+    """Resume backtests whose worker went silent, or fail them after too many attempts."""
+    from monitoring.automation.backtests import backtest_sweep
+
+    return backtest_sweep()

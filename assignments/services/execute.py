@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+from django.conf import settings
 from django.utils import timezone
 
 from assignments import router, sticky
@@ -35,6 +37,7 @@ from assignments.services.resolve import (
 from canary.errors import DomainError, NotFound
 from canary.redis import redis_available
 from deployments.rules import CompiledRuleSet, eval_limits
+from deployments.rules.redaction import redact_input
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ def dataplane_resolve(
     now: datetime | None = None,
     will_execute: bool = False,
     client_check: ClientCheck | None = None,
+    capture: bytes = b"",
 ) -> Resolution:
     """Route one request; persists a new sticky decision exactly as execute would.
 
@@ -56,6 +60,10 @@ def dataplane_resolve(
     ``client_check`` (the fast path): the token and the rate are checked in the
     same round-trip, before anything is stored; raises ``TokenNotCached``,
     ``RateLimited`` or ``RedisUnavailable`` for the caller to fall back on.
+
+    ``capture`` (an execute sampled for capture, ``_capture_document``): with no
+    canary it rides the routing call, or is handed to ``hooks.record_capture``
+    when Redis is not asked.
     """
     now = now or timezone.now()
     rid = _canonical(ruleset_id)
@@ -63,11 +71,15 @@ def dataplane_resolve(
     if state is None:
         raise NotFound(f"No rule set with id '{ruleset_id}'.")
     if not redis_available():
+        if capture and state.canary is None:
+            hooks.record_capture(capture)
         return _route_from_database(state, context, now, will_execute=will_execute)
     for _ in range(3):
         try:
-            answer = _ask_redis(state, context, now, client_check)
+            answer = _ask_redis(state, context, now, client_check, capture=capture)
             if answer is None:  # no canary and nothing to check: Redis was not asked
+                if capture:
+                    hooks.record_capture(capture)
                 return _route_active(state)
             if answer.outcome != "stale":
                 return _resolution_from(state, context, now, answer, will_execute=will_execute)
@@ -114,6 +126,7 @@ def dataplane_execute(
         now=now,
         will_execute=True,
         client_check=client_check,
+        capture=_capture_document(ruleset_id, input, now),
     )
     if not resolution.canary_running:
         resolution = _with_bake(resolution, now, bake_draw)
@@ -197,6 +210,35 @@ def _bake_in_one_trip(
     else:
         hooks.record_execution(record, {})
     return _result(resolution, outcome)
+
+
+def _capture_document(ruleset_id: Any, input: Mapping[str, Any], now: datetime) -> bytes:
+    """The captured input of a sampled execute, redacted here; b"" when not sampled.
+
+    SPEC 10.2: only executes served by the active version while no canary runs, only
+    when inputs are stored at all; the draw is made in process, so an execute not
+    sampled costs nothing more.
+    """
+    state = routing_state_for(ruleset_id=_canonical(ruleset_id))
+    if (
+        state is None
+        or state.canary is not None
+        or state.active is None
+        or state.capture_percentage <= 0
+        or not settings.CANARY_STORE_INPUTS
+        or random.random() * 100 >= state.capture_percentage
+    ):
+        return b""
+    stored, removed = redact_input(input, state.redacted_paths, store_inputs=True)
+    return orjson.dumps(
+        {
+            "ruleset_id": state.ruleset_id,
+            "version_id": state.active.version_id,
+            "input": stored,
+            "redacted": removed or None,
+            "created_at": now.timestamp(),
+        }
+    )
 
 
 @dataclass(frozen=True)

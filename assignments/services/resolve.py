@@ -166,6 +166,7 @@ def _ask_redis(
     ignore_breaker: bool = False,
     execution: sticky.ExecutionEntry | None = None,
     candidate: str | None = None,
+    capture: bytes = b"",
 ) -> sticky.RouteAnswer | None:
     canary = state.canary is not None and state.active is not None
     if not canary and client_check is None and execution is None:
@@ -187,6 +188,7 @@ def _ask_redis(
         stream_maxlen=settings.CANARY_STREAM_MAXLEN,
         now=now.timestamp(),
         execution=execution,
+        capture=b"" if canary else capture,
     )
     if answer.outcome == "token":
         raise TokenNotCached()

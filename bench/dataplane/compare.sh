@@ -15,6 +15,8 @@
 # Knobs: SERVER=gunicorn (3 sync workers instead of granian) PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
 #        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir SETTLE=10
 #        SHADOW_PERCENTAGE=0 (the canary's shadow_percentage; default 100: paired evaluation on)
+#        CAPTURE_ROUNDS=2 (rounds of execute with capture off and at 1% after the canary is
+#        rolled back; 0 skips them)
 #        (seconds between the two turns, once Canary's database is dropped)
 # Exits non-zero on any non-2xx answer or socket error from Canary.
 set -euo pipefail
@@ -135,6 +137,36 @@ canary_wrk resolve resolve.lua 3      # warm-up: every worker connects and compi
 canary_wrk execute execute.lua 3
 canary_wrk resolve resolve.lua "$DURATION" record
 canary_wrk execute execute.lua "$DURATION" record
+
+# --- 1b. capture on and off (SPEC 10.2): executes served by the active version, no canary ---
+# The canary is rolled back, then capture_percentage alternates 0 and 1 (CAPTURE_ROUNDS
+# rounds each, DURATION s each, interleaved so the machine's drift hits both alike).
+if [ "${CAPTURE_ROUNDS:-2}" -gt 0 ]; then
+    curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d '{"reason": "bench: measure capture without a canary"}' \
+        "$BASE/api/v1/deployments/$V2_DEPLOYMENT_ID/rollback"
+    set_capture() {
+        "$PY" -c "import django; django.setup(); from deployments import services; \
+services.ruleset_update(ruleset_id='$RULESET_ID', capture_percentage=$1, actor='bench')"
+        sleep 1
+    }
+    declare -A CAPTURE_SUM=([0]=0 [1]=0)
+    for round in $(seq 1 "${CAPTURE_ROUNDS:-2}"); do
+        for pct in 0 1; do
+            set_capture "$pct"
+            canary_wrk capturewarm execute.lua 3  # warm-up at the new setting
+            canary_wrk "capture$pct" execute.lua "$DURATION" record
+            # CPU per request, which the machine's other load hardly moves (wall time does).
+            "$PY" "$HERE/inprocess.py" --ruleset "$RULESET_ID" --token "$TOKEN" --verbs execute \
+                --requests "${INPROCESS_REQUESTS:-3000}" | grep '^execute' | sed "s/^/  capture $pct%: in process, /"
+            CAPTURE_SUM[$pct]="$(awk -v a="${CAPTURE_SUM[$pct]}" -v b="${RPS[capture$pct]}" 'BEGIN { print a + b }')"
+        done
+    done
+    captured="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monitoring_capturedinput")"
+    awk -v off="${CAPTURE_SUM[0]}" -v on="${CAPTURE_SUM[1]}" -v r="${CAPTURE_ROUNDS:-2}" -v n="$captured" \
+        'BEGIN { printf "  capture: execute without a canary, %d rounds: %.0f req/s off, %.0f req/s at 1%% (%.1f%% cost); %d inputs captured (drained so far)\n", r, off / r, on / r, (1 - on / off) * 100, n }'
+    set_capture 0
+fi
 logs_before_drain="$("${PSQL[@]}" -d "$DB_NAME" -Atc "select count(*) from monitoring_executionlog")"
 stop_server
 # Whatever the web workers had not drained yet is written now (drain_now), then counted.

@@ -88,11 +88,14 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--verbs", default="resolve,execute", help="comma-separated: resolve, execute"
+    )
     args = parser.parse_args()
     body = (Path(__file__).parent / "input.json").read_bytes()
     tag = f"p{os.getpid()}-"
     profiler = cProfile.Profile() if args.profile else None
-    for verb in ("resolve", "execute"):
+    for verb in args.verbs.split(","):
         if profiler:
             profiler.enable()
         run(verb, args.ruleset, args.token, args.requests, body, tag)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -29,7 +29,7 @@ from deployments.admin.display import (
     pretty_json,
     uuid_or_404,
 )
-from deployments.models import RuleSet, RuleSetVersion
+from deployments.models import RuleSet, RuleSetTestCase, RuleSetVersion
 
 
 class RuleSetVersionInline(admin.TabularInline):
@@ -51,13 +51,130 @@ class RuleSetVersionInline(admin.TabularInline):
         return super().get_queryset(request).select_related("created_by")
 
 
+class RuleSetTestCaseInline(admin.TabularInline):
+    """The rule set's test cases (SPEC 10.2); Approvers add and delete them with the form
+    below the inlines (``services.ruleset_case_create``), as over the API."""
+
+    model = RuleSetTestCase
+    extra = 0
+    can_delete = False
+    fields = ["name", "input_json", "expected_json", "created_by", "created_at"]
+    readonly_fields = fields
+    verbose_name = "test case"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="input")
+    def input_json(self, obj: RuleSetTestCase) -> SafeString:
+        return pretty_json(obj.input)
+
+    @admin.display(description="expected output")
+    def expected_json(self, obj: RuleSetTestCase) -> SafeString:
+        return pretty_json(obj.expected_output)
+
+
+class TestCaseForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    input = forms.JSONField(widget=forms.Textarea(attrs={"rows": 3, "cols": 50}))
+    expected_output = forms.JSONField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 50})
+    )
+
+
 @admin.register(RuleSet)
 class RuleSetAdmin(ReadOnlyAdmin):
     list_display = ["name", "description", "version_count", "created_at"]
     search_fields = ["name", "description"]
-    readonly_fields = ["name", "description", "redacted_paths", "created_at", "deployments_link"]
+    readonly_fields = [
+        "name",
+        "description",
+        "redacted_paths",
+        "capture_percentage",
+        "created_at",
+        "deployments_link",
+    ]
     fields = readonly_fields
-    inlines = [RuleSetVersionInline]
+    inlines = [RuleSetVersionInline, RuleSetTestCaseInline]
+    change_form_template = "admin/deployments/ruleset/change_form.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/test-cases/add/",
+                self.admin_site.admin_view(self.add_test_case_view),
+                name="deployments_ruleset_add_test_case",
+            ),
+            path(
+                "<path:object_id>/test-cases/<int:case_id>/delete/",
+                self.admin_site.admin_view(self.delete_test_case_view),
+                name="deployments_ruleset_delete_test_case",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        if request.user.has_perm(TEST_RULESETVERSION):
+            context["test_case_form"] = TestCaseForm()
+            context["test_case_add_url"] = reverse(
+                "admin:deployments_ruleset_add_test_case", args=[object_id]
+            )
+            context["test_cases"] = [
+                (
+                    case,
+                    reverse(
+                        "admin:deployments_ruleset_delete_test_case", args=[object_id, case.pk]
+                    ),
+                )
+                for case in RuleSetTestCase.objects.filter(ruleset_id=uuid_or_404(object_id))
+            ]
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _ruleset_or_404(self, request: HttpRequest, object_id: str) -> RuleSet:
+        if request.method != "POST" or not request.user.has_perm(TEST_RULESETVERSION):
+            raise PermissionDenied
+        ruleset = RuleSet.objects.filter(pk=uuid_or_404(object_id)).first()
+        if ruleset is None:
+            raise Http404("No such rule set.")
+        return ruleset
+
+    def add_test_case_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        ruleset = self._ruleset_or_404(request, object_id)
+        form = TestCaseForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"Test case refused: {form_error_text(form)}")
+        else:
+            try:
+                services.ruleset_case_create(
+                    ruleset=ruleset, actor=request.user, **form.cleaned_data
+                )
+            except DomainError as exc:
+                messages.error(request, f"Test case refused: {domain_error_text(exc)}")
+            else:
+                messages.success(request, f"Test case '{form.cleaned_data['name']}' added.")
+        return HttpResponseRedirect(reverse("admin:deployments_ruleset_change", args=[object_id]))
+
+    def delete_test_case_view(
+        self, request: HttpRequest, object_id: str, case_id: int
+    ) -> HttpResponse:
+        ruleset = self._ruleset_or_404(request, object_id)
+        try:
+            services.ruleset_case_delete(ruleset=ruleset, case_id=case_id, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, domain_error_text(exc))
+        else:
+            messages.success(request, "Test case deleted.")
+        return HttpResponseRedirect(reverse("admin:deployments_ruleset_change", args=[object_id]))
 
     @admin.display(description="input paths never stored")
     def redacted_paths(self, obj: RuleSet) -> str:
@@ -120,6 +237,7 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
         "changelog",
         "rules_table",
         "default_output",
+        "test_report_table",
         "created_by",
         "created_at",
     ]
@@ -155,6 +273,37 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
             '<table class="canary-table canary-rules"><thead><tr><th>#</th><th>name</th>'
             "<th>condition (CEL over <code>input</code>)</th><th>output</th></tr></thead>"
             "<tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="test cases at creation")
+    def test_report_table(self, obj: RuleSetVersion) -> SafeString:
+        """The rule set's test cases run when this version was created (SPEC 10.2)."""
+        report = obj.test_report
+        if not report or not report.get("total"):
+            return format_html("{}", "no test cases when this version was created")
+        rows = format_html_join(
+            "",
+            '<tr class="canary-case" data-passed="{}"><td>{}</td><td>{}</td><td><code>{}</code>'
+            "</td><td><code>{}</code></td><td>{}</td></tr>",
+            (
+                (
+                    "true" if result["passed"] else "false",
+                    result["name"],
+                    "passed" if result["passed"] else "failed",
+                    json.dumps(result["output"], ensure_ascii=False),
+                    json.dumps(result["expected_output"], ensure_ascii=False),
+                    (result.get("error") or {}).get("message", ""),
+                )
+                for result in report["results"]
+            ),
+        )
+        return format_html(
+            '<p id="canary-test-report">{} of {} passed</p><table class="canary-table">'
+            "<thead><tr><th>case</th><th>result</th><th>output</th><th>expected</th>"
+            "<th>error</th></tr></thead><tbody>{}</tbody></table>",
+            report["total"] - report["failed"],
+            report["total"],
             rows,
         )
 

@@ -18,6 +18,7 @@ from deployments.models import (
     Deployment,
     DeploymentEvent,
     RuleSet,
+    RuleSetTestCase,
     RuleSetVersion,
 )
 from deployments.services import MAX_CHANGELOG, MAX_REASON
@@ -61,6 +62,12 @@ class RuleSetUpdateInputSerializer(StrictInputSerializer):
     redacted_input_paths = serializers.JSONField(
         required=False, help_text="Dotted input paths never stored, e.g. ['customer.email']."
     )
+    capture_percentage = serializers.IntegerField(
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text="Share of executes (no canary running) whose input is kept for backtests.",
+    )
 
 
 class RuleSetOutputSerializer(serializers.ModelSerializer):
@@ -68,7 +75,15 @@ class RuleSetOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RuleSet
-        fields = ["id", "ruleset_id", "name", "description", "redacted_input_paths", "created_at"]
+        fields = [
+            "id",
+            "ruleset_id",
+            "name",
+            "description",
+            "redacted_input_paths",
+            "capture_percentage",
+            "created_at",
+        ]
 
 
 class RuleSchemaSerializer(serializers.Serializer):
@@ -120,6 +135,48 @@ class RuleSetTestOutputSerializer(serializers.Serializer):
     error = RuleErrorSerializer(allow_null=True)
     version = serializers.CharField()
     latency_ms = serializers.FloatField()
+
+
+# --- test cases (SPEC 10.2) ---------------------------------------------------
+
+
+class TestCaseCreateInputSerializer(StrictInputSerializer):
+    name = StrictCharField(max_length=200)
+    input = serializers.DictField(help_text="The input document, bound to `input` in CEL.")
+    expected_output = serializers.JSONField(allow_null=True)
+
+
+class TestCaseOutputSerializer(serializers.ModelSerializer):
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RuleSetTestCase
+        fields = ["id", "name", "input", "expected_output", "created_by", "created_at"]
+
+    def get_created_by(self, obj: RuleSetTestCase) -> str | None:
+        return obj.created_by.get_username() if obj.created_by else None
+
+
+class TestCaseRunInputSerializer(StrictInputSerializer):
+    version = StrictCharField(max_length=64)
+
+
+class TestCaseResultSerializer(serializers.Serializer):
+    case_id = serializers.IntegerField()
+    name = serializers.CharField()
+    passed = serializers.BooleanField()
+    output = serializers.JSONField(allow_null=True)
+    expected_output = serializers.JSONField(allow_null=True)
+    matched_rule = serializers.CharField(allow_null=True)
+    error = RuleErrorSerializer(allow_null=True)
+
+
+class TestCaseRunOutputSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    passed = serializers.BooleanField()
+    total = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    results = TestCaseResultSerializer(many=True)
 
 
 # --- deployments --------------------------------------------------------------
@@ -178,6 +235,14 @@ class StartCanaryInputSerializer(LifecycleInputSerializer):
         help_text="Defaults to canary_config.initial_traffic_percentage.",
     )
     canary_target_filter = TargetFilterSerializer(required=False, allow_null=True)
+    override_reason = StrictCharField(
+        max_length=MAX_REASON,
+        required=False,
+        help_text=(
+            "Start although the preflight checklist fails and canary_config.enforce_preflight "
+            "is on; recorded on the start_canary event with the failed checks."
+        ),
+    )
 
 
 class TrafficInputSerializer(LifecycleInputSerializer):

@@ -34,6 +34,10 @@ from deployments.api.serializers import (
     RuleSetVersionCreateInputSerializer,
     RuleSetVersionOutputSerializer,
     StartCanaryInputSerializer,
+    TestCaseCreateInputSerializer,
+    TestCaseOutputSerializer,
+    TestCaseRunInputSerializer,
+    TestCaseRunOutputSerializer,
     TrafficInputSerializer,
     validated,
 )
@@ -54,6 +58,11 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         "versions": "deployments.view_rulesetversion",
         "create_version": "deployments.add_rulesetversion",
         "test": TEST_RULESETVERSION,
+        # Test cases (SPEC 10.2): Viewers read them, Approvers keep and run them.
+        "test_cases": "deployments.view_ruleset",
+        "create_test_case": TEST_RULESETVERSION,
+        "delete_test_case": TEST_RULESETVERSION,
+        "run_test_cases": TEST_RULESETVERSION,
     }
 
     def get_queryset(self) -> Any:
@@ -105,6 +114,42 @@ class RuleSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         data = validated(RuleSetTestInputSerializer, request.data)
         result = services.ruleset_test(ruleset=ruleset, **data)
         return Response(RuleSetTestOutputSerializer(result).data)
+
+    @extend_schema(responses=TestCaseOutputSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="test-cases")
+    def test_cases(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        page = self.paginate_queryset(selectors.ruleset_test_case_list(ruleset=ruleset))
+        return self.get_paginated_response(TestCaseOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=TestCaseCreateInputSerializer, responses={201: TestCaseOutputSerializer})
+    @test_cases.mapping.post
+    def create_test_case(self, request: Request, pk: str) -> Response:
+        refuse_oversized_body(request)
+        ruleset = self.get_object()
+        data = validated(TestCaseCreateInputSerializer, request.data)
+        case = services.ruleset_case_create(ruleset=ruleset, actor=request.user, **data)
+        return Response(TestCaseOutputSerializer(case).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"test-cases/(?P<case_id>[0-9]+)",
+        url_name="test-case",
+    )
+    def delete_test_case(self, request: Request, pk: str, case_id: str) -> Response:
+        ruleset = self.get_object()
+        services.ruleset_case_delete(ruleset=ruleset, case_id=int(case_id), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=TestCaseRunInputSerializer, responses=TestCaseRunOutputSerializer)
+    @action(detail=True, methods=["post"], url_path="test-cases/run")
+    def run_test_cases(self, request: Request, pk: str) -> Response:
+        ruleset = self.get_object()
+        data = validated(TestCaseRunInputSerializer, request.data)
+        report = services.ruleset_cases_run(ruleset=ruleset, version=data["version"])
+        return Response(TestCaseRunOutputSerializer(report).data)
 
 
 class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -184,6 +229,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             canary_pct=data.get("canary_pct"),
             canary_target_filter=dict(target_filter) if target_filter else None,
             expected_status=self._expected_status(data, seen),
+            override_reason=data.get("override_reason"),
         )
         return self._respond(deployment)
 

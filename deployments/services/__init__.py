@@ -7,7 +7,7 @@ after-commit work. Locking the rule set first serialises every lifecycle change
 of one rule set, so concurrent promote/rollback/start-canary calls see each
 other's results and never leave two canaries or two active deployments.
 
-Modules, each importing only those before it: ``actors``, ``rulesets``,
+Modules, each importing only those before it: ``actors``, ``testcases``, ``rulesets``,
 ``transition``, ``drafts``, ``gates``, ``approvals``, ``plans``, ``lifecycle``. Callers
 import from the package, which re-exports the public names.
 """
@@ -36,6 +36,7 @@ from deployments.services.lifecycle import (
     deployment_rollback,
     deployment_set_traffic,
     deployment_start_canary,
+    deployment_version_event,
 )
 from deployments.services.plans import (
     PlanConflict,
@@ -52,6 +53,11 @@ from deployments.services.rulesets import (
     ruleset_test,
     ruleset_update,
     ruleset_version_create,
+)
+from deployments.services.testcases import (
+    ruleset_case_create,
+    ruleset_case_delete,
+    ruleset_cases_run,
 )
 
 __all__ = [
@@ -81,11 +87,15 @@ __all__ = [
     "deployment_set_traffic",
     "deployment_start_canary",
     "deployment_update",
+    "deployment_version_event",
     "plan_finish",
     "plan_note_waiting",
     "plan_step_complete",
     "plan_step_refused",
     "plan_wait_for_approval",
+    "ruleset_case_create",
+    "ruleset_case_delete",
+    "ruleset_cases_run",
     "ruleset_create",
     "ruleset_test",
     "ruleset_update",

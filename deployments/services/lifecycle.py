@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canary.errors import Conflict, GateClosed, TrafficJump, ValidationFailed
+from canary.errors import Conflict, GateClosed, NotReady, TrafficJump, ValidationFailed
 from deployments import transitions
 from deployments.choices import (
     CompensationStatus,
@@ -18,6 +18,7 @@ from deployments.choices import (
     DeploymentStatus,
     EventAction,
 )
+from deployments.hooks import hooks as promotion_hooks
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.selectors import deployment_bake_window
 from deployments.services import gates
@@ -83,8 +84,16 @@ def deployment_start_canary(
     canary_pct: int | None = None,
     canary_target_filter: Mapping[str, Any] | None = None,
     expected_status: str | None = None,
+    override_reason: str | None = None,
 ) -> Deployment:
+    """Start the canary. With ``canary_config.enforce_preflight`` a draft whose preflight
+    checklist fails (SPEC 10.2) is refused (``NotReady``, 409 with the checks) unless
+    ``override_reason`` is given, which the ``start_canary`` event then carries."""
     target_filter = _target_filter_or_400(canary_target_filter)
+    override = _text_or_400("override_reason", override_reason, MAX_REASON).strip()
+    if override_reason is not None and not override:
+        raise ValidationFailed({"override_reason": ["May not be blank when given."]})
+
     seen = gates.unlocked(deployment_id)
     if seen is not None and seen.status == DeploymentStatus.DRAFT:
         gates.gate_check(
@@ -92,6 +101,11 @@ def deployment_start_canary(
             gate_type=gates.CONFIRM_START,
             context={"action": "start_canary", "canary_pct": canary_pct},
         )
+
+    def gate(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> bool:
+        if deployment.status == DeploymentStatus.DRAFT:
+            _check_preflight(deployment, now, override, payload)
+        return True
 
     def apply(deployment: Deployment, now: datetime, payload: dict[str, Any]) -> set[str]:
         pct = canary_pct
@@ -141,8 +155,31 @@ def deployment_start_canary(
         event=EventAction.START_CANARY,
         actor=actor,
         before=apply,
+        gate=gate,
         expected_status=expected_status,
     )
+
+
+def _check_preflight(
+    deployment: Deployment, now: datetime, override: str, payload: dict[str, Any]
+) -> None:
+    if not deployment.canary_config.get("enforce_preflight", False):
+        if override:
+            payload["override_reason"] = override
+        return
+    verdict = promotion_hooks.preflight(deployment, now)
+    if verdict.ready:
+        payload["preflight_ready"] = True
+        return
+    failed = verdict.failed_checks()
+    if not override:
+        names = ", ".join(check["name"] for check in failed) or "preflight"
+        raise NotReady(
+            f"The draft is not ready to start (failed: {names}). Fix the checks, or start "
+            "with an override_reason, which is recorded.",
+            checks=verdict.checks,
+        )
+    payload.update(preflight_ready=False, override_reason=override, failed_checks=failed)
 
 
 def deployment_set_traffic(
@@ -492,3 +529,25 @@ def deployment_gate_closed(
                 "detail": closed.detail,
             },
         )
+
+
+def deployment_version_event(
+    *, version_id: Any, action: str, actor: Actor, payload: dict[str, Any], at: datetime
+) -> list[DeploymentEvent]:
+    """Record an event about a version (a backtest completed) on each of its deployments not
+    yet released (drafts and canaries): their audit trail is where a reviewer looks."""
+    deployments = Deployment.objects.filter(
+        version_id=version_id, status__in=[DeploymentStatus.DRAFT, DeploymentStatus.CANARY]
+    )
+    return [
+        _record_event(
+            deployment,
+            action=action,
+            actor=actor,
+            from_status=deployment.status,
+            to_status=deployment.status,
+            payload=payload,
+            at=at,
+        )
+        for deployment in deployments
+    ]

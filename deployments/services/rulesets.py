@@ -15,7 +15,8 @@ from deployments.models import SEMVER_PATTERN, RuleSet, RuleSetVersion
 from deployments.rules import InputBoundsError, RuleCompileError, check_input_bounds, compile_rules
 from deployments.rules.redaction import redaction_paths_errors
 from deployments.selectors import compiled_rules_for, ruleset_version_latest
-from deployments.services.actors import Actor, _actor_user
+from deployments.services.actors import Actor, _actor_user, _percentage_or_400
+from deployments.services.testcases import ruleset_cases_report
 from deployments.signals import ruleset_routing_changed
 
 # --- rule sets ---------------------------------------------------------------
@@ -55,9 +56,10 @@ def ruleset_update(
     ruleset_id: Any,
     description: str | None = None,
     redacted_input_paths: list[str] | None = None,
+    capture_percentage: int | None = None,
     actor: Actor,
 ) -> RuleSet:
-    """Change a rule set's description or redacted input paths.
+    """Change a rule set's description, redacted input paths or capture percentage.
 
     A change of paths bumps the routing generation in the same transaction, so
     every process's routing state (which carries the paths) reloads within
@@ -74,10 +76,19 @@ def ruleset_update(
             ruleset.redacted_input_paths = _check_redaction(redacted_input_paths)
             ruleset.routing_generation = F("routing_generation") + 1
             fields += ["redacted_input_paths", "routing_generation"]
+        if capture_percentage is not None:
+            # Part of the routing state too: every process samples the new share at once.
+            ruleset.capture_percentage = _percentage_or_400(
+                "capture_percentage", capture_percentage, low=0
+            )
+            if "routing_generation" not in fields:
+                ruleset.routing_generation = F("routing_generation") + 1
+                fields.append("routing_generation")
+            fields.append("capture_percentage")
         if fields:
             ruleset.save(update_fields=fields)
             ruleset.refresh_from_db()
-        if redacted_input_paths is not None:
+        if redacted_input_paths is not None or capture_percentage is not None:
             transaction.on_commit(
                 lambda: ruleset_routing_changed.send(sender=RuleSet, ruleset_id=ruleset.pk)
             )
@@ -107,7 +118,7 @@ def ruleset_version_create(
         raise ValidationFailed(duplicate)
     try:
         with transaction.atomic():
-            return RuleSetVersion.objects.create(
+            created = RuleSetVersion.objects.create(
                 ruleset=ruleset,
                 version=version,
                 rules=rules,
@@ -117,6 +128,9 @@ def ruleset_version_create(
             )
     except IntegrityError as exc:
         raise ValidationFailed(duplicate) from exc
+    # SPEC 10.2: every new version runs the rule set's test cases; the report stays on it.
+    ruleset_cases_report(version=created)
+    return created
 
 
 _MISSING = object()

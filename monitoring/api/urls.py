@@ -1,5 +1,11 @@
 from django.urls import re_path
 
+from monitoring.api.backtests import (
+    BacktestDifferencesView,
+    BacktestView,
+    DeploymentPreflightView,
+    RuleSetBacktestsView,
+)
 from monitoring.api.views import (
     CompensationCompleteView,
     CompensationReplayView,
@@ -63,5 +69,12 @@ urlpatterns = [
     re_path(r"^triggers/(?P<trigger_id>[^/]+)/?$", TriggerDetailView.as_view()),
     re_path(
         r"^triggers/(?P<trigger_id>[^/]+)/(?P<secret>[A-Za-z0-9_-]+)/?$", TriggerFireView.as_view()
+    ),
+    # Before the start (SPEC 10.2): backtests and the preflight checklist.
+    re_path(r"^rulesets/(?P<ruleset_id>[^/]+)/backtests/?$", RuleSetBacktestsView.as_view()),
+    re_path(r"^backtests/(?P<backtest_id>[^/]+)/?$", BacktestView.as_view()),
+    re_path(r"^backtests/(?P<backtest_id>[^/]+)/differences/?$", BacktestDifferencesView.as_view()),
+    re_path(
+        r"^deployments/(?P<deployment_id>[^/]+)/preflight/?$", DeploymentPreflightView.as_view()
     ),
 ]

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("deployments", "0012_event_actions_pipelines"),
+        ("deployments", "0013_event_actions_pipelines"),
         ("monitoring", "0017_canary_decision"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -21,6 +21,7 @@ from deployments.rules.redaction import redact_input
 from monitoring import prometheus
 from monitoring.models import ExecutionLog
 from monitoring.recording.breaker import breaker_record
+from monitoring.recording.captures import CAPTURE_FIELD, capture_write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,14 @@ def execution_write_batch(entries: list[tuple[str, dict[bytes, bytes]]]) -> None
 
     Idempotent (a redelivered entry hits the same primary key). Executions of a
     rolled-back deployment whose manual compensation is pending arrive flagged,
-    as the rollback flagged those already stored.
+    as the rollback flagged those already stored. Captured inputs (SPEC 10.2) share
+    the stream and its batches: they go to ``captures.capture_write_batch``.
     """
+    if any(CAPTURE_FIELD in fields for _, fields in entries):
+        capture_write_batch([entry for entry in entries if CAPTURE_FIELD in entry[1]])
+        entries = [entry for entry in entries if CAPTURE_FIELD not in entry[1]]
+        if not entries:
+            return
     if connection.vendor == "postgresql":
         _execution_write_batch_sql(entries)
         return

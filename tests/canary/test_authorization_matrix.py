@@ -27,7 +27,9 @@ from rest_framework.test import APIClient
 from assignments.client_tokens import client_token_create
 from assignments.models import ClientToken
 from deployments import services
-from deployments.models import Deployment, RuleSet
+from deployments.models import Deployment, RuleSet, RuleSetTestCase
+from monitoring.automation.backtests import backtest_create
+from monitoring.models import Backtest
 from tests.samples import DEFAULT_OUTPUT, V1_RULES
 
 pytestmark = pytest.mark.django_db
@@ -85,6 +87,8 @@ class World:
     other_draft: Deployment
     other_active: Deployment
     client_token: ClientToken
+    test_case: RuleSetTestCase
+    backtest: Backtest
     webhook: Any = None
     trigger: Any = None
 
@@ -170,6 +174,25 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/deployments/{id}/dismiss-regression"): _rule(
         "approver", 409, on="canary", body=lambda w: {"reason": "reviewed"}
     ),
+    # before the start (SPEC 10.2): test cases, backtests, preflight
+    ("GET", "/api/v1/rulesets/{id}/test-cases"): _rule("viewer", on="ruleset"),
+    ("POST", "/api/v1/rulesets/{id}/test-cases"): _rule(
+        "approver",
+        201,
+        on="ruleset",
+        body=lambda w: {"name": "new", "input": {"temperature": 30}, "expected_output": None},
+    ),
+    ("POST", "/api/v1/rulesets/{id}/test-cases/run"): _rule(
+        "approver", on="ruleset", body=lambda w: {"version": "v1.0.0"}
+    ),
+    ("DELETE", "/api/v1/rulesets/{id}/test-cases/{id}"): _rule("approver", 204, on="test_case"),
+    ("GET", "/api/v1/rulesets/{id}/backtests"): _rule("viewer", on="ruleset"),
+    ("POST", "/api/v1/rulesets/{id}/backtests"): _rule(
+        "approver", 202, on="ruleset", body=lambda w: {"version": "v3.0.0"}
+    ),
+    ("GET", "/api/v1/backtests/{id}"): _rule("viewer", on="backtest"),
+    ("GET", "/api/v1/backtests/{id}/differences"): _rule("viewer", on="backtest"),
+    ("GET", "/api/v1/deployments/{id}/preflight"): _rule("viewer", on="draft"),
     # the scheduler
     ("GET", "/api/v1/scheduler/jobs"): _rule("viewer"),
     # client tokens (browser-safe, resolve only): Admins manage them
@@ -237,12 +260,28 @@ def world(ruleset: RuleSet, active_v1: Deployment, canary_v2: Deployment) -> Wor
 
     webhook = webhook_create(name="ci", url="http://127.0.0.1:9/hook", events=["*"])
     trigger, _ = trigger_create(name="pager", ruleset_id=ruleset.pk, action="rollback")
+    test_case = services.ruleset_case_create(
+        ruleset=ruleset, name="hot", input={"temperature": 30}, actor="t"
+    )
+    backtest = backtest_create(ruleset_id=ruleset.pk, version="v3.0.0", actor="t")
     return World(
-        ruleset, canary_v2, draft, other_draft, other_active, client_token, webhook, trigger
+        ruleset,
+        canary_v2,
+        draft,
+        other_draft,
+        other_active,
+        client_token,
+        test_case,
+        backtest,
+        webhook,
+        trigger,
     )
 
 
 def url_for(path: str, rule_target: str | None, world: World) -> str:
+    if rule_target == "test_case":  # /rulesets/{id}/test-cases/{id}
+        ruleset_path = path.replace("{id}", world.id_for("ruleset"), 1)
+        return ruleset_path.replace("{id}", world.id_for("test_case"))
     return path.replace("{id}", world.id_for(rule_target)) if rule_target else path
 
 

@@ -34,6 +34,8 @@ def test_defaults_match_the_contract() -> None:
         "max_traffic_jump": 50,
         "steps": None,
         "metric_checks": [],
+        "enforce_preflight": False,
+        "require_backtest": False,
     }
 
 

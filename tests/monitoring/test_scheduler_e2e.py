@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -25,8 +27,12 @@ PERIOD_SECONDS = 2
 
 @contextmanager
 def celery_processes(tmp_path: Path, **env: str) -> Iterator[None]:
+    """A real worker and beat. The tests' receivers (Slack stubs, webhooks) listen on
+    127.0.0.1, which the SSRF-safe sender refuses unless private addresses are allowed."""
     environment = server_env(
-        CANARY_MONITOR_INTERVAL_SECONDS=str(PERIOD_SECONDS), CANARY_VAR_DIR=str(tmp_path), **env
+        CANARY_MONITOR_INTERVAL_SECONDS=str(PERIOD_SECONDS),
+        CANARY_VAR_DIR=str(tmp_path),
+        **{"CANARY_WEBHOOK_ALLOW_PRIVATE": "1", **env},
     )
     celery = [sys.executable, "-m", "celery", "-A", "canary"]
     logs = [open(tmp_path / name, "w") for name in ("worker.log", "beat.log")]  # noqa: SIM115
@@ -52,6 +58,10 @@ def celery_processes(tmp_path: Path, **env: str) -> Iterator[None]:
                 process.kill()
         for log in logs:
             log.close()
+        # Tasks this worker left queued (a test that failed midway) must not run in the
+        # next test's worker, against that test's receivers.
+        if settings.CELERY_BROKER_URL.startswith("redis"):
+            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("celery")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -65,7 +75,7 @@ def test_monitor_rolls_back_within_one_period(
     # The stub listens on 127.0.0.1: Slack goes through the SSRF-safe sender (SPEC 10.4).
     with (
         slack_stub() as webhook,
-        celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url, CANARY_WEBHOOK_ALLOW_PRIVATE="1"),
+        celery_processes(tmp_path, SLACK_WEBHOOK_URL=webhook.url),
     ):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
