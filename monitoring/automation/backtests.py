@@ -60,6 +60,7 @@ from monitoring.models import (
     CapturedInput,
     ExecutionLog,
 )
+from monitoring.notifications.webhooks import event_source, webhook_announce
 from monitoring.recording.executions import outcomes_agree
 from monitoring.statistics import paired
 
@@ -504,6 +505,14 @@ def backtest_complete(*, backtest_id: Any, now: datetime | None = None) -> Backt
                 "disagreed": report["disagreed"],
                 "unexpected": report["unexpected"]["count"],
             },
+            at=now,
+        )
+        webhook_announce(
+            event_type="backtest.completed",
+            subject=str(backtest.pk),
+            source=event_source(f"backtests/{backtest.pk}"),
+            data={"backtest": report},  # as GET /backtests/{id} answers it
+            ruleset_id=str(backtest.ruleset_id),
             at=now,
         )
     logger.info(

@@ -29,6 +29,7 @@ from deployments.models import Deployment, RuleSetTestCase
 from deployments.rules import RuleCompileError, estimate_condition_cost, eval_limits
 from monitoring.models import Backtest, BacktestStatus
 from monitoring.notifications.dispatch import _email_recipients
+from monitoring.notifications.webhooks import webhooks_reaching
 
 BACKTEST_FRESH = timedelta(hours=24)
 
@@ -98,10 +99,13 @@ def _backtest(deployment: Deployment, now: datetime) -> dict[str, Any]:
     return _check("backtest", passed, required, observed, detail)
 
 
-def _notifications() -> dict[str, Any]:
+def _notifications(deployment: Deployment) -> dict[str, Any]:
     slack = bool(settings.SLACK_WEBHOOK_URL)
     email = len(_email_recipients()) if settings.CANARY_NOTIFY_EMAIL else 0
-    channels = [name for name, on in (("slack", slack), ("email", email)) if on]
+    webhooks = webhooks_reaching(str(deployment.ruleset_id))
+    channels = [
+        name for name, on in (("slack", slack), ("email", email), ("webhooks", webhooks)) if on
+    ]
     detail = (
         f"Notifications reach {', '.join(channels)}."
         if channels
@@ -111,7 +115,7 @@ def _notifications() -> dict[str, Any]:
         "notifications",
         bool(channels),
         False,
-        {"slack": slack, "email_recipients": email, "webhooks": 0},
+        {"slack": slack, "email_recipients": email, "webhooks": webhooks},
         detail,
     )
 
@@ -148,7 +152,7 @@ def deployment_preflight(*, deployment: Deployment, now: datetime | None = None)
     checks = [
         _test_cases(deployment),
         _backtest(deployment, now),
-        _notifications(),
+        _notifications(deployment),
         _rule_cost(deployment),
     ]
     ready = all(check["passed"] for check in checks if check["required"])

@@ -213,6 +213,15 @@ def _subscribed(webhook: Webhook, event_type: str, ruleset_id: str | None) -> bo
     return not webhook.ruleset_ids or (ruleset_id is not None and ruleset_id in webhook.ruleset_ids)
 
 
+def webhooks_reaching(ruleset_id: str) -> int:
+    """How many active webhooks hear of this rule set's rollbacks (the preflight's channel)."""
+    return sum(
+        1
+        for webhook in Webhook.objects.filter(active=True)
+        if _subscribed(webhook, "deployment.rolled_back", ruleset_id)
+    )
+
+
 def webhook_announce(
     *,
     event_type: str,

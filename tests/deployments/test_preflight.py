@@ -146,3 +146,20 @@ def test_unknown_config_values_are_refused(draft_v2: Deployment, approver: APICl
     )
     assert response.status_code == 400
     assert "enforce_preflight" in str(response.json())
+
+
+def test_a_webhook_hearing_of_the_rule_set_counts_as_a_notification_channel(
+    viewer: APIClient, draft_v2: Deployment, settings: Any
+) -> None:
+    from monitoring.models import Webhook
+    from monitoring.notifications.webhooks import webhook_create
+
+    settings.SLACK_WEBHOOK_URL = ""
+    settings.CANARY_NOTIFY_EMAIL = False
+    webhook_create(name="elsewhere", url="http://127.0.0.1:9/a", events=["*"], ruleset_ids=[])
+    Webhook.objects.update(ruleset_ids=["00000000-0000-0000-0000-000000000000"])
+    assert checks(viewer, draft_v2)["notifications"]["passed"] is False
+
+    webhook_create(name="ours", url="http://127.0.0.1:9/b", events=["deployment.rolled_back"])
+    found = checks(viewer, draft_v2)["notifications"]
+    assert (found["passed"], found["observed"]["webhooks"]) == (True, 1)

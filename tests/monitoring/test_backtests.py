@@ -211,3 +211,31 @@ def test_a_silent_run_is_resumed_and_one_out_of_attempts_fails(
     backtest.refresh_from_db()
     assert backtest.status == "failed"
     assert "attempts" in backtest.error
+
+
+def test_a_finished_backtest_is_announced_once_to_its_webhooks(
+    draft_v2: Deployment, active_v1: Deployment, approver: APIClient
+) -> None:
+    from monitoring.models import WebhookDelivery
+    from monitoring.notifications.webhooks import webhook_create
+
+    listening = webhook_create(
+        name="ci", url="http://127.0.0.1:9/hook", events=["backtest.completed"]
+    )
+    webhook_create(name="other", url="http://127.0.0.1:9/other", events=["deployment.promoted"])
+    ruleset = draft_v2.ruleset
+    recorded_inputs(ruleset, active_v1, 30)
+    created = approver.post(
+        f"/api/v1/rulesets/{ruleset.pk}/backtests", {"version": "v2.0.0"}, format="json"
+    )
+    backtest_id = created.json()["id"]
+
+    backtest_run(backtest_id=backtest_id)
+    backtest_run(backtest_id=backtest_id)
+
+    delivery = WebhookDelivery.objects.get(event_type="backtest.completed")
+    assert delivery.webhook_id == listening.pk
+    assert delivery.event["attributes"]["subject"] == backtest_id
+    assert delivery.event["attributes"]["type"] == "io.canary.backtest.completed"
+    report = delivery.event["data"]["backtest"]
+    assert (report["id"], report["status"], report["evaluated"]) == (backtest_id, "done", 30)
