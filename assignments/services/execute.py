@@ -46,6 +46,7 @@ def dataplane_resolve(
     now: datetime | None = None,
     will_execute: bool = False,
     client_check: ClientCheck | None = None,
+    quota_client: str | None = None,
 ) -> Resolution:
     """Route one request; persists a new sticky decision exactly as execute would.
 
@@ -56,6 +57,9 @@ def dataplane_resolve(
     ``client_check`` (the fast path): the token and the rate are checked in the
     same round-trip, before anything is stored; raises ``TokenNotCached``,
     ``RateLimited`` or ``RedisUnavailable`` for the caller to fall back on.
+
+    ``quota_client`` (a client token and address): its new decisions count against
+    ``CANARY_STICKY_MAX_PER_CLIENT``; beyond it ``StickyQuotaExceeded`` (429).
     """
     now = now or timezone.now()
     rid = _canonical(ruleset_id)
@@ -66,7 +70,7 @@ def dataplane_resolve(
         return _route_from_database(state, context, now, will_execute=will_execute)
     for _ in range(3):
         try:
-            answer = _ask_redis(state, context, now, client_check)
+            answer = _ask_redis(state, context, now, client_check, quota_client=quota_client)
             if answer is None:  # no canary and nothing to check: Redis was not asked
                 return _route_active(state)
             if answer.outcome != "stale":
@@ -247,7 +251,7 @@ def _execute_in_one_trip(
             )
         try:
             answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
-        except (TokenNotCached, RateLimited):
+        except (TokenNotCached, RateLimited, DomainError):
             raise
         except Exception as exc:
             if client_check is not None:
