@@ -275,16 +275,17 @@ def _execute_in_one_trip(
             shadow_version_id=unserved_ref.version_id if shadow else None,
             shadow_rules=unserved_ref.rules if shadow else None,
         )
-        if answer.logged and served in before:
+        if served in before:
             outcome = before[served]
             record_shadow = (
                 before[unserved].as_shadow(unserved_ref.version_id) if unserved in before else None
             )
-            # Stored by the routing call already: count it and feed the breaker.
-            hooks.observe_execution(
-                _execution_record(resolution, outcome, input, context, now, record_shadow),
-                config,
-            )
+            record = _execution_record(resolution, outcome, input, context, now, record_shadow)
+            if answer.logged:
+                # Stored by the routing call already: count it and feed the breaker.
+                hooks.observe_execution(record, config)
+            else:  # routed past Redis (PostgreSQL decided): store it now
+                hooks.record_execution(record, config)
         else:
             assert resolution.rules is not None
             outcome = _evaluate(resolution.rules, input)
@@ -310,17 +311,24 @@ def _evaluate_before_routing(
 ) -> dict[str, _Outcome]:
     """Outcomes evaluated before the routing call, by version (empty: evaluate after).
 
-    NOTE: only versions whose worst case is a small part of the budget are
-    evaluated on a guess, so a wrong guess never doubles an expensive evaluation.
-    A shadowed request evaluates both, in random order, so neither version's
-    latency systematically benefits from warm caches.
+    NOTE: a guess is evaluated only when a wrong one costs little or stays within the
+    budget: both versions cheap (``is_cheap``), or their worst cases together within
+    ``CANARY_EVAL_BUDGET_MS`` (a shadowed request evaluates both anyway, so then
+    nothing is wasted; an unshadowed one wastes the guess only when the context is
+    pinned against its bucket). A shadowed request evaluates both, in random order,
+    so neither version's latency systematically benefits from warm caches.
     """
     versions = [guess] if shadow is None else [guess, shadow]
-    if not all(_version_ref(state, version).rules.is_cheap() for version in versions):
+    rules = {version: _version_ref(state, version).rules for version in (router.V1, router.V2)}
+    cheap = all(rules[version].is_cheap() for version in versions)
+    if not cheap and (
+        rules[router.V1].worst_case() + rules[router.V2].worst_case()
+        > eval_limits().rule_cost_limit
+    ):
         return {}
     if len(versions) == 2 and random.random() < 0.5:
         versions.reverse()
-    return {version: _evaluate(_version_ref(state, version).rules, input) for version in versions}
+    return {version: _evaluate(rules[version], input) for version in versions}
 
 
 def _execution_record(
