@@ -132,7 +132,7 @@ def refill_deployment(deployment_id: str, *, now: datetime | None = None) -> int
         if client.exists(held):
             return None
         started = now or timezone.now()
-        ceiling = settings.CANARY_STICKY_MAX_PER_DEPLOYMENT
+        ceiling = settings.CANARY_STICKY_MAX_PER_DEPLOYMENT or None  # 0: no ceiling
         rows = _live_rows(deployment_id, started)
         # Beyond the ceiling the routing script sends new contexts to PostgreSQL,
         # which answers for the rows not copied.
