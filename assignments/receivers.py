@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from assignments import services, sticky
+from assignments import buffer, services, sticky
 from assignments.routing import routing_state_forget
 from canary.redis import redis_available, redis_client
 from deployments import transitions
@@ -39,6 +39,12 @@ def announce_generation(sender: Any, deployment: Deployment, **kwargs: Any) -> N
     ``CANARY_ROUTING_RECHECK_SECONDS`` from PostgreSQL.
     """
     announce_ruleset_generation(sender, ruleset_id=deployment.ruleset_id)
+    if kwargs.get("action") == transitions.TRAFFIC:
+        # Redis now refuses decisions at the old share (the routing script sees the new
+        # generation); what it took before is written to PostgreSQL before the change
+        # returns, so a Redis that restarts empty later cannot lose a decision that the
+        # new share would decide otherwise (docs/durability.md).
+        buffer.drain_now()
 
 
 def announce_ruleset_generation(sender: Any, ruleset_id: Any, **kwargs: Any) -> None:

@@ -16,6 +16,18 @@ Keys (raw, shared with the script):
 - ``canary:breaker:<deployment>`` -> the breaker's JSON (``monitoring.breaker.store``)
 - ``canary:a:<deployment>:<tier>:<identifier>`` -> "v1" / "v2" (sessions:
   "v2|<expiry, epoch seconds>")
+- ``canary:held:<deployment>`` -> how many decisions of the deployment Redis holds,
+  present only while Redis holds every one PostgreSQL has (``assignments.refill``
+  writes it; ``CANARY_STICKY_MAX_PER_DEPLOYMENT`` bounds it)
+- ``canary:quota:<deployment>:<client>`` -> new decisions a client made in the
+  current window (``CANARY_STICKY_MAX_PER_CLIENT``)
+
+The held count doubles as the deployment's epoch marker: when the script finds
+it missing (Redis restarted empty, or forgot the deployment's keys) it answers
+``refill`` without deciding anything, the caller routes from PostgreSQL, the
+authority, and a background job copies PostgreSQL's decisions back into Redis.
+At the ceiling it answers ``full``: the new context is decided and stored in
+PostgreSQL alone.
 
 An execute evaluates, before the call, the version the context will most
 likely get (the one its hash bucket gives, which is what a new context gets and
@@ -86,8 +98,8 @@ if ARGV[7] == '0' then
   -- both appended in this same trip.
   local logged = 0
   if ARGV[15] ~= '' then logged = append(ARGV[9]) end
-  if ARGV[19] ~= '' then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'k', ARGV[19])
+  if ARGV[22] ~= '' then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'k', ARGV[22])
   end
   return {'ok', user, gen, false, 0, false, 0, logged}
 end
@@ -95,6 +107,14 @@ local breaker = redis.call('GET', KEYS[3])
 if breaker and ARGV[8] == '0' then
   local decoded, state = pcall(cjson.decode, breaker)
   if not decoded or state['state'] ~= 'CLOSED' then return {'breaker', user, gen, breaker} end
+end
+local n = #KEYS - 7
+-- The deployment's count of decisions held here; written only when Redis holds every
+-- one PostgreSQL has. Absent: Redis lost them (restarted empty, say), so PostgreSQL answers.
+local held = false
+if n > 0 then
+  held = redis.call('GET', KEYS[6])
+  if not held then return {'refill', user, gen, breaker} end
 end
 local now = tonumber(ARGV[13])
 local function live(value)
@@ -104,21 +124,32 @@ local function live(value)
   if tonumber(string.sub(value, sep + 1)) > now then return string.sub(value, 1, sep - 1) end
   return false
 end
-local n = #KEYS - 5
 local found, version, created = 0, false, 0
 for i = 1, n do
-  version = live(redis.call('GET', KEYS[5 + i]))
+  version = live(redis.call('GET', KEYS[7 + i]))
   if version then found = i; break end
 end
 if n == 0 then
   version = ARGV[9]
 elseif found ~= 1 then
+  -- A client's quota of new decisions in its window (client tokens, per address).
+  local quota = tonumber(ARGV[20])
+  if quota > 0 then
+    local used = redis.call('INCR', KEYS[7])
+    if used == 1 then redis.call('EXPIRE', KEYS[7], ARGV[21]) end
+    if used > quota then return {'quota', user, gen, redis.call('TTL', KEYS[7])} end
+  end
+  -- At the ceiling, new decisions are PostgreSQL's to store (and to answer).
+  if tonumber(held) >= tonumber(ARGV[19]) then
+    return {'full', user, gen, breaker, found, version}
+  end
   -- The strongest tier is unassigned (or its session expired): store the decision
   -- there. The script runs atomically, so concurrent first requests see one answer.
   version = version or ARGV[9]
   local stored = version
   if ARGV[14] ~= '' then stored = version .. '|' .. ARGV[14] end
-  redis.call('SET', KEYS[6], stored, 'EX', ARGV[10])
+  redis.call('SET', KEYS[8], stored, 'EX', ARGV[10])
+  redis.call('INCR', KEYS[6])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[12], '*', 'v', version, 'r', ARGV[11])
   created = 1
 end
@@ -136,7 +167,11 @@ class RouteAnswer:
 
     ``outcome``: ``ok``; ``token`` (unknown to Redis: authenticate the slow way);
     ``stale`` (the rule set changed: reload and retry); ``throttled``;
-    ``breaker`` (not CLOSED: route with the breaker's full logic).
+    ``breaker`` (not CLOSED: route with the breaker's full logic);
+    ``refill`` (Redis does not hold the deployment's decisions: route from
+    PostgreSQL); ``full`` (a new decision at the ceiling: PostgreSQL stores it;
+    ``found``/``version`` say what a weaker tier holds in Redis, if anything);
+    ``quota`` (the client's quota of new decisions is spent).
     ``found``: 0 when ``version`` is a new decision at the strongest tier, else
     the 1-based index of the tier (among those present) whose assignment decided.
     """
@@ -154,6 +189,14 @@ class RouteAnswer:
 
 def sticky_key(deployment_id: str, tier: str, identifier: str) -> str:
     return f"canary:a:{deployment_id}:{tier}:{identifier}"
+
+
+def held_key(deployment_id: str) -> str:
+    return f"canary:held:{deployment_id}"
+
+
+def quota_key(deployment_id: str, client: str) -> str:
+    return f"canary:quota:{deployment_id}:{client}"
 
 
 def generation_key(ruleset_id: str) -> str:
@@ -299,6 +342,8 @@ def route(
     now: float = 0.0,
     execution: ExecutionEntry | None = None,
     capture: bytes = b"",
+    max_held: int = 0,
+    quota: tuple[str, int, int] | None = None,
 ) -> RouteAnswer:
     """One round-trip; raises redis errors for the caller to fall back on.
 
@@ -311,6 +356,8 @@ def route(
     random draw). ``execution``: append this execute's record if it is served
     a version it holds the outcome of (``RouteAnswer.logged``). ``capture``: with
     no canary, append this captured input (field ``k``) once the request is let through.
+    ``max_held``: the deployment's ceiling of decisions in Redis (0: none).
+    ``quota``: (client, most new decisions, window seconds) or None.
     """
     present = present or []
     keys = [
@@ -319,6 +366,8 @@ def route(
         breaker_key(deployment_id) if deployment_id else "canary:breaker:-",
         ASSIGNMENT_STREAM,
         EXECUTION_STREAM,
+        held_key(deployment_id) if deployment_id else "canary:held:-",
+        quota_key(deployment_id, quota[0]) if deployment_id and quota else "canary:quota:-",
         *(sticky_key(deployment_id, t, i) for t, i in present if deployment_id),
     ]
     limit, window, prefix, suffix = throttle or (0, 0, "", "")
@@ -346,6 +395,9 @@ def route(
         execution.outcomes.get(router.V1, b"") if execution else "",
         execution.outcomes.get(router.V2, b"") if execution else "",
         str(auth_generation),
+        max_held if max_held > 0 else 2**53,
+        quota[1] if quota else 0,
+        quota[2] if quota else 0,
         capture,
     ]
     raw = _evalsha(client, keys, args)
@@ -356,11 +408,13 @@ def route(
     generation_seen = int(raw[2] or 0)
     if outcome == "stale":
         return RouteAnswer("stale", user, generation_seen)
-    if outcome == "throttled":
-        return RouteAnswer("throttled", user, generation_seen, retry_after=max(1, int(raw[3])))
+    if outcome in ("throttled", "quota"):
+        return RouteAnswer(outcome, user, generation_seen, retry_after=max(1, int(raw[3])))
     breaker = raw[3] if len(raw) > 3 and raw[3] else None
-    if outcome == "breaker":
-        return RouteAnswer("breaker", user, generation_seen, breaker)
+    if outcome in ("breaker", "refill"):
+        return RouteAnswer(outcome, user, generation_seen, breaker)
+    if outcome == "full":
+        return RouteAnswer(outcome, user, generation_seen, breaker, int(raw[4]), _text(raw[5]))
     return RouteAnswer(
         "ok",
         user,

@@ -445,6 +445,18 @@ CANARY_DRAIN_WAIT_SECONDS = float(os.environ.get("CANARY_DRAIN_WAIT_SECONDS", "3
 CANARY_DRAIN_CLAIM_SECONDS = float(os.environ.get("CANARY_DRAIN_CLAIM_SECONDS", "1"))
 # Most entries a stream keeps undrained (approximate); older ones are trimmed.
 CANARY_STREAM_MAXLEN = env_int("CANARY_STREAM_MAXLEN", 5_000_000)
+# Bounded sticky state (docs/durability.md, "Bounds"). Redis holds at most
+# CANARY_STICKY_MAX_PER_DEPLOYMENT decisions of one canary; a context first seen
+# beyond it is decided and stored in PostgreSQL, which answers for it after. A client
+# token (public: per token and client address) may create at most
+# CANARY_STICKY_MAX_PER_CLIENT new decisions per deployment in
+# CANARY_STICKY_CLIENT_WINDOW_SECONDS; beyond: 429 "sticky_quota_exceeded".
+CANARY_STICKY_MAX_PER_DEPLOYMENT = env_int("CANARY_STICKY_MAX_PER_DEPLOYMENT", 1_000_000)
+CANARY_STICKY_MAX_PER_CLIENT = env_int("CANARY_STICKY_MAX_PER_CLIENT", 10_000)
+CANARY_STICKY_CLIENT_WINDOW_SECONDS = env_int("CANARY_STICKY_CLIENT_WINDOW_SECONDS", 86_400)
+# Copy a deployment's decisions back into Redis (after Redis lost them) in a
+# background thread of the process that noticed; off: in the request itself (tests).
+CANARY_REFILL_IN_BACKGROUND = env_bool("CANARY_REFILL_IN_BACKGROUND", True)
 # Serve the common execute/resolve request in front of Django (assignments.fastpath);
 # needs Redis. Off: every request goes through Django and DRF.
 CANARY_FAST_PATH = env_bool("CANARY_FAST_PATH", True)

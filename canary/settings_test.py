@@ -23,3 +23,7 @@ CANARY_AUTH_FAILURES_PER_MINUTE = 0
 
 # Test receivers listen on 127.0.0.1; the SSRF tests turn this off where they check it.
 CANARY_WEBHOOK_ALLOW_PRIVATE = True
+
+# A Redis that lost a deployment's decisions is re-filled in the request itself: a
+# background thread would read the test database on a connection of its own.
+CANARY_REFILL_IN_BACKGROUND = False

@@ -14,6 +14,7 @@ the counters (``initialise_series``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 
@@ -21,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
+
+logger = logging.getLogger(__name__)
 
 # Evaluation latencies are sub-millisecond to a few hundred milliseconds.
 LATENCY_BUCKETS = (
@@ -113,6 +116,52 @@ class DeploymentStateCollector(Collector):
         yield traffic
         yield from _governance_gauges()
         yield from _plan_gauges()
+        yield _sticky_gauge()
+
+
+def _sticky_gauge() -> GaugeMetricFamily:
+    """``canary_sticky_assignments``: the decisions each running canary keeps in Redis,
+    the count ``CANARY_STICKY_MAX_PER_DEPLOYMENT`` bounds; while Redis does not hold
+    them all (being re-filled, or unreachable), the rows PostgreSQL holds."""
+    from django.db.models import Count
+
+    from assignments.models import Assignment
+    from assignments.refill import sticky_held
+    from canary.redis import redis_enabled
+    from deployments.choices import DeploymentStatus
+    from deployments.models import Deployment
+
+    gauge = GaugeMetricFamily(
+        "canary_sticky_assignments",
+        "Sticky decisions a running canary keeps in Redis (PostgreSQL's rows while Redis "
+        "does not hold them all).",
+        labels=["deployment_id"],
+    )
+    running = [
+        str(pk)
+        for pk in Deployment.objects.filter(status=DeploymentStatus.CANARY).values_list(
+            "id", flat=True
+        )
+    ]
+    held: dict[str, int | None] = dict.fromkeys(running)
+    if redis_enabled():
+        try:
+            held = sticky_held(running)
+        except Exception as exc:
+            logger.warning("sticky counts unreadable in Redis (%s); counting rows", exc)
+    unknown = [deployment_id for deployment_id, count in held.items() if count is None]
+    if unknown:
+        rows = (
+            Assignment.objects.filter(deployment_id__in=unknown)
+            .values_list("deployment_id")
+            .annotate(n=Count("id"))
+        )
+        counted = {str(deployment_id): n for deployment_id, n in rows}
+        for deployment_id in unknown:
+            held[deployment_id] = counted.get(deployment_id, 0)
+    for deployment_id, count in held.items():
+        gauge.add_metric([deployment_id], float(count or 0))
+    return gauge
 
 
 def _governance_gauges() -> Iterator[GaugeMetricFamily]:

@@ -37,6 +37,7 @@ from canary.api.limits import refuse_oversized_body
 from canary.api.pagination import PageNumberPagination
 from canary.api.permissions import RolePermission
 from canary.api.throttling import ScopedClientThrottle
+from canary.login_lockout import client_address
 from deployments.api.serializers import validated
 from deployments.selectors import deployment_get
 
@@ -78,10 +79,16 @@ class ResolveView(APIView):
     @extend_schema(parameters=CONTEXT_PARAMETERS, responses=ResolveOutputSerializer)
     def get(self, request: Request, ruleset_id: str) -> Response:
         grant = client_grant(request)
+        quota_client = None
         if grant is not None:
             client_tokens.client_token_check_scope(grant=grant, ruleset_id=ruleset_id)
+            # A public token: its new decisions are bounded per address (docs/durability.md).
+            address = client_address(request._request) or "unknown"
+            quota_client = f"{grant.token_id}:{address}"
         data = validated(ContextQuerySerializer, request.query_params.dict())
-        resolution = services.dataplane_resolve(ruleset_id=ruleset_id, context=_context(data))
+        resolution = services.dataplane_resolve(
+            ruleset_id=ruleset_id, context=_context(data), quota_client=quota_client
+        )
         response = Response(resolve_answer(resolution))
         response["X-Canary-Version"] = resolution.canary_version
         return response

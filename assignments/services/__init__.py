@@ -23,6 +23,7 @@ from assignments.services.resolve import (
     RateLimited,
     RedisUnavailable,
     Resolution,
+    StickyQuotaExceeded,
     TokenNotCached,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimited",
     "RedisUnavailable",
     "Resolution",
+    "StickyQuotaExceeded",
     "TokenNotCached",
     "assignments_clear",
     "assignments_write_batch",

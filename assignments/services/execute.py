@@ -50,6 +50,7 @@ def dataplane_resolve(
     will_execute: bool = False,
     client_check: ClientCheck | None = None,
     capture: bytes = b"",
+    quota_client: str | None = None,
 ) -> Resolution:
     """Route one request; persists a new sticky decision exactly as execute would.
 
@@ -64,6 +65,8 @@ def dataplane_resolve(
     ``capture`` (an execute sampled for capture, ``_capture_document``): with no
     canary it rides the routing call, or is handed to ``hooks.record_capture``
     when Redis is not asked.
+    ``quota_client`` (a client token and address): its new decisions count against
+    ``CANARY_STICKY_MAX_PER_CLIENT``; beyond it ``StickyQuotaExceeded`` (429).
     """
     now = now or timezone.now()
     rid = _canonical(ruleset_id)
@@ -76,7 +79,9 @@ def dataplane_resolve(
         return _route_from_database(state, context, now, will_execute=will_execute)
     for _ in range(3):
         try:
-            answer = _ask_redis(state, context, now, client_check, capture=capture)
+            answer = _ask_redis(
+                state, context, now, client_check, capture=capture, quota_client=quota_client
+            )
             if answer is None:  # no canary and nothing to check: Redis was not asked
                 if capture:
                     hooks.record_capture(capture)
@@ -372,7 +377,7 @@ def _execute_in_one_trip(
             )
         try:
             answer = _ask_redis(state, context, now, client_check, execution=entry, candidate=guess)
-        except (TokenNotCached, RateLimited):
+        except (TokenNotCached, RateLimited, DomainError):
             raise
         except Exception as exc:
             if client_check is not None:
@@ -396,16 +401,17 @@ def _execute_in_one_trip(
             shadow_version_id=unserved_ref.version_id if shadow else None,
             shadow_rules=unserved_ref.rules if shadow else None,
         )
-        if answer.logged and served in before:
+        if served in before:
             outcome = before[served]
             record_shadow = (
                 before[unserved].as_shadow(unserved_ref.version_id) if unserved in before else None
             )
-            # Stored by the routing call already: count it and feed the breaker.
-            hooks.observe_execution(
-                _execution_record(resolution, outcome, input, context, now, record_shadow),
-                config,
-            )
+            record = _execution_record(resolution, outcome, input, context, now, record_shadow)
+            if answer.logged:
+                # Stored by the routing call already: count it and feed the breaker.
+                hooks.observe_execution(record, config)
+            else:  # routed past Redis (PostgreSQL decided): store it now
+                hooks.record_execution(record, config)
         else:
             assert resolution.rules is not None
             outcome = _evaluate(resolution.rules, input)
@@ -431,17 +437,24 @@ def _evaluate_before_routing(
 ) -> dict[str, _Outcome]:
     """Outcomes evaluated before the routing call, by version (empty: evaluate after).
 
-    NOTE: only versions whose worst case is a small part of the budget are
-    evaluated on a guess, so a wrong guess never doubles an expensive evaluation.
-    A shadowed request evaluates both, in random order, so neither version's
-    latency systematically benefits from warm caches.
+    NOTE: a guess is evaluated only when a wrong one costs little or stays within the
+    budget: both versions cheap (``is_cheap``), or their worst cases together within
+    ``CANARY_EVAL_BUDGET_MS`` (a shadowed request evaluates both anyway, so then
+    nothing is wasted; an unshadowed one wastes the guess only when the context is
+    pinned against its bucket). A shadowed request evaluates both, in random order,
+    so neither version's latency systematically benefits from warm caches.
     """
     versions = [guess] if shadow is None else [guess, shadow]
-    if not all(_version_ref(state, version).rules.is_cheap() for version in versions):
+    rules = {version: _version_ref(state, version).rules for version in (router.V1, router.V2)}
+    cheap = all(rules[version].is_cheap() for version in versions)
+    if not cheap and (
+        rules[router.V1].worst_case() + rules[router.V2].worst_case()
+        > eval_limits().rule_cost_limit
+    ):
         return {}
     if len(versions) == 2 and random.random() < 0.5:
         versions.reverse()
-    return {version: _evaluate(_version_ref(state, version).rules, input) for version in versions}
+    return {version: _evaluate(rules[version], input) for version in versions}
 
 
 def _execution_record(

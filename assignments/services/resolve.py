@@ -12,12 +12,12 @@ import orjson
 from django.conf import settings
 from django.db.models import Q
 
-from assignments import router, sticky
+from assignments import refill, router, sticky
 from assignments.hooks import hooks
 from assignments.models import Assignment
 from assignments.routing import RoutingState, canonical_ruleset_id
-from canary.errors import Conflict, NotFound
-from canary.redis import redis_client
+from canary.errors import Conflict, DomainError, NotFound
+from canary.redis import redis_client, redis_enabled
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from deployments.rules import CompiledRuleSet
@@ -33,6 +33,22 @@ class TokenNotCached(Exception):
 
 class RedisUnavailable(Exception):
     """The fast path needs Redis; the full path can do without."""
+
+
+class StickyQuotaExceeded(DomainError):
+    """A client token used up its quota of new sticky decisions (per address)."""
+
+    status_code = 429
+    code = "sticky_quota_exceeded"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "This client has made as many new assignments for this canary as it may in "
+            "this window (CANARY_STICKY_MAX_PER_CLIENT); contexts already assigned are "
+            "still served.",
+            retry_after=retry_after,
+        )
+        self.retry_after = retry_after
 
 
 class RateLimited(Exception):
@@ -52,6 +68,14 @@ class ClientCheck:
     token_digest: str
     auth_generation: int
     throttle: tuple[int, int, str, str] | None = None
+
+
+def sticky_quota(client: str) -> tuple[str, int, int] | None:
+    """The quota of new decisions for ``client`` (a client token and address), or None."""
+    limit = settings.CANARY_STICKY_MAX_PER_CLIENT
+    if limit <= 0:
+        return None
+    return client, limit, settings.CANARY_STICKY_CLIENT_WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -167,13 +191,16 @@ def _ask_redis(
     execution: sticky.ExecutionEntry | None = None,
     candidate: str | None = None,
     capture: bytes = b"",
+    quota_client: str | None = None,
 ) -> sticky.RouteAnswer | None:
     canary = state.canary is not None and state.active is not None
     if not canary and client_check is None and execution is None:
         return None
     present = context.present_tiers() if canary else []
+    client = redis_client()
+    refill.forget_held_if_needed(client)
     answer = sticky.route(
-        redis_client(),
+        client,
         ruleset_id=state.ruleset_id,
         generation=state.generation,
         token_digest=client_check.token_digest if client_check else None,
@@ -189,11 +216,15 @@ def _ask_redis(
         now=now.timestamp(),
         execution=execution,
         capture=b"" if canary else capture,
+        max_held=settings.CANARY_STICKY_MAX_PER_DEPLOYMENT,
+        quota=sticky_quota(quota_client) if quota_client else None,
     )
     if answer.outcome == "token":
         raise TokenNotCached()
     if answer.outcome == "throttled":
         raise RateLimited(answer.retry_after)
+    if answer.outcome == "quota":
+        raise StickyQuotaExceeded(answer.retry_after)
     return answer
 
 
@@ -228,6 +259,8 @@ def _resolution_from(
         retried = _ask_redis(state, context, now, None, ignore_breaker=True)
         assert retried is not None
         answer = retried
+    if answer.outcome in ("refill", "full"):
+        return _route_past_redis(state, context, now, answer, will_execute=will_execute)
     served = answer.version or router.V1
     if not present:
         priority = router.RANDOM
@@ -284,18 +317,61 @@ def _resolution(
     )
 
 
+def _route_past_redis(
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    answer: sticky.RouteAnswer,
+    *,
+    will_execute: bool,
+) -> Resolution:
+    """Redis answered but PostgreSQL decides: it lost the deployment's decisions
+    (``refill``: they are copied back in the background, and a new decision is
+    written through), or the deployment is at its ceiling (``full``: what a weaker
+    tier holds in Redis counts, behind PostgreSQL's rows)."""
+    assert state.canary is not None
+    deployment_id = state.canary.deployment_id
+    if answer.outcome == "refill":
+        resolution = _route_from_database(
+            state, context, now, will_execute=will_execute, write_through=True
+        )
+        refill.refill_soon(deployment_id)
+        return resolution
+    present = context.present_tiers()
+    in_redis: dict[tuple[str, str], router.StoredAssignment] = {}
+    if answer.found and answer.version:
+        tier, identifier = present[answer.found - 1]
+        in_redis[(tier, identifier)] = router.StoredAssignment(tier, identifier, answer.version)
+    return _route_from_database(
+        state, context, now, will_execute=will_execute, also_known=in_redis, past_ceiling=True
+    )
+
+
 # --- without Redis: PostgreSQL (or SQLite) alone ---------------------------------
 
 
 def _route_from_database(
-    state: RoutingState, context: router.RoutingContext, now: datetime, *, will_execute: bool
+    state: RoutingState,
+    context: router.RoutingContext,
+    now: datetime,
+    *,
+    will_execute: bool,
+    write_through: bool = False,
+    also_known: dict[tuple[str, str], router.StoredAssignment] | None = None,
+    past_ceiling: bool = False,
 ) -> Resolution:
+    """PostgreSQL's stored decision for the context, else a new one stored there.
+
+    ``write_through``: Redis is being re-filled; put a new decision there too.
+    ``past_ceiling``: Redis is fine but full; otherwise (Redis unreachable) this
+    process remembers that Redis no longer holds every decision of the deployment.
+    """
     if state.canary is None or state.active is None:
         return _route_active(state)
     config = state.canary_config or {}
     gate = hooks.breaker_gate(state.canary.deployment_id, config)
     assert state.policy is not None
-    known = _known_assignments(state.canary.deployment_id, context)
+    known = {**(also_known or {}), **_known_assignments(state.canary.deployment_id, context)}
     decision = router.decide(
         state.policy,
         context,
@@ -305,7 +381,12 @@ def _route_from_database(
     )
     served = decision.version
     if decision.store_at is not None:
-        served = _store(state, decision, context, now)
+        served, expires_at = _store(state, decision, context, now)
+        deployment_id = state.canary.deployment_id
+        if write_through:
+            refill.write_through(deployment_id, *decision.store_at, served, expires_at)
+        elif not past_ceiling and redis_enabled():
+            refill.note_decided_without_redis(deployment_id)
     trial_lost = (
         served == router.V2
         and gate.trial_only
@@ -344,8 +425,10 @@ def _store(
     decision: router.Decision,
     context: router.RoutingContext,
     now: datetime,
-) -> str:
+) -> tuple[str, datetime | None]:
     """Persist a decision; when another request stored one first, its answer wins.
+
+    Returns the version stored and its expiry (sessions).
 
     The unique (deployment, tier, identifier) constraint makes concurrent first
     requests converge on one row: each inserts-or-ignores, then reads the row.
@@ -378,7 +461,7 @@ def _store(
         Assignment.objects.filter(
             deployment_id=deployment_id, tier=tier, identifier=identifier
         ).delete()
-        return decision.version
+        return decision.version, expires_at
     for _ in range(3):
         row = (
             Assignment.objects.filter(deployment_id=deployment_id, tier=tier, identifier=identifier)
@@ -386,9 +469,9 @@ def _store(
             .first()
         )
         if row is None:  # removed by a concurrent rollback; serve the decision, store nothing
-            return decision.version
+            return decision.version, expires_at
         expiry = row["expires_at"]
         if expiry is None or expiry > now:
-            return row["assigned_version"]
+            return row["assigned_version"], expiry
         Assignment.objects.filter(pk=row["pk"], expires_at=expiry).update(**fields)
-    return decision.version
+    return decision.version, expires_at

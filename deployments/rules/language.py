@@ -140,6 +140,12 @@ class CompiledRuleSet:
         limit = eval_limits().rule_cost_limit
         return sum(rule.cost for rule in self._rules) * 10 <= limit
 
+    def worst_case(self) -> int:
+        """Its worst case in cost units: every rule run at the input caps (the budget is
+        ``rule_cost_limit`` units). Two versions whose worst cases add up to at most the
+        budget may both be evaluated for one request without exceeding it."""
+        return sum(rule.cost for rule in self._rules)
+
     def evaluate(self, input: Any, *, budget_ms: float | None = None) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
 
