@@ -113,7 +113,10 @@ class TestCanary:
         body = {"input": {"temperature": 26, "zone": "C"}, "user_id": "pinned"}
         assert execute(caller, ruleset, **body).json()["canary_version"] == "v1"
         lifecycle.deployment_set_traffic(
-            deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
+            deployment_id=canary_v2.pk,
+            traffic_percentage=100,
+            actor="t",
+            reason="all traffic to v2",
         )
         again = execute(caller, ruleset, **body).json()
         # v1 raises the alert at 26 degrees, v2 does not: the answer is v1's.
@@ -174,7 +177,10 @@ class TestCanary:
             for n in range(50)
         }
         lifecycle.deployment_set_traffic(
-            deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
+            deployment_id=canary_v2.pk,
+            traffic_percentage=100,
+            actor="t",
+            reason="all traffic to v2",
         )
         after = {
             user: resolve(caller, ruleset, user_id=user).json()["canary_version"] for user in before
@@ -186,7 +192,10 @@ class TestCanary:
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment, active_v1: Deployment
     ) -> None:
         lifecycle.deployment_set_traffic(
-            deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
+            deployment_id=canary_v2.pk,
+            traffic_percentage=100,
+            actor="t",
+            reason="all traffic to v2",
         )
         assert execute(caller, ruleset, user_id="u1").json()["canary_version"] == "v2"
         assert stored(Assignment).filter(deployment=canary_v2).exists()
@@ -287,7 +296,10 @@ class TestExecutionLog:
         self, caller: APIClient, ruleset: RuleSet, canary_v2: Deployment
     ) -> None:
         lifecycle.deployment_set_traffic(
-            deployment_id=canary_v2.pk, traffic_percentage=100, actor="t"
+            deployment_id=canary_v2.pk,
+            traffic_percentage=100,
+            actor="t",
+            reason="all traffic to v2",
         )
         response = execute(caller, ruleset, user_id="u1", input={"zone": "A"})
         assert response.status_code == 200

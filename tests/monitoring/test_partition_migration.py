@@ -70,7 +70,8 @@ def test_populated_table_moves_to_partitions_and_back(canary_v2: Deployment) -> 
             "SELECT count(*) FROM pg_indexes WHERE tablename = %s",
             [partitions.partition_for(start.date()).name],
         )
-        assert cursor.fetchone()[0] == 4  # the primary key and the three query indexes
+        # The primary key, the three query indexes and the console's time index.
+        assert cursor.fetchone()[0] == 5
     # The sequence continues: a direct insert gets a new id, no clash.
     added = ExecutionLog.objects.create(
         deployment_id=canary_v2.pk,
