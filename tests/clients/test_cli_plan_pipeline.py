@@ -121,8 +121,15 @@ def test_a_pipeline_tests_backtests_and_follows_a_plan(roles: None, tmp_path: Pa
         added = as_json(canary(env, "test-cases", "add", "thermostat", str(tmp_path / "cases.yaml"),
                                "--json"))  # fmt: skip
         assert sorted(case["name"] for case in added) == sorted(case["name"] for case in CASES)
+        # A rerun of the pipeline: --replace swaps same-named cases; without it, refused (2).
+        cases_file = str(tmp_path / "cases.yaml")
+        assert (
+            canary(env, "test-cases", "add", "thermostat", cases_file, "--replace").returncode == 0
+        )
+        duplicate = canary(env, "test-cases", "add", "thermostat", cases_file)
+        assert duplicate.returncode == 2 and "name" in duplicate.stderr
         listed = as_json(canary(env, "test-cases", "list", "thermostat", "--json"))
-        assert {case["name"] for case in listed} == {case["name"] for case in CASES}
+        assert sorted(case["name"] for case in listed) == sorted(case["name"] for case in CASES)
         passing = as_json(canary(env, "test", "thermostat", "--version", "v2.0.0", "--json"))
         assert (passing["passed"], passing["total"], passing["failed"]) == (True, 3, 0)
         # A case v2 fails (from a JSON file): 1, the failure in the parsed report.

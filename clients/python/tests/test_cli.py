@@ -32,6 +32,17 @@ def test_watch_ends_0_on_promotion_with_the_deployment_as_json(server) -> None:
     assert "breaker=CLOSED" in result.stderr
 
 
+def test_watch_shows_the_plan_step_and_why_it_waits(server) -> None:
+    server.on("GET", D, deployment("canary"), deployment("active", 100))
+    server.on("GET", f"{D}/plan", (200, {"state": "running", "current_step": 1,
+              "steps": [{"traffic": 10}, {"pause_minutes": 30}, {"promote": True}],
+              "waiting_for": "pausing until 2026-01-01T10:30:00+00:00"}))  # fmt: skip
+    result = run(server, "status", "d1", "--watch", "--interval", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert "plan=running step=2/3 (pause_minutes=30)" in result.stderr
+    assert "waiting='pausing until 2026-01-01T10:30:00+00:00'" in result.stderr
+
+
 def test_watch_ends_1_on_rollback_and_3_at_the_timeout(server) -> None:
     server.on("GET", D, deployment("rolled_back", 0, rollback_reason="breaker"))
     assert run(server, "status", "d1", "--watch").exit_code == 1

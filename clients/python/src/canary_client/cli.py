@@ -497,6 +497,8 @@ class Snapshot:
             parts.append(f"plan={plan['state']} step={min(index + 1, len(steps))}/{len(steps)}")
             if label:
                 parts.append(f"({label})")
+            if plan.get("waiting_for"):  # why the plan does not advance (a pause, the evidence)
+                parts.append(f"waiting={plan['waiting_for']!r}")
         health = self.health or {}
         if health:
             verdict = health.get("recommendation") or (health.get("decision") or {}).get(
