@@ -81,6 +81,22 @@ def test_a_retry_that_finds_the_call_landed_returns_the_deployment(server) -> No
         assert client.promote("d1", expected_status="canary")["status"] == "active"
 
 
+def test_a_retried_pause_that_landed_returns_the_plan(server) -> None:
+    server.on(
+        "POST",
+        f"{DEPLOYMENT}/pause",
+        (503, {"detail": "gateway"}),
+        (409, {"detail": "The plan is paused.", "code": "plan_state", "plan_state": "paused"}),
+    )
+    server.on("GET", f"{DEPLOYMENT}/plan", (200, {"state": "paused", "current_step": 1}))
+    with Client(server.url, retry=FAST) as client:
+        assert client.pause("d1", expected_status="canary")["state"] == "paused"
+        # Without a retry, the 409 is the answer.
+        server.on("POST", f"{DEPLOYMENT}/pause", (409, {"detail": "x", "code": "plan_state"}))
+        with pytest.raises(CanaryHTTPError):
+            client.pause("d1", expected_status="canary")
+
+
 def test_connection_errors_are_retried_then_unreachable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -293,13 +293,23 @@ def test(app: App, ruleset: str, version_tag: str) -> int:
     lines = [
         f"{'PASS' if case['passed'] else 'FAIL'}  {case['name']}"
         + ("" if case["passed"] else f"  got {case.get('output')!r}"
-           f" expected {case.get('expected_output')!r} {case.get('error') or ''}".rstrip())
+           f" expected {case.get('expected_output')!r}{_rule_error(case.get('error'))}")
         for case in result.get("results", [])
     ]  # fmt: skip
     failed = result.get("failed", 0)
     lines.append(f"{result.get('total', 0) - failed}/{result.get('total', 0)} passed")
     app.out(result, "\n".join(lines))
     return SUCCESS if result.get("passed") and not failed else FAILED
+
+
+def _rule_error(error: Any) -> str:
+    """A case's evaluation error (``{rule, message}``) as the end of its FAIL line."""
+    if not error:
+        return ""
+    if isinstance(error, dict):
+        where = f" in rule {error['rule']}" if error.get("rule") else ""
+        return f"  error{where}: {error.get('message')}"
+    return f"  error: {error}"
 
 
 @command(cli, "backtest")
@@ -370,8 +380,18 @@ def _config(value: str | None, plan: str | None) -> dict[str, Any] | None:
         config = document
     if plan:
         config = dict(config or {})
-        config["steps"] = plan if plan == "guide" else load_document(plan)
+        config["steps"] = plan if plan == "guide" else _plan_steps(load_document(plan))
     return config
+
+
+def _plan_steps(document: Any) -> Any:
+    """A plan file's steps: a list of steps, or a mapping with ``steps`` (as in
+    ``canary_config``); the server validates the steps themselves."""
+    if isinstance(document, dict):
+        if set(document) != {"steps"}:
+            raise ValueError("--plan: a list of steps, or a mapping with only 'steps'")
+        return document["steps"]
+    return document
 
 
 @command(cli, "deploy")
@@ -477,6 +497,8 @@ class Snapshot:
             parts.append(f"plan={plan['state']} step={min(index + 1, len(steps))}/{len(steps)}")
             if label:
                 parts.append(f"({label})")
+            if plan.get("waiting_for"):  # why the plan does not advance (a pause, the evidence)
+                parts.append(f"waiting={plan['waiting_for']!r}")
         health = self.health or {}
         if health:
             verdict = health.get("recommendation") or (health.get("decision") or {}).get(
@@ -667,7 +689,7 @@ def rollback(app: App, deployment_id: str, reason: str, no_compensation: bool) -
 def pause(app: App, deployment_id: str, reason: str | None) -> None:
     """Stop the plan (or auto-progress) from advancing; rollbacks still happen."""
     answer = app.client.pause(deployment_id, reason, expected_status="canary")
-    app.out(answer, f"{deployment_id} paused")
+    app.out(answer, f"{deployment_id} {_plan_line(answer)}")
 
 
 @command(cli, "resume")
@@ -675,4 +697,13 @@ def pause(app: App, deployment_id: str, reason: str | None) -> None:
 def resume(app: App, deployment_id: str) -> None:
     """Let a paused plan run again, or complete its approval step."""
     answer = app.client.resume(deployment_id, expected_status="canary")
-    app.out(answer, f"{deployment_id} resumed")
+    app.out(answer, f"{deployment_id} {_plan_line(answer)}")
+
+
+def _plan_line(plan: dict[str, Any]) -> str:
+    """``plan=paused step=2/4``: pause and resume answer with the plan (``GET .../plan``)."""
+    steps = plan.get("steps") or []
+    index = plan.get("current_step", 0)
+    if not steps:
+        return f"plan={plan.get('state')}"
+    return f"plan={plan.get('state')} step={min(index + 1, len(steps))}/{len(steps)}"

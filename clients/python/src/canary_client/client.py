@@ -363,10 +363,27 @@ class Client:
     def pause(
         self, deployment_id: str, reason: str | None = None, *, expected_status: str | None = None
     ) -> JSON:
+        """Pause the plan; the answer is the plan (as ``plan()``), ``state: "paused"``.
+
+        A retried pause whose first attempt landed meets the server's 409 (``plan_state``:
+        already paused): the plan read back as paused is then the answer.
+        """
         body: JSON = {"reason": reason} if reason else {}
-        return self.lifecycle(deployment_id, "pause", body, expected_status=expected_status)
+        try:
+            return self.lifecycle(deployment_id, "pause", body, expected_status=expected_status)
+        except CanaryHTTPError as error:
+            if error.status_code != 409 or error.attempts < 2:
+                raise
+            plan = self.plan(deployment_id)
+            if plan.get("state") == "paused":
+                return plan
+            raise
 
     def resume(self, deployment_id: str, *, expected_status: str | None = None) -> JSON:
+        """Resume a paused plan or complete its approval step; the answer is the plan.
+
+        A 409 (``plan_state``) means the plan was neither paused nor waiting for approval.
+        """
         return self.lifecycle(deployment_id, "resume", expected_status=expected_status)
 
     def dismiss_regression(self, deployment_id: str, reason: str) -> JSON:
