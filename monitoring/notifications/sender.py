@@ -84,10 +84,10 @@ def address_problem(address: str, *, allow_private: bool) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_link_local:
-        return f"{address} is a link-local address (cloud metadata); never allowed."
+        return f"{address}, a link-local address (cloud metadata); never allowed."
     if not allow_private and any(getattr(ip, check) for check in _INTERNAL):
         return (
-            f"{address} is a loopback or private address; allowed only with "
+            f"{address}, a loopback or private address; allowed only with "
             "CANARY_WEBHOOK_ALLOW_PRIVATE=1."
         )
     return None
