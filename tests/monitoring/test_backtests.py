@@ -13,8 +13,13 @@ from rest_framework.test import APIClient
 
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.rules import compile_rules
-from monitoring.automation.backtests import backtest_run, backtest_sweep
-from monitoring.models import Backtest, CapturedInput, ExecutionLog
+from monitoring.automation.backtests import (
+    backtest_create,
+    backtest_report,
+    backtest_run,
+    backtest_sweep,
+)
+from monitoring.models import Backtest, BacktestDifference, CapturedInput, ExecutionLog
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 
 pytestmark = pytest.mark.django_db
@@ -171,6 +176,67 @@ def test_counts_changes_and_unexpected_equal_an_independent_computation(
     backtest_run(backtest_id=backtest_id)
     assert viewer.get(f"/api/v1/backtests/{backtest_id}").json()["disagreed"] == disagreed
     assert DeploymentEvent.objects.filter(action="backtest_completed").count() == 1
+
+
+def test_a_backtest_run_in_parts_finds_what_one_run_finds(
+    draft_v2: Deployment, active_v1: Deployment, settings: Any
+) -> None:
+    """Parts cut the order where captured inputs and executions share a timestamp; each
+    keeps its first differences, and the backtest the first overall."""
+    settings.CANARY_BACKTEST_CHUNK = 4
+    settings.CANARY_BACKTEST_MAX_DIFFERENCES = 50
+    ruleset = draft_v2.ruleset
+    rng = random.Random(3)
+    now = timezone.now()
+    captured, logged = [], []
+    for n in range(90):
+        at = now - timedelta(seconds=10 * (n // 3) + 5)  # three inputs per timestamp
+        # Every input a difference, each its own: the stored differences show the order.
+        document = {"temperature": rng.randint(18, 27), "zone": rng.choice(["A", "B"]), "n": n}
+        if n % 3 == 1:
+            logged.append(
+                ExecutionLog(
+                    deployment=active_v1,
+                    served_version="v1",
+                    version_id=active_v1.version_id,
+                    success=True,
+                    latency_ms=1.0,
+                    input=document,
+                    created_at=at,
+                )
+            )
+        else:
+            captured.append(CapturedInput(ruleset=ruleset, input=document, created_at=at))
+    CapturedInput.objects.bulk_create(captured)
+    ExecutionLog.objects.bulk_create(logged)
+
+    def run(parts: int) -> tuple[Backtest, dict[str, Any], list[tuple]]:
+        settings.CANARY_BACKTEST_PARTS = parts
+        backtest = backtest_create(
+            ruleset_id=ruleset.pk, version="v2.0.0", limit=80, expect_changes=EXPECT, actor=None
+        )
+        backtest_run(backtest_id=backtest.pk)
+        backtest.refresh_from_db()
+        report = backtest_report(backtest)
+        for varying in ("id", "created_at", "finished_at", "latency"):
+            report.pop(varying)
+        differences = list(
+            BacktestDifference.objects.filter(backtest=backtest)
+            .order_by("position")
+            .values_list("position", "input", "v1_output", "v2_output", "v1_rule", "expected")
+        )
+        return backtest, report, differences
+
+    whole, whole_report, whole_differences = run(1)
+    parted, parted_report, parted_differences = run(3)
+
+    assert len(whole.state["parts"]) == 1
+    assert [(p["start"], p["size"]) for p in parted.state["parts"]] == [(0, 26), (26, 27), (53, 27)]
+    assert whole_report["status"] == parted_report["status"] == "done"
+    assert whole_report["disagreed"] == 80
+    assert parted_report == whole_report
+    assert parted_differences == whole_differences
+    assert len(whole_differences) == 50
 
 
 def test_bad_requests_name_their_field(
