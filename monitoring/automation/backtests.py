@@ -344,6 +344,19 @@ class _Tally:
     differences: list[dict[str, Any]] = field(default_factory=list)
 
 
+# An evaluation stopped by the wall-clock budget says nothing about the version's rules
+# (a busy machine descheduled it): a backtest tries it again, at most this many times.
+_EXHAUSTED_TRIES = 3
+
+
+def _evaluated(version: CompiledRuleSet, prepared: PreparedInput | Evaluation) -> Evaluation:
+    for _ in range(_EXHAUSTED_TRIES):
+        evaluation = version.evaluate_prepared(prepared)
+        if not evaluation.exhausted:
+            break
+    return evaluation
+
+
 def evaluate_pair(
     v1: CompiledRuleSet,
     v2: CompiledRuleSet,
@@ -357,15 +370,15 @@ def evaluate_pair(
     prepared = prepare_input(document)
     if order % 2:
         start = clock()
-        second = v2.evaluate_prepared(prepared)
+        second = _evaluated(v2, prepared)
         middle = clock()
-        first = v1.evaluate_prepared(prepared)
+        first = _evaluated(v1, prepared)
         end = clock()
         return first, second, (end - middle) * 1000, (middle - start) * 1000, prepared
     start = clock()
-    first = v1.evaluate_prepared(prepared)
+    first = _evaluated(v1, prepared)
     middle = clock()
-    second = v2.evaluate_prepared(prepared)
+    second = _evaluated(v2, prepared)
     end = clock()
     return first, second, (middle - start) * 1000, (end - middle) * 1000, prepared
 
@@ -402,7 +415,7 @@ def _evaluate_chunk(
         tally.changes[key] = tally.changes.get(key, 0) + 1
         expected = None
         if expectation is not None:
-            verdict = expectation.evaluate_prepared(prepared)
+            verdict = _evaluated(expectation, prepared)
             expected = bool(verdict.success and verdict.output is True)
         difference = {
             "position": position,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -13,11 +14,13 @@ from rest_framework.test import APIClient
 
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.rules import compile_rules
+from deployments.rules import language as rl
 from monitoring.automation.backtests import (
     backtest_create,
     backtest_report,
     backtest_run,
     backtest_sweep,
+    evaluate_pair,
 )
 from monitoring.models import Backtest, BacktestDifference, CapturedInput, ExecutionLog
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
@@ -237,6 +240,29 @@ def test_a_backtest_run_in_parts_finds_what_one_run_finds(
     assert parted_report == whole_report
     assert parted_differences == whole_differences
     assert len(whole_differences) == 50
+
+
+def test_an_evaluation_stopped_by_the_budget_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy machine may deschedule an evaluation past the wall-clock budget; that says
+    nothing about the rules, so the backtest does not count it as the version's failure."""
+    v1 = compile_rules(V1_RULES, DEFAULT_OUTPUT)
+    v2 = compile_rules(V2_RULES, DEFAULT_OUTPUT)
+    document = {"temperature": 26, "zone": "A"}
+    reads = 0
+
+    def descheduled_once() -> float:  # the third read: after v1's first rule
+        nonlocal reads
+        reads += 1
+        return time.perf_counter() + (60.0 if reads == 3 else 0.0)
+
+    monkeypatch.setattr(rl, "_clock", descheduled_once)
+    one, two, _, _, _ = evaluate_pair(v1, v2, document)
+
+    assert reads > 3
+    assert (one.success, one.output, one.matched_rule) == (True, {"alert": "raise"}, "hot")
+    assert (two.success, two.output, two.matched_rule) == (True, {"alert": "watch"}, "zone")
 
 
 def test_bad_requests_name_their_field(
