@@ -5,14 +5,16 @@ actually sent says exactly which decisions a release would change, before anyone
 is served it. The inputs are the rule set's captured inputs and the stored inputs
 of its canaries' executions, newest first, at most ``limit``.
 
-A run happens in the Celery worker, a chunk (``CANARY_BACKTEST_CHUNK``) at a time,
-and never holds more than one chunk: each input source is read in keyset pages
-(``(created_at, id)`` below a cursor, on the sources' indexes), and what the run
-has found so far is a handful of counters, the decision changes (bounded by the
-rules' pairs), a latency-ratio histogram and at most ten unexpected examples.
-Each chunk commits its counters, its differences and both cursors in one
-transaction, under the backtest's row lock and only if the cursors are still those
-it read (compare-and-set), so:
+A run happens in the Celery worker, cut into ``CANARY_BACKTEST_PARTS`` consecutive
+ranges of the inputs' order that the worker's processes run side by side (see
+"running" below), each a chunk (``CANARY_BACKTEST_CHUNK``) at a time, never holding
+more than one chunk: each input source is read in keyset pages (``(created_at, id)``
+below a cursor, on the sources' indexes), and what a part has found so far is a
+handful of counters, the decision changes (bounded by the rules' pairs), a
+latency-ratio histogram and at most ten unexpected examples. Each chunk commits its
+part's counters, differences and both cursors in one transaction, under the
+backtest's row lock and only if the part's cursors are still those it read
+(compare-and-set), so:
 
 - a run that dies (a worker killed) leaves the backtest ``running`` with its last
   chunk committed; ``backtest_sweep`` (every minute) re-queues one whose progress
@@ -622,7 +624,10 @@ def _run_parts(backtest: Backtest, only: int | None) -> None:
     if only is None:
         unfinished = [n for n, part in enumerate(parts) if not part["done"]]
         for n in unfinished[1:]:
-            enqueue(RUN_TASK, str(backtest.pk), n)
+            try:
+                enqueue(RUN_TASK, str(backtest.pk), n, retry=False)
+            except Exception:  # no broker: this run takes the part itself, later
+                logger.warning("backtest %s: part %s not queued", backtest.pk, n, exc_info=True)
     for n in order:
         taken = _take(backtest.pk, n)
         if taken is None:
