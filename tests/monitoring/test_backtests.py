@@ -242,6 +242,47 @@ def test_a_backtest_run_in_parts_finds_what_one_run_finds(
     assert len(whole_differences) == 50
 
 
+def test_a_backtest_begun_before_parts_resumes_from_its_cursors(
+    draft_v2: Deployment, active_v1: Deployment
+) -> None:
+    readable = recorded_inputs(draft_v2.ruleset, active_v1, 40)
+    backtest = backtest_create(
+        ruleset_id=draft_v2.ruleset_id,
+        version="v2.0.0",
+        limit=30,
+        expect_changes=EXPECT,
+        actor=None,
+    )
+    start = [backtest.created_at.isoformat(), 2**63 - 1]
+    outcomes = ("both_succeeded", "only_v1_failed", "only_v2_failed", "both_failed")
+    Backtest.objects.filter(pk=backtest.pk).update(
+        status="running",
+        attempts=1,
+        total=30,
+        state={  # as a run of the previous release left it, before its first chunk
+            "cursors": {"captured": start, "executions": start},
+            "outcomes": dict.fromkeys(outcomes, 0),
+            "agreed": 0,
+            "changes": {},
+            "ratio": {},
+            "unexpected": 0,
+            "examples": [],
+            "differences": 0,
+        },
+    )
+
+    backtest_run(backtest_id=backtest.pk)
+
+    backtest.refresh_from_db()
+    report = backtest_report(backtest)
+    newest = [document for _, document in sorted(readable, key=lambda r: r[0], reverse=True)]
+    truth = independent(newest[:30])
+    assert (report["status"], report["evaluated"]) == ("done", 30)
+    assert report["outcomes"] == {name: truth["outcomes"][name] for name in outcomes}
+    assert report["disagreed"] == sum(truth["changes"].values())
+    assert report["unexpected"]["count"] == len(truth["unexpected"])
+
+
 def test_an_evaluation_stopped_by_the_budget_is_tried_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
