@@ -123,11 +123,12 @@ def capture_retention_task() -> int:
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def backtest_run_task(backtest_id: str) -> None:
-    """Run (or resume) one backtest; a duplicate delivery finds it done or continues it."""
+def backtest_run_task(backtest_id: str, part: int | None = None) -> None:
+    """Run (or resume) one backtest, or one part of it beside the run that queued the part;
+    a duplicate delivery finds it done or continues it."""
     from monitoring.automation.backtests import backtest_run
 
-    backtest_run(backtest_id=backtest_id)
+    backtest_run(backtest_id=backtest_id, part=part)
 
 
 @shared_task(soft_time_limit=50, time_limit=58, acks_late=True, ignore_result=True)

@@ -3,9 +3,10 @@
 Seeds a fresh database with the data-plane benchmark's ten-rule checkout set (v1
 active, v2 a draft: three thresholds tightened, a regex rule), ``--inputs``
 captured production inputs (varied in SQL, newest first), then starts one Celery
-worker (``--pool=solo``), queues a backtest of v2 against v1 over all of them
-with an ``expect_changes`` condition, and samples the worker's resident memory
-every half second until the backtest is done. Prints inputs/s (created -> finished:
+worker with ``--processes`` processes (1: ``--pool=solo``), queues a backtest of v2
+against v1 over all of them with an ``expect_changes`` condition (run in as many
+parts, ``CANARY_BACKTEST_PARTS``), and samples the worker's resident memory (all its
+processes) every half second until the backtest is done. Prints inputs/s (created -> finished:
 read, evaluate both versions, aggregate, commit) and the memory range.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/canary_bench_backtest \
@@ -64,16 +65,25 @@ EXPECT_CHANGES = 'input.amount > 300.0 || !input.order_id.matches("^ORD-[0-9]{8}
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of ``pid`` and its child processes (a prefork worker's pool)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += rss_kib(int(child))
+    except FileNotFoundError:
+        pass
+    return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=2_000)
+    parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -120,10 +130,15 @@ def main() -> None:
         f"({float(input_bytes):,.0f} of them the jsonb input)"
     )
 
-    environment = {**os.environ, "CANARY_BACKTEST_CHUNK": str(args.chunk)}
+    environment = {
+        **os.environ,
+        "CANARY_BACKTEST_CHUNK": str(args.chunk),
+        "CANARY_BACKTEST_PARTS": str(args.processes),
+    }
+    pool = ["--pool=solo"] if args.processes == 1 else [f"--concurrency={args.processes}"]
     log = tempfile.NamedTemporaryFile("w", prefix="backtest-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "canary", "worker", "--pool=solo", "--loglevel=WARNING"],
+        [python, "-m", "celery", "-A", "canary", "worker", *pool, "--loglevel=WARNING"],
         cwd=ROOT,
         env=environment,
         stdout=log,
@@ -138,6 +153,7 @@ def main() -> None:
             expect_changes=EXPECT_CHANGES,
             actor="bench",
         )
+        load_before = os.getloadavg()[0]
         samples: list[tuple[int, int]] = []
         while True:
             row = Backtest.objects.get(pk=backtest.pk)
@@ -154,8 +170,12 @@ def main() -> None:
     running = [rss for evaluated, rss in samples if evaluated > 0]
     print(f"status {row.status} {row.error}".strip())
     print(
+        f"machine load (1 min) {load_before:.1f} when queued, {os.getloadavg()[0]:.1f} when done "
+        f"({os.cpu_count()} cores)"
+    )
+    print(
         f"evaluated {row.evaluated:,} in {seconds:.1f} s: {row.evaluated / seconds:,.0f} inputs/s "
-        f"end to end (chunk {args.chunk}); disagreed "
+        f"end to end (chunk {args.chunk}, {args.processes} processes); disagreed "
         f"{row.evaluated - row.state['agreed']:,}, unexpected {row.state['unexpected']:,}"
     )
     if running:

@@ -12,9 +12,11 @@ caps), ``bounds``, ``cost`` and ``regex`` (what a condition may do, and its wors
 from deployments.rules.inputs import check_input_bounds
 from deployments.rules.language import (
     CompiledRuleSet,
+    PreparedInput,
     compile_rules,
     compiled_for,
     estimate_condition_cost,
+    prepare_input,
 )
 from deployments.rules.limits import EvalLimits, eval_limits, set_limits_source
 from deployments.rules.types import Evaluation, InputBoundsError, RuleCompileError, RuleError
@@ -24,6 +26,7 @@ __all__ = [
     "EvalLimits",
     "Evaluation",
     "InputBoundsError",
+    "PreparedInput",
     "RuleCompileError",
     "RuleError",
     "check_input_bounds",
@@ -31,5 +34,6 @@ __all__ = [
     "compiled_for",
     "estimate_condition_cost",
     "eval_limits",
+    "prepare_input",
     "set_limits_source",
 ]

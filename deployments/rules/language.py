@@ -164,22 +164,26 @@ class CompiledRuleSet:
         budget (a shadow evaluation gets what the served one left).
         """
         started = _clock()
-        if not isinstance(input, dict):
-            if not isinstance(input, Mapping):
-                kind = _json_kind(input)
-                return _failure(None, f"input must be a JSON object, got {kind}")
-            input = dict(input)  # the library converts plain dicts only
-        limits = eval_limits()
-        try:
-            shape = _measured(input, limits)
-        except InputBoundsError as exc:
-            return _failure(None, str(exc))
-        try:
-            activation = _ENV.Activation({"input": input})
-        except BaseException as exc:
-            if isinstance(exc, _FATAL):
-                raise
-            return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
+        prepared = prepare_input(input)
+        if isinstance(prepared, Evaluation):
+            return prepared
+        return self._evaluate(prepared, started, budget_ms)
+
+    def evaluate_prepared(self, prepared: PreparedInput | Evaluation) -> Evaluation:
+        """``evaluate`` on an input already measured and converted (``prepare_input``).
+
+        Several versions judged on one input (a backtest) share that work: the
+        measurement and the activation, whose values CEL converts once, on first use.
+        The outcome is the one ``evaluate`` gives; the budget counts from this call.
+        """
+        if isinstance(prepared, Evaluation):
+            return prepared
+        return self._evaluate(prepared, _clock(), None)
+
+    def _evaluate(
+        self, prepared: PreparedInput, started: float, budget_ms: float | None
+    ) -> Evaluation:
+        limits, shape, activation = prepared.limits, prepared.shape, prepared.activation
         deadline = started + (limits.budget_ms if budget_ms is None else budget_ms) / 1000
         caps = limits.caps
         costs = self._costs if caps == self._caps else self._costs_at(caps)
@@ -321,6 +325,37 @@ class CompiledRuleSet:
             f"the {limits.budget_ms} ms evaluation budget (limit {limits.rule_cost_limit:,} "
             "units); the version was saved before this limit or under larger input caps"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedInput:
+    """An input measured against the caps in force and converted for CEL, ready for any
+    number of versions (``CompiledRuleSet.evaluate_prepared``)."""
+
+    limits: EvalLimits
+    shape: _InputShape
+    activation: Any
+
+
+def prepare_input(input: Any) -> PreparedInput | Evaluation:
+    """The input measured and its activation built, or the error outcome every version
+    would answer for it (not an object, outside the caps, not convertible)."""
+    if not isinstance(input, dict):
+        if not isinstance(input, Mapping):
+            return _failure(None, f"input must be a JSON object, got {_json_kind(input)}")
+        input = dict(input)  # the library converts plain dicts only
+    limits = eval_limits()
+    try:
+        shape = _measured(input, limits)
+    except InputBoundsError as exc:
+        return _failure(None, str(exc))
+    try:
+        activation = _ENV.Activation({"input": input})
+    except BaseException as exc:
+        if isinstance(exc, _FATAL):
+            raise
+        return _failure(None, f"input cannot be used: {_describe_exception(exc)}")
+    return PreparedInput(limits, shape, activation)
 
 
 def _run(rule: _Rule, activation: Any) -> bool | str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cel_expr_python import cel
@@ -63,8 +64,9 @@ class EvalLimits:
     max_input_size: int = DEFAULT_INPUT_MAX_SIZE
     max_depth: int = DEFAULT_INPUT_MAX_DEPTH
 
-    @property
+    @cached_property
     def caps(self) -> InputCaps:
+        """Built once per limits (read for every evaluation, twice)."""
         return InputCaps(
             max_elements=self.max_list_length,
             max_size=self.max_input_size,

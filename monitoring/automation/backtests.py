@@ -5,14 +5,16 @@ actually sent says exactly which decisions a release would change, before anyone
 is served it. The inputs are the rule set's captured inputs and the stored inputs
 of its canaries' executions, newest first, at most ``limit``.
 
-A run happens in the Celery worker, a chunk (``CANARY_BACKTEST_CHUNK``) at a time,
-and never holds more than one chunk: each input source is read in keyset pages
-(``(created_at, id)`` below a cursor, on the sources' indexes), and what the run
-has found so far is a handful of counters, the decision changes (bounded by the
-rules' pairs), a latency-ratio histogram and at most ten unexpected examples.
-Each chunk commits its counters, its differences and both cursors in one
-transaction, under the backtest's row lock and only if the cursors are still those
-it read (compare-and-set), so:
+A run happens in the Celery worker, cut into ``CANARY_BACKTEST_PARTS`` consecutive
+ranges of the inputs' order that the worker's processes run side by side (see
+"running" below), each a chunk (``CANARY_BACKTEST_CHUNK``) at a time, never holding
+more than one chunk: each input source is read in keyset pages (``(created_at, id)``
+below a cursor, on the sources' indexes), and what a part has found so far is a
+handful of counters, the decision changes (bounded by the rules' pairs), a
+latency-ratio histogram and at most ten unexpected examples. Each chunk commits its
+part's counters, differences and both cursors in one transaction, under the
+backtest's row lock and only if the part's cursors are still those it read
+(compare-and-set), so:
 
 - a run that dies (a worker killed) leaves the backtest ``running`` with its last
   chunk committed; ``backtest_sweep`` (every minute) re-queues one whose progress
@@ -48,7 +50,14 @@ from canary.errors import NotFound, ValidationFailed
 from deployments import services as deployment_services
 from deployments.choices import DeploymentStatus, EventAction
 from deployments.models import Deployment, RuleSet, RuleSetVersion
-from deployments.rules import CompiledRuleSet, RuleCompileError, compile_rules
+from deployments.rules import (
+    CompiledRuleSet,
+    Evaluation,
+    PreparedInput,
+    RuleCompileError,
+    compile_rules,
+    prepare_input,
+)
 from deployments.selectors import compiled_rules_for
 from deployments.services import Actor, actor_label
 from monitoring.decision.shadow import _ratio_from_histogram
@@ -173,20 +182,24 @@ def _sources(backtest: Backtest) -> dict[str, Any]:
     return {CAPTURED: backtest.ruleset_id, EXECUTIONS: deployment_ids}
 
 
+# ``(created_at, id) >= stop``: the rows a later part starts at are that part's.
 _READ_SQL = {
     CAPTURED: (
         "SELECT created_at, id, input::text FROM monitoring_capturedinput "
         "WHERE ruleset_id = %s AND (created_at, id) < (%s, %s) "
+        "AND (created_at, id) >= (%s::timestamptz, %s) "
         "ORDER BY created_at DESC, id DESC LIMIT %s"
     ),
     # Only executions whose input was stored ("*": CANARY_STORE_INPUTS was off).
     EXECUTIONS: (
         "SELECT created_at, id, input::text FROM monitoring_executionlog "
         "WHERE deployment_id = ANY(%s) AND (created_at, id) < (%s, %s) "
+        "AND (created_at, id) >= (%s::timestamptz, %s) "
         "AND (redacted_paths IS NULL OR NOT redacted_paths @> '[\"*\"]'::jsonb) "
         "ORDER BY created_at DESC, id DESC LIMIT %s"
     ),
 }
+_NO_STOP = ("-infinity", 0)
 
 
 def _queryset(source: str, key: Any) -> QuerySet:
@@ -195,24 +208,29 @@ def _queryset(source: str, key: Any) -> QuerySet:
     return ExecutionLog.objects.filter(deployment_id__in=key).exclude(redacted_paths=["*"])
 
 
-def _read(source: str, key: Any, cursor: tuple[datetime, int], count: int) -> list[_Input]:
-    """Up to ``count`` inputs of one source strictly before ``cursor``, newest first."""
+def _read(
+    source: str,
+    key: Any,
+    cursor: tuple[datetime, int],
+    count: int,
+    stop: tuple[datetime, int] | None = None,
+) -> list[_Input]:
+    """Up to ``count`` inputs of one source strictly before ``cursor`` (and at or after
+    ``stop``), newest first."""
     if source == EXECUTIONS and not key:
         return []
     if connection.vendor == "postgresql":
+        low = _NO_STOP if stop is None else stop
+        loads = orjson.loads
         with connection.cursor() as db:
-            db.execute(_READ_SQL[source], [key, cursor[0], cursor[1], count])
-            return [
-                _Input(at, source, row_id, orjson.loads(text)) for at, row_id, text in db.fetchall()
-            ]
+            db.execute(_READ_SQL[source], [key, cursor[0], cursor[1], low[0], low[1], count])
+            return [_Input(at, source, row_id, loads(text)) for at, row_id, text in db.fetchall()]
     before = Q(created_at__lt=cursor[0]) | Q(created_at=cursor[0], id__lt=cursor[1])
-    rows = (
-        _queryset(source, key)
-        .filter(before)
-        .order_by("-created_at", "-id")
-        .values_list("created_at", "id", "input")[:count]
-    )
-    return [_Input(at, source, row_id, document) for at, row_id, document in rows]
+    rows = _queryset(source, key).filter(before)
+    if stop is not None:
+        rows = rows.filter(Q(created_at__gt=stop[0]) | Q(created_at=stop[0], id__gte=stop[1]))
+    values = rows.order_by("-created_at", "-id").values_list("created_at", "id", "input")
+    return [_Input(at, source, row_id, document) for at, row_id, document in values[:count]]
 
 
 def _count(source: str, key: Any, until: datetime) -> int:
@@ -222,7 +240,10 @@ def _count(source: str, key: Any, until: datetime) -> int:
 
 
 def _next_chunk(
-    sources: dict[str, Any], cursors: dict[str, list[Any]], count: int
+    sources: dict[str, Any],
+    cursors: dict[str, list[Any]],
+    count: int,
+    stops: dict[str, list[Any]] | None = None,
 ) -> tuple[list[_Input], dict[str, list[Any]]]:
     """The next ``count`` inputs across both sources, newest first, and the cursors after them.
 
@@ -231,13 +252,72 @@ def _next_chunk(
     fetched: list[_Input] = []
     for source, key in sources.items():
         at, row_id = cursors[source]
-        fetched += _read(source, key, (datetime.fromisoformat(at), row_id), count)
+        stop = None
+        if stops is not None:
+            stop = (datetime.fromisoformat(stops[source][0]), stops[source][1])
+        fetched += _read(source, key, (datetime.fromisoformat(at), row_id), count, stop)
     fetched.sort(key=lambda item: (item.created_at, item.source, item.id), reverse=True)
     chunk = fetched[:count]
     moved = {source: list(cursor) for source, cursor in cursors.items()}
     for item in chunk:
         moved[item.source] = [item.created_at.isoformat(), item.id]
     return chunk, moved
+
+
+# Where each part after the first starts: per source, its last row among the first
+# ``boundary`` inputs of the backtest's order (sources tied on time: executions first, as
+# ``_next_chunk`` sorts them).
+_SPLIT_SQL = (
+    "WITH merged AS ("
+    "(SELECT created_at, id, 'captured' AS source FROM monitoring_capturedinput "
+    "WHERE ruleset_id = %(ruleset)s AND (created_at, id) < (%(until)s, %(first)s)) "
+    "UNION ALL "
+    "(SELECT created_at, id, 'executions' FROM monitoring_executionlog "
+    "WHERE deployment_id = ANY(%(deployments)s) AND (created_at, id) < (%(until)s, %(first)s) "
+    "AND (redacted_paths IS NULL OR NOT redacted_paths @> '[\"*\"]'::jsonb))), "
+    "head AS (SELECT * FROM merged ORDER BY created_at DESC, source DESC, id DESC "
+    "LIMIT %(boundary)s) "
+    "SELECT DISTINCT ON (source) source, created_at, id FROM head "
+    "ORDER BY source, created_at, id"
+)
+
+
+def _split(
+    sources: dict[str, Any], start: list[Any], total: int, parts: int
+) -> list[dict[str, Any]]:
+    """``total`` inputs cut in ``parts`` consecutive ranges of the backtest's order: each
+    part's position, size, cursors to start from and cursors to stop at (the next part's)."""
+    offsets = [total * n // parts for n in range(parts + 1)]
+    starts = [{source: list(start) for source in sources}]
+    for boundary in offsets[1:-1]:
+        cursors = {source: list(start) for source in sources}
+        with connection.cursor() as db:
+            db.execute(
+                _SPLIT_SQL,
+                {
+                    "ruleset": sources[CAPTURED],
+                    "deployments": sources[EXECUTIONS],
+                    "until": datetime.fromisoformat(start[0]),
+                    "first": start[1],
+                    "boundary": boundary,
+                },
+            )
+            for source, at, row_id in db.fetchall():
+                cursors[source] = [at.isoformat(), row_id]
+        starts.append(cursors)
+    return [
+        {
+            **_empty_tally_state(),
+            "start": offsets[n],
+            "size": offsets[n + 1] - offsets[n],
+            "cursors": starts[n],
+            "stops": starts[n + 1] if n + 1 < parts else None,
+            "evaluated": 0,
+            "done": False,
+            "lease": None,
+        }
+        for n in range(parts)
+    ]
 
 
 # --- evaluating -------------------------------------------------------------------------
@@ -266,28 +346,43 @@ class _Tally:
     differences: list[dict[str, Any]] = field(default_factory=list)
 
 
+# An evaluation stopped by the wall-clock budget says nothing about the version's rules
+# (a busy machine descheduled it): a backtest tries it again, at most this many times.
+_EXHAUSTED_TRIES = 3
+
+
+def _evaluated(version: CompiledRuleSet, prepared: PreparedInput | Evaluation) -> Evaluation:
+    for _ in range(_EXHAUSTED_TRIES):
+        evaluation = version.evaluate_prepared(prepared)
+        if not evaluation.exhausted:
+            break
+    return evaluation
+
+
 def evaluate_pair(
     v1: CompiledRuleSet,
     v2: CompiledRuleSet,
     document: Any,
     order: int = 0,
-) -> tuple[Any, Any, float, float]:
-    """Both versions on one input, in alternating order (neither always pays for cold
-    caches): (v1 evaluation, v2 evaluation, v1 ms, v2 ms)."""
+) -> tuple[Any, Any, float, float, PreparedInput | Evaluation]:
+    """Both versions on one input measured and converted once, in alternating order
+    (neither always pays for the conversion CEL makes on first use): (v1 evaluation,
+    v2 evaluation, v1 ms, v2 ms, the prepared input for more conditions on it)."""
     clock = time.perf_counter
+    prepared = prepare_input(document)
     if order % 2:
         start = clock()
-        second = v2.evaluate(document)
+        second = _evaluated(v2, prepared)
         middle = clock()
-        first = v1.evaluate(document)
+        first = _evaluated(v1, prepared)
         end = clock()
-        return first, second, (end - middle) * 1000, (middle - start) * 1000
+        return first, second, (end - middle) * 1000, (middle - start) * 1000, prepared
     start = clock()
-    first = v1.evaluate(document)
+    first = _evaluated(v1, prepared)
     middle = clock()
-    second = v2.evaluate(document)
+    second = _evaluated(v2, prepared)
     end = clock()
-    return first, second, (middle - start) * 1000, (end - middle) * 1000
+    return first, second, (middle - start) * 1000, (end - middle) * 1000, prepared
 
 
 def _evaluate_chunk(
@@ -302,7 +397,7 @@ def _evaluate_chunk(
     log_ratio = math.log(columns.RATIO)
     for offset, item in enumerate(chunk):
         position = first_position + offset
-        one, two, one_ms, two_ms = evaluate_pair(v1, v2, item.document, position)
+        one, two, one_ms, two_ms, prepared = evaluate_pair(v1, v2, item.document, position)
         if one.success and two.success:
             tally.outcomes["both_succeeded"] += 1
         elif one.success:
@@ -322,7 +417,7 @@ def _evaluate_chunk(
         tally.changes[key] = tally.changes.get(key, 0) + 1
         expected = None
         if expectation is not None:
-            verdict = expectation.evaluate(item.document)
+            verdict = _evaluated(expectation, prepared)
             expected = bool(verdict.success and verdict.output is True)
         difference = {
             "position": position,
@@ -342,10 +437,8 @@ def _evaluate_chunk(
     return tally
 
 
-def _empty_state(until: datetime) -> dict[str, Any]:
-    start = [until.isoformat(), _FIRST_ID]
+def _empty_tally_state() -> dict[str, Any]:
     return {
-        "cursors": {CAPTURED: list(start), EXECUTIONS: list(start)},
         "outcomes": dict.fromkeys(
             ("both_succeeded", "only_v1_failed", "only_v2_failed", "both_failed"), 0
         ),
@@ -380,7 +473,46 @@ def _merged(state: dict[str, Any], tally: _Tally, cursors: dict[str, list[Any]])
     return merged
 
 
+def _combined(state: dict[str, Any]) -> dict[str, Any]:
+    """The parts' findings added up in the backtest's order: what one run from the newest
+    input to the last would have found."""
+    if "parts" not in state:
+        return state
+    total = _empty_tally_state()
+    for part in state["parts"]:
+        for name, count in part["outcomes"].items():
+            total["outcomes"][name] += count
+        for name in ("agreed", "unexpected", "differences"):
+            total[name] += part[name]
+        for name in ("changes", "ratio"):
+            for key, count in part[name].items():
+                total[name][key] = total[name].get(key, 0) + count
+        room = MAX_UNEXPECTED_EXAMPLES - len(total["examples"])
+        total["examples"] += part["examples"][: max(0, room)]
+    total["differences"] = min(total["differences"], settings.CANARY_BACKTEST_MAX_DIFFERENCES)
+    return total
+
+
 # --- running ----------------------------------------------------------------------------
+#
+# A backtest is cut into ``CANARY_BACKTEST_PARTS`` consecutive ranges of its order (each
+# at least a chunk), run by the worker's processes side by side: the task queued at
+# creation (or by the sweep) claims the backtest, queues one task per other part, and
+# runs the parts in order, taking each one nobody else holds. A part's task runs only
+# while the run that queued it is alive (it holds an advisory lock on the backtest for
+# its duration), so a task left in the queue by a killed worker does nothing and the
+# sweep resumes the whole backtest. Each part keeps its own cursors, counters and lease;
+# the last part to finish completes the backtest.
+
+
+def _part_count(total: int) -> int:
+    if connection.vendor != "postgresql":
+        return 1
+    chunk = max(1, int(settings.CANARY_BACKTEST_CHUNK))
+    parts = max(1, int(settings.CANARY_BACKTEST_PARTS))
+    while parts > 1 and total < parts * chunk:
+        parts -= 1
+    return parts
 
 
 def _claim(backtest_id: Any, now: datetime) -> Backtest | None:
@@ -394,13 +526,31 @@ def _claim(backtest_id: Any, now: datetime) -> Backtest | None:
             return None
         fields = ["status", "attempts", "heartbeat_at"]
         if not backtest.state:
-            backtest.state = _empty_state(backtest.created_at)
             sources = _sources(backtest)
             available = sum(
                 _count(source, key, backtest.created_at) for source, key in sources.items()
             )
             backtest.total = min(backtest.limit, available)
+            start = [backtest.created_at.isoformat(), _FIRST_ID]
+            backtest.state = {
+                "parts": _split(sources, start, backtest.total, _part_count(backtest.total))
+            }
             fields += ["state", "total"]
+        elif "parts" not in backtest.state:  # begun before backtests had parts
+            backtest.state = {
+                "parts": [
+                    {
+                        **backtest.state,
+                        "start": 0,
+                        "size": backtest.limit,
+                        "stops": None,
+                        "evaluated": backtest.evaluated,
+                        "done": False,
+                        "lease": None,
+                    }
+                ]
+            }
+            fields.append("state")
         backtest.status = BacktestStatus.RUNNING
         backtest.attempts += 1
         backtest.heartbeat_at = now
@@ -408,18 +558,53 @@ def _claim(backtest_id: Any, now: datetime) -> Backtest | None:
         return backtest
 
 
-def backtest_run(*, backtest_id: Any) -> None:
-    """Run or resume a backtest to its end (idempotent: a finished one is left alone)."""
+def _lock_key(backtest_id: Any) -> str:
+    return f"canary.backtest:{backtest_id}"
+
+
+def backtest_run(*, backtest_id: Any, part: int | None = None) -> None:
+    """Run or resume a backtest to its end (idempotent: a finished one is left alone);
+    ``part``: only that part, queued by the run that claimed the backtest."""
+    if part is not None:
+        _run_queued_part(backtest_id, part)
+        return
     backtest = _claim(backtest_id, timezone.now())
     if backtest is None:
         return
+    # Held while this run lives (a killed worker's connection drops it): the parts' tasks
+    # it queues run only then. Another live run of the backtest may hold it already.
+    with connection.cursor() as db:
+        db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_lock_key(backtest_id)])
+        (locked,) = db.fetchone()
     try:
-        _run_chunks(backtest)
+        _guarded(backtest_id, None, lambda: _run_parts(backtest, None))
+    finally:
+        if locked:
+            with connection.cursor() as db:
+                db.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_lock_key(backtest_id)])
+
+
+def _run_queued_part(backtest_id: Any, part: int) -> None:
+    with connection.cursor() as db:
+        db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_lock_key(backtest_id)])
+        (free,) = db.fetchone()
+        if free:  # the run that queued it is gone: the sweep resumes the whole backtest
+            db.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_lock_key(backtest_id)])
+            return
+    backtest = Backtest.objects.filter(pk=backtest_id, status=BacktestStatus.RUNNING).first()
+    if backtest is not None and "parts" in backtest.state:
+        _guarded(backtest_id, part, lambda: _run_parts(backtest, part))
+
+
+def _guarded(backtest_id: Any, part: int | None, run: Any) -> None:
+    try:
+        run()
     except SoftTimeLimitExceeded:
         # A long backtest outlives one task's time limit: what is committed stays, and the
         # next task continues from the cursors (not an attempt lost, so not counted as one).
-        Backtest.objects.filter(pk=backtest_id).update(attempts=F("attempts") - 1)
-        enqueue(RUN_TASK, str(backtest_id))
+        if part is None:
+            Backtest.objects.filter(pk=backtest_id).update(attempts=F("attempts") - 1)
+            enqueue(RUN_TASK, str(backtest_id))
     except Exception as exc:
         logger.exception("backtest %s failed", backtest_id)
         with transaction.atomic():
@@ -429,54 +614,148 @@ def backtest_run(*, backtest_id: Any) -> None:
         raise
 
 
-def _run_chunks(backtest: Backtest) -> None:
+def _run_parts(backtest: Backtest, only: int | None) -> None:
     v1 = compiled_rules_for(backtest.against)
     v2 = compiled_rules_for(backtest.version)
     expectation = _expectation(backtest.expect_changes) if backtest.expect_changes else None
     sources = _sources(backtest)
+    parts = backtest.state["parts"]
+    order = range(len(parts)) if only is None else [only]
+    if only is None:
+        unfinished = [n for n, part in enumerate(parts) if not part["done"]]
+        for n in unfinished[1:]:
+            try:
+                enqueue(RUN_TASK, str(backtest.pk), n, retry=False)
+            except Exception:  # no broker: this run takes the part itself, later
+                logger.warning("backtest %s: part %s not queued", backtest.pk, n, exc_info=True)
+    for n in order:
+        taken = _take(backtest.pk, n)
+        if taken is None:
+            continue
+        if not _run_part(backtest.pk, n, taken, sources, v1, v2, expectation):
+            return  # finished or failed meanwhile
+    _complete_if_done(backtest.pk)
+
+
+def _take(backtest_id: Any, n: int) -> dict[str, Any] | None:
+    """Hold part ``n`` (its lease) unless it is done or another run holds it."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CANARY_BACKTEST_STALE_SECONDS)
+    with transaction.atomic():
+        locked = Backtest.objects.select_for_update().get(pk=backtest_id)
+        if locked.status != BacktestStatus.RUNNING or n >= len(locked.state["parts"]):
+            return None
+        part = locked.state["parts"][n]
+        if part["done"] or (part["lease"] and datetime.fromisoformat(part["lease"]) > stale):
+            return None
+        part["lease"] = now.isoformat()
+        locked.heartbeat_at = now
+        locked.save(update_fields=["state", "heartbeat_at"])
+        return dict(part)
+
+
+def _run_part(
+    backtest_id: Any,
+    n: int,
+    part: dict[str, Any],
+    sources: dict[str, Any],
+    v1: CompiledRuleSet,
+    v2: CompiledRuleSet,
+    expectation: CompiledRuleSet | None,
+) -> bool:
+    """Part ``n`` to its end, a chunk at a time; False when the backtest stopped running."""
     chunk_size = max(1, int(settings.CANARY_BACKTEST_CHUNK))
     max_differences = int(settings.CANARY_BACKTEST_MAX_DIFFERENCES)
-    state, evaluated = backtest.state, backtest.evaluated
     while True:
-        wanted = min(chunk_size, backtest.limit - evaluated)
-        chunk, cursors = _next_chunk(sources, state["cursors"], wanted) if wanted > 0 else ([], {})
-        if not chunk:
-            backtest_complete(backtest_id=backtest.pk)
-            return
-        tally = _evaluate_chunk(
-            chunk, v1, v2, expectation, evaluated, max(0, max_differences - state["differences"])
+        wanted = min(chunk_size, part["size"] - part["evaluated"])
+        chunk, cursors = (
+            _next_chunk(sources, part["cursors"], wanted, part["stops"]) if wanted > 0 else ([], {})
         )
-        committed = _commit_chunk(backtest.pk, state, evaluated, tally, cursors, len(chunk))
+        tally = _evaluate_chunk(
+            chunk,
+            v1,
+            v2,
+            expectation,
+            part["start"] + part["evaluated"],
+            max(0, max_differences - part["differences"]),
+        )
+        committed = _commit_chunk(backtest_id, n, part, tally, cursors, len(chunk))
         if committed is None:
-            return  # finished or failed meanwhile
-        state, evaluated = committed
+            return False
+        part = committed
+        if part["done"]:
+            return True
 
 
 def _commit_chunk(
     backtest_id: Any,
-    state: dict[str, Any],
-    evaluated: int,
+    n: int,
+    part: dict[str, Any],
     tally: _Tally,
     cursors: dict[str, list[Any]],
     size: int,
-) -> tuple[dict[str, Any], int] | None:
-    """Add one chunk if nobody else has since (compare-and-set on the cursors); the state
-    to continue from, or None when the backtest is no longer running."""
+) -> dict[str, Any] | None:
+    """Add one chunk of part ``n`` if nobody else has since (compare-and-set on the part's
+    cursors; an empty chunk marks the part done); the part to continue from, or None when
+    the backtest is no longer running."""
     with transaction.atomic():
         locked = Backtest.objects.select_for_update().get(pk=backtest_id)
         if locked.status != BacktestStatus.RUNNING:
             return None
-        if locked.evaluated != evaluated or locked.state.get("cursors") != state["cursors"]:
-            return locked.state, locked.evaluated  # another run moved on: continue from there
-        locked.state = _merged(state, tally, cursors)
-        locked.evaluated = evaluated + size
-        locked.heartbeat_at = timezone.now()
+        stored = locked.state["parts"][n]
+        if (
+            stored["done"]
+            or stored["evaluated"] != part["evaluated"]
+            or stored["cursors"] != part["cursors"]
+        ):
+            return stored  # another run moved on: continue from there
+        now = timezone.now()
+        if size:
+            updated = _merged(stored, tally, cursors)
+            updated["evaluated"] = stored["evaluated"] + size
+        else:
+            updated = {**stored, "done": True}
+        updated["lease"] = now.isoformat()
+        locked.state["parts"][n] = updated
+        locked.evaluated += size
+        locked.heartbeat_at = now
         locked.save(update_fields=["state", "evaluated", "heartbeat_at"])
-        BacktestDifference.objects.bulk_create(
-            [BacktestDifference(backtest_id=backtest_id, **row) for row in tally.differences],
-            ignore_conflicts=True,
-        )
-        return locked.state, locked.evaluated
+        _insert_differences(backtest_id, tally.differences)
+        return updated
+
+
+def _complete_if_done(backtest_id: Any) -> None:
+    backtest = Backtest.objects.filter(pk=backtest_id).only("state", "status").first()
+    if backtest is None or backtest.status != BacktestStatus.RUNNING:
+        return
+    if all(part["done"] for part in backtest.state.get("parts", [])):
+        backtest_complete(backtest_id=backtest_id)
+
+
+# One parameter for a chunk's differences: binding thousands of values one by one costs
+# more than evaluating the inputs they came from.
+_INSERT_DIFFERENCES_SQL = (
+    "INSERT INTO monitoring_backtestdifference "
+    "(backtest_id, position, input, v1_output, v2_output, v1_rule, v2_rule, expected) "
+    "SELECT %s, r.position, r.input, r.v1_output, r.v2_output, r.v1_rule, r.v2_rule, "
+    "r.expected FROM jsonb_to_recordset(%s::jsonb) AS r(position integer, input jsonb, "
+    "v1_output jsonb, v2_output jsonb, v1_rule text, v2_rule text, expected boolean) "
+    "ON CONFLICT (backtest_id, position) DO NOTHING"
+)
+
+
+def _insert_differences(backtest_id: Any, differences: list[dict[str, Any]]) -> None:
+    """Store a chunk's differences; a position stored already (a chunk re-run) is kept."""
+    if not differences:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as db:
+            db.execute(_INSERT_DIFFERENCES_SQL, [backtest_id, orjson.dumps(differences).decode()])
+        return
+    BacktestDifference.objects.bulk_create(
+        [BacktestDifference(backtest_id=backtest_id, **row) for row in differences],
+        ignore_conflicts=True,
+    )
 
 
 def backtest_complete(*, backtest_id: Any, now: datetime | None = None) -> Backtest | None:
@@ -488,10 +767,25 @@ def backtest_complete(*, backtest_id: Any, now: datetime | None = None) -> Backt
         backtest = Backtest.objects.select_for_update().get(pk=backtest_id)
         if backtest.status != BacktestStatus.RUNNING:
             return None
+        if backtest.state and "parts" in backtest.state:
+            if not all(part["done"] for part in backtest.state["parts"]):
+                return None
+            # Each part kept its first differences; the backtest keeps the first overall.
+            BacktestDifference.objects.filter(
+                backtest_id=backtest_id,
+                position__gte=(
+                    BacktestDifference.objects.filter(backtest_id=backtest_id)
+                    .order_by("position")
+                    .values_list("position", flat=True)[settings.CANARY_BACKTEST_MAX_DIFFERENCES :][
+                        :1
+                    ]
+                ),
+            ).delete()
+            backtest.state = {**_combined(backtest.state), "parts": backtest.state["parts"]}
         backtest.status = BacktestStatus.DONE
         backtest.finished_at = now
         backtest.heartbeat_at = now
-        backtest.save(update_fields=["status", "finished_at", "heartbeat_at"])
+        backtest.save(update_fields=["status", "finished_at", "heartbeat_at", "state"])
         report = backtest_report(backtest)
         deployment_services.deployment_version_event(
             version_id=backtest.version_id,
@@ -598,7 +892,7 @@ def backtest_differences(*, backtest: Backtest) -> QuerySet[BacktestDifference]:
 
 def backtest_report(backtest: Backtest) -> dict[str, Any]:
     """The backtest as ``GET /backtests/{id}`` shows it (the shapes of ``/shadow``)."""
-    state = backtest.state or _empty_state(backtest.created_at)
+    state = _combined(backtest.state) if backtest.state else _empty_tally_state()
     evaluated = backtest.evaluated
     agreed = state["agreed"]
     disagreed = evaluated - agreed

@@ -19,6 +19,7 @@ from deployments.rules import (
     RuleError,
     compile_rules,
     compiled_for,
+    prepare_input,
 )
 from deployments.rules import language as rl
 
@@ -225,6 +226,30 @@ def test_values_the_library_cannot_represent_are_errors(document: dict[str, Any]
 @pytest.mark.parametrize("document", [None, [1, 2], "text", 3])
 def test_non_object_input_is_an_error_without_rule(document: Any) -> None:
     assert_error(one("true").evaluate(document), None, "JSON object")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"amount": 50, "country": "FR"},
+        {"amount": 500},
+        {"x": (1, 2)},
+        {"amount": 2**64},
+        {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+        [1, 2],
+    ],
+)
+def test_versions_sharing_one_prepared_input_answer_what_each_evaluation_does(
+    document: Any,
+) -> None:
+    first = compile_rules([rule("big", "input.amount > 100", {"d": "review"})], {"d": "ok"})
+    second = compile_rules(
+        [rule("fr", 'input.country == "FR"'), rule("big", "input.amount > 400")], "ok"
+    )
+    prepared = prepare_input(document)
+
+    for version in (first, second, first):
+        assert version.evaluate_prepared(prepared) == version.evaluate(document)
 
 
 class _Panic(BaseException):

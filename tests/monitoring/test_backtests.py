@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -13,8 +14,15 @@ from rest_framework.test import APIClient
 
 from deployments.models import Deployment, DeploymentEvent, RuleSet
 from deployments.rules import compile_rules
-from monitoring.automation.backtests import backtest_run, backtest_sweep
-from monitoring.models import Backtest, CapturedInput, ExecutionLog
+from deployments.rules import language as rl
+from monitoring.automation.backtests import (
+    backtest_create,
+    backtest_report,
+    backtest_run,
+    backtest_sweep,
+    evaluate_pair,
+)
+from monitoring.models import Backtest, BacktestDifference, CapturedInput, ExecutionLog
 from tests.samples import DEFAULT_OUTPUT, V1_RULES, V2_RULES
 
 pytestmark = pytest.mark.django_db
@@ -171,6 +179,131 @@ def test_counts_changes_and_unexpected_equal_an_independent_computation(
     backtest_run(backtest_id=backtest_id)
     assert viewer.get(f"/api/v1/backtests/{backtest_id}").json()["disagreed"] == disagreed
     assert DeploymentEvent.objects.filter(action="backtest_completed").count() == 1
+
+
+def test_a_backtest_run_in_parts_finds_what_one_run_finds(
+    draft_v2: Deployment, active_v1: Deployment, settings: Any
+) -> None:
+    """Parts cut the order where captured inputs and executions share a timestamp; each
+    keeps its first differences, and the backtest the first overall."""
+    settings.CANARY_BACKTEST_CHUNK = 4
+    settings.CANARY_BACKTEST_MAX_DIFFERENCES = 50
+    ruleset = draft_v2.ruleset
+    rng = random.Random(3)
+    now = timezone.now()
+    captured, logged = [], []
+    for n in range(90):
+        at = now - timedelta(seconds=10 * (n // 3) + 5)  # three inputs per timestamp
+        # Every input a difference, each its own: the stored differences show the order.
+        document = {"temperature": rng.randint(18, 27), "zone": rng.choice(["A", "B"]), "n": n}
+        if n % 3 == 1:
+            logged.append(
+                ExecutionLog(
+                    deployment=active_v1,
+                    served_version="v1",
+                    version_id=active_v1.version_id,
+                    success=True,
+                    latency_ms=1.0,
+                    input=document,
+                    created_at=at,
+                )
+            )
+        else:
+            captured.append(CapturedInput(ruleset=ruleset, input=document, created_at=at))
+    CapturedInput.objects.bulk_create(captured)
+    ExecutionLog.objects.bulk_create(logged)
+
+    def run(parts: int) -> tuple[Backtest, dict[str, Any], list[tuple]]:
+        settings.CANARY_BACKTEST_PARTS = parts
+        backtest = backtest_create(
+            ruleset_id=ruleset.pk, version="v2.0.0", limit=80, expect_changes=EXPECT, actor=None
+        )
+        backtest_run(backtest_id=backtest.pk)
+        backtest.refresh_from_db()
+        report = backtest_report(backtest)
+        for varying in ("id", "created_at", "finished_at", "latency"):
+            report.pop(varying)
+        differences = list(
+            BacktestDifference.objects.filter(backtest=backtest)
+            .order_by("position")
+            .values_list("position", "input", "v1_output", "v2_output", "v1_rule", "expected")
+        )
+        return backtest, report, differences
+
+    whole, whole_report, whole_differences = run(1)
+    parted, parted_report, parted_differences = run(3)
+
+    assert len(whole.state["parts"]) == 1
+    assert [(p["start"], p["size"]) for p in parted.state["parts"]] == [(0, 26), (26, 27), (53, 27)]
+    assert whole_report["status"] == parted_report["status"] == "done"
+    assert whole_report["disagreed"] == 80
+    assert parted_report == whole_report
+    assert parted_differences == whole_differences
+    assert len(whole_differences) == 50
+
+
+def test_a_backtest_begun_before_parts_resumes_from_its_cursors(
+    draft_v2: Deployment, active_v1: Deployment
+) -> None:
+    readable = recorded_inputs(draft_v2.ruleset, active_v1, 40)
+    backtest = backtest_create(
+        ruleset_id=draft_v2.ruleset_id,
+        version="v2.0.0",
+        limit=30,
+        expect_changes=EXPECT,
+        actor=None,
+    )
+    start = [backtest.created_at.isoformat(), 2**63 - 1]
+    outcomes = ("both_succeeded", "only_v1_failed", "only_v2_failed", "both_failed")
+    Backtest.objects.filter(pk=backtest.pk).update(
+        status="running",
+        attempts=1,
+        total=30,
+        state={  # as a run of the previous release left it, before its first chunk
+            "cursors": {"captured": start, "executions": start},
+            "outcomes": dict.fromkeys(outcomes, 0),
+            "agreed": 0,
+            "changes": {},
+            "ratio": {},
+            "unexpected": 0,
+            "examples": [],
+            "differences": 0,
+        },
+    )
+
+    backtest_run(backtest_id=backtest.pk)
+
+    backtest.refresh_from_db()
+    report = backtest_report(backtest)
+    newest = [document for _, document in sorted(readable, key=lambda r: r[0], reverse=True)]
+    truth = independent(newest[:30])
+    assert (report["status"], report["evaluated"]) == ("done", 30)
+    assert report["outcomes"] == {name: truth["outcomes"][name] for name in outcomes}
+    assert report["disagreed"] == sum(truth["changes"].values())
+    assert report["unexpected"]["count"] == len(truth["unexpected"])
+
+
+def test_an_evaluation_stopped_by_the_budget_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy machine may deschedule an evaluation past the wall-clock budget; that says
+    nothing about the rules, so the backtest does not count it as the version's failure."""
+    v1 = compile_rules(V1_RULES, DEFAULT_OUTPUT)
+    v2 = compile_rules(V2_RULES, DEFAULT_OUTPUT)
+    document = {"temperature": 26, "zone": "A"}
+    reads = 0
+
+    def descheduled_once() -> float:  # the third read: after v1's first rule
+        nonlocal reads
+        reads += 1
+        return time.perf_counter() + (60.0 if reads == 3 else 0.0)
+
+    monkeypatch.setattr(rl, "_clock", descheduled_once)
+    one, two, _, _, _ = evaluate_pair(v1, v2, document)
+
+    assert reads > 3
+    assert (one.success, one.output, one.matched_rule) == (True, {"alert": "raise"}, "hot")
+    assert (two.success, two.output, two.matched_rule) == (True, {"alert": "watch"}, "zone")
 
 
 def test_bad_requests_name_their_field(
