@@ -17,7 +17,7 @@ from deployments.models import Deployment, DeploymentEvent
 from monitoring import console
 from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.decisions import held_regression
+from monitoring.decision.decisions import decision_read, held_regression
 from monitoring.decision.selectors import step_started_at
 
 ACTIONS = {
@@ -32,7 +32,11 @@ def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> di
     if deployment.status != DeploymentStatus.CANARY:
         return None
     now = now or timezone.now()
-    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    comparison = health.deployment_comparison(
+        deployment=deployment,
+        window_minutes=None,
+        judged=decision_read(deployment=deployment, now=now),
+    )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
     return _verdict(deployment, comparison, readiness, now)
 
@@ -50,7 +54,10 @@ def canary_overview(
         return None
     now = now or timezone.now()
     comparison = health.deployment_comparison(
-        deployment=deployment, window_minutes=None, with_latency=False
+        deployment=deployment,
+        window_minutes=None,
+        with_latency=False,
+        judged=decision_read(deployment=deployment, now=now),
     )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
@@ -129,6 +136,7 @@ def _verdict(
         "severity": SEVERITY[severity],
         "state": STATES[severity],
         "evidence_age": _evidence_age(decision),
+        "decided_by": _decided_by(decision, now),
         "held": held is not None,
         "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
         "ready": readiness["ready"],
@@ -256,11 +264,26 @@ def _evidence_age(decision: dict[str, Any]) -> str:
     age = decision.get("evidence_age_seconds")
     if age is None:
         return "no request yet"
-    if age < 90:
-        return f"last request {int(age)} s ago"
-    if age < 90 * 60:
-        return f"last request {round(age / 60)} min ago"
-    return f"last request {age / 3600:.1f} h ago"
+    return f"last request {_ago(age)}"
+
+
+def _decided_by(decision: dict[str, Any], now: datetime) -> str:
+    """Whose decision this is: "decided 40 s ago by the monitor", or computed for this page
+    because the monitor's is missing or stale (older than two of its runs, or made before
+    the deployment last changed)."""
+    decided_at = decision.get("decided_at")
+    if decision.get("source") == "monitor" and decided_at:
+        seconds = max(0.0, (now - datetime.fromisoformat(decided_at)).total_seconds())
+        return f"decided {_ago(seconds)} by the monitor"
+    return "computed for this page: the monitor has no fresh decision on it"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{int(seconds)} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    return f"{seconds / 3600:.1f} h ago"
 
 
 def _error_numbers(comparison: dict[str, Any]) -> str:

@@ -111,6 +111,13 @@ CONFIG_FORMATTERS = {
     "shadow_percentage": lambda value: f"{value}%",
 }
 
+# Where the key alone would mislead ("duration minutes: 1 h"): what the value is.
+CONFIG_LABELS = {
+    "duration_minutes": "step duration",
+    "increment": "traffic step",
+    "initial_traffic_percentage": "initial traffic",
+}
+
 
 # The charts' ranges, as Grafana and Flagger offer them: per minute, one query each.
 CHART_RANGES = {
@@ -267,7 +274,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="canary config")
     def canary_config_display(self, obj: Deployment) -> SafeString:
-        return key_value_table(obj.canary_config, formatters=CONFIG_FORMATTERS)
+        return key_value_table(
+            obj.canary_config, formatters=CONFIG_FORMATTERS, labels=CONFIG_LABELS
+        )
 
     @admin.display(description="canary target filter")
     def target_filter_display(self, obj: Deployment) -> SafeString:

@@ -97,7 +97,7 @@ def _metric_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         return NONE if not stats or stats.get(key) is None else fmt(stats[key])
 
     specs: list[tuple[str, str, Callable[[Any], str]]] = [
-        ("requests", "total_requests", str),
+        ("requests", "total_requests", lambda value: f"{value:,}"),
         ("success rate", "success_rate", percent),
         ("error rate", "error_rate", percent),
         ("p95 latency", "p95_latency_ms", milliseconds),
@@ -285,10 +285,8 @@ def measurement_panel(
     }
     if health:
         panel["health"] = {
+            # Only what the evidence table does not say: the status and the warnings.
             "badge": health_badge(health.get("health_status")),
-            "breaker": health.get("circuit_breaker_state"),
-            "error_rate": percent(health.get("current_error_rate")),
-            "success_rate": percent(health.get("current_success_rate")),
             # The breaches are the verdict's sentence already: each is said once.
             "warnings": [
                 warning

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from monitoring.statistics.decision import (
     COLLECT,
     PROMOTE,
     ROLLBACK,
+    Decision,
     HeldRegression,
     decide,
     non_inferiority,
@@ -259,3 +262,19 @@ class TestComparisonFollowsTheDecision:
         window = pairs(1_000, only_v2=count, only_v1=count)
         decision = decided(paired_evidence(window))
         assert not decision.worse.rejected
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        paired_evidence(pairs(400, only_v2=40)),
+        paired_evidence(pairs(2_000)),
+        Evidence(),
+    ],
+)
+def test_a_stored_decision_reads_back_whole(evidence: Evidence):
+    """The console shows the monitor's stored row (``as_dict``) as the decision it was."""
+    held = HeldRegression("2026-01-01T00:00:00+00:00", ("a rule held",))
+    for decision in (decided(evidence), decided(evidence, breaker="OPEN", held=held)):
+        stored = json.loads(json.dumps(decision.as_dict()))  # as the JSON column keeps it
+        assert Decision.from_dict(stored) == decision
