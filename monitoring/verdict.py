@@ -19,6 +19,7 @@ from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
 from monitoring.decision.decisions import decision_read, held_regression
 from monitoring.decision.selectors import step_started_at
+from monitoring.statistics.analysis import p_text
 
 ACTIONS = {
     "rollback": "Roll back",
@@ -184,7 +185,7 @@ OBSERVED_UNITS = {
     "success_rate": lambda value: f"{value * 100:+.2f} pts (v2 - v1)",
     "p95_latency": lambda value: f"{value:,.3g} ms",
     "min_samples": lambda value: f"{value:,.0f} requests",
-    "sample_ratio": lambda value: "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}",
+    "sample_ratio": p_text,
     "shadow_agreement": lambda value: f"{value * 100:.2f}% agreed",
 }
 
@@ -275,6 +276,13 @@ def _decided_by(decision: dict[str, Any], now: datetime) -> str:
     if decision.get("source") == "monitor" and decided_at:
         seconds = max(0.0, (now - datetime.fromisoformat(decided_at)).total_seconds())
         return f"decided {_ago(seconds)} by the monitor"
+    stale = decision.get("stale_decided_at")
+    if stale is not None:
+        seconds = max(0.0, (now - stale).total_seconds())
+        return (
+            f"computed for this page: the monitor's last decision ({_ago(seconds)}) is older "
+            "than two of its runs or than the canary's last change"
+        )
     return "computed for this page: the monitor has no fresh decision on it"
 
 
@@ -293,12 +301,15 @@ def _error_numbers(comparison: dict[str, Any]) -> str:
         return "no requests to compare yet"
     basis = comparison["analysis"]["basis"]
     size = errors.get("pairs") if basis == "paired" else errors.get("n_v2")
-    interval = errors.get("confidence_interval") or [0.0, 0.0]
-    p_value = errors["p_value"]
-    shown_p = "p < 0.0001" if p_value < 0.0001 else f"p = {p_value:.4f}"
+    low, high = errors.get("confidence_interval") or [0.0, 0.0]
+    # The evidence table's format: points, then the interval with as many decimals as it
+    # takes for its ends to differ.
+    digits = 2
+    while digits < 6 and f"{low * 100:+.{digits}f}" == f"{high * 100:+.{digits}f}":
+        digits += 1
     return (
-        f"error rate v2 - v1 = {diff:+.2%}, 95% interval [{interval[0]:+.2%}, "
-        f"{interval[1]:+.2%}], {shown_p}, {basis} on {size:,} "
+        f"error rate v2 - v1 = {diff * 100:+.2f} pts, 95% interval [{low * 100:+.{digits}f}%, "
+        f"{high * 100:+.{digits}f}%], {p_text(errors['p_value'])}, {basis} on {size:,} "
         f"{'inputs' if basis == 'paired' else 'v2 requests'}"
     )
 

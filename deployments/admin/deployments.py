@@ -471,10 +471,14 @@ class DeploymentAdmin(ReadOnlyAdmin):
         if panel and panel.get("health") and verdict:
             # What the verdict already says (the breaches, the held regression) is said once.
             said = verdict.get("sentence", "")
+            # On a rollback verdict "v2 fails more often ... no rollback" would contradict it.
+            said_worse = verdict.get("recommendation") == "rollback"
             panel["health"]["warnings"] = [
                 warning
                 for warning in panel["health"]["warnings"]
-                if warning not in said and not warning.startswith("regression_held:")
+                if warning not in said
+                and not warning.startswith("regression_held:")
+                and not (said_worse and warning.startswith("v2_fails_more_often:"))
             ]
         return {
             "canary_charts": self._charts(deployment, hours) if is_canary else None,

@@ -10,7 +10,7 @@ would give at that moment, never a peek that inflates false alarms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,8 @@ class Judged:
     newest_evidence_at: datetime | None
     # "computed" as of the request, or "monitor": the row the monitor stored.
     source: str = "computed"
+    # Computed because the monitor's row was stale: when the monitor last decided.
+    stale_decided_at: datetime | None = None
 
     def freshness(self) -> dict[str, Any]:
         age = (
@@ -149,9 +151,12 @@ def decision_read(*, deployment: Deployment, now: datetime | None = None) -> Jud
     """What the console shows (SPEC 9.6): the monitor's stored decision while it is fresh,
     computed as of now only when there is none or it is stale."""
     now = now or timezone.now()
-    return decision_stored(deployment=deployment, now=now) or decision_make(
-        deployment=deployment, now=now
-    )
+    stored = decision_stored(deployment=deployment, now=now)
+    if stored is not None:
+        return stored
+    judged = decision_make(deployment=deployment, now=now)
+    last = CanaryDecision.objects.filter(pk=deployment.pk).values_list("decided_at", flat=True)
+    return replace(judged, stale_decided_at=last.first())
 
 
 def decision_store(*, deployment: Deployment, judged: Judged) -> None:

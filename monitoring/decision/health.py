@@ -97,7 +97,11 @@ def deployment_comparison(
     return {
         "deployment_id": str(deployment.pk),
         **answer,
-        "decision": {**judged.freshness(), "source": judged.source}
+        "decision": {
+            **judged.freshness(),
+            "source": judged.source,
+            "stale_decided_at": judged.stale_decided_at,
+        }
         if given
         else judged.freshness(),
         "v1_metrics": stats["v1"].as_dict() if stats["v1"] else None,

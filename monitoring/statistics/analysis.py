@@ -163,6 +163,8 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
         "confidence_level": CONFIDENCE,
         "n_v1": v1.total_requests,
         "n_v2": v2.total_requests,
+        "v1_error_rate": v1.error_rate,
+        "v2_error_rate": v2.error_rate,
     }
 
 

@@ -4,6 +4,7 @@ canary changed after it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -73,7 +74,7 @@ def test_a_page_view_with_a_fresh_stored_decision_does_not_decide_again(
     body = page(console("approver"), regressing)
     assert decide_calls == []
     assert 'data-recommendation="rollback"' in body
-    assert "decided 40 s ago by the monitor" in body
+    assert re.search(r"decided 4\d s ago by the monitor", body)
     # The confirmation and the live block read the same row.
     client = console("approver")
     live = reverse("admin:deployments_deployment_live", args=[regressing.pk])
@@ -113,7 +114,11 @@ def test_without_a_fresh_stored_decision_the_page_decides_and_says_so(
     body = page(console("viewer"), regressing)
     assert decide_calls
     assert 'data-recommendation="rollback"' in body
-    assert "computed for this page: the monitor has no fresh decision on it" in body
+    if why == "none":
+        assert "computed for this page: the monitor has no fresh decision on it" in body
+    else:
+        assert "computed for this page: the monitor&#x27;s last decision (" in body
+        assert "is older than two of its runs or than the canary&#x27;s last change" in body
 
 
 def test_home_reads_the_stored_decisions(
