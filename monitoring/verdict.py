@@ -63,6 +63,10 @@ def canary_overview(
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
     def error_rate(version: str) -> float | None:
+        # The canary page's numbers: the rates the difference is of (the paired inputs').
+        compared = (comparison["evidence"].get("error_rate") or {}).get(f"{version}_error_rate")
+        if compared is not None:
+            return float(compared)
         metrics = comparison.get(f"{version}_metrics")
         return metrics["error_rate"] if metrics else None
 

@@ -135,3 +135,18 @@ def test_each_metric_has_one_number_on_the_canary_page(console: Console, canary_
     assert "%" not in health.split("<ul")[0]  # no rate beside the table's
     assert "v2 error rate of the requests v2 served" not in body
     assert "e-05" not in body and "e-06" not in body
+
+
+def test_home_and_the_canary_page_give_v2_one_error_rate(console: Console, canary_v2: Deployment):
+    """Paired: v2 fails 8 of 100 inputs it served and 2 of the 900 it shadowed, so its
+    served rate (8%) is not its rate on the paired inputs (1%); both pages say the latter."""
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v2", [1.0] * 100, errors=8, paired=True)
+    add_logs(canary, "v1", [1.0] * 900, paired=True, shared_errors=2)
+    body = console("viewer").get(page_url(canary)).content.decode()
+    row = body[body.index('<tr data-metric="error rate">') :]
+    row = row[: row.index("</tr>")]
+    assert "1.00%" in row and "8.00%" not in row
+    assert "1,000 paired inputs" in row
+    home = console("viewer").get(reverse("admin:deployments_deployment_running"))
+    assert "v2 1.00%" in home.content.decode()
