@@ -389,7 +389,7 @@ def rollback_breaches(
                 "success_rate",
                 f"Over the last {SUCCESS_WINDOW_MINUTES} minutes v2's success rate counting "
                 f"only its own failures is {pct(1 - ten.rate)} ({ten.phrase}): below the "
-                f"{pct(floor)} threshold, and v2 fails more often than v1: {worse.detail}.",
+                f"{pct(floor)} threshold, and {_worse_said(worse, breaches)}.",
                 1 - ten.rate,
                 floor,
                 worse.p_value,
@@ -412,6 +412,13 @@ def rollback_breaches(
             )
         )
     return breaches
+
+
+def _worse_said(worse: WorseTest, breaches: list[Breach]) -> str:
+    """The test's sentence once: a second breach names only its p-value."""
+    if breaches:
+        return f"v2 fails more often than v1 ({p_text(worse.p_value)}, the same test)"
+    return f"v2 fails more often than v1: {worse.detail}"
 
 
 # --- warnings and health ---------------------------------------------------------------
