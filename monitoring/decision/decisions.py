@@ -2,8 +2,9 @@
 
 ``decision_make`` gathers the evidence (``selectors.evidence_at``), the breaker's state
 and a held regression, and judges with ``statistics.decision.decide``. The monitor
-stores what it decided (``decision_store``: the console's home reads that row); the
-API's answers run the same function on the evidence as of the request. Every test in
+stores what it decided (``decision_store``); the console reads that row while it is
+fresh (``decision_read``) and decides itself only without one. The API's answers run
+the same function on the evidence as of the request. Every test in
 it is always valid, so however often anyone asks, the answer is the one the monitor
 would give at that moment, never a peek that inflates false alarms.
 """
