@@ -142,6 +142,8 @@ def _verdict(
         "state": STATES[severity],
         "evidence_age": _evidence_age(decision),
         "decided_by": _decided_by(decision, now),
+        # Home's narrow column: whose decision, in two words.
+        "decided_by_short": "by the monitor" if decision.get("source") == "monitor" else "computed",
         "held": held is not None,
         "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
         "ready": readiness["ready"],

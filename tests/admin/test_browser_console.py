@@ -94,6 +94,9 @@ def test_home_lists_the_canaries_worst_first_each_with_its_action(
     assert rows.first.locator("a.canary-row-action").inner_text() == "Roll back"
     assert "collecting" in rows.nth(1).inner_text()
     assert fits_the_window(page)
+    # Nothing runs under the "Recent actions" column.
+    table = page.locator("#canary-running table").bounding_box()
+    assert table["x"] + table["width"] <= page.locator("#content-related").bounding_box()["x"]
     screenshot(page, "console-home-by-severity.png")
 
 
