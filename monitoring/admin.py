@@ -32,7 +32,7 @@ from django_celery_beat.models import PeriodicTask
 from assignments.admin import DeploymentFilter
 from deployments import admin_panels
 from deployments.admin import ReadOnlyAdmin
-from deployments.admin.display import NONE, key_value_table, milliseconds
+from deployments.admin.display import NONE, every, key_value_table, milliseconds
 from deployments.choices import CompensationStatus, DeploymentStatus
 from deployments.models import Deployment, PromotionApproval, RuleSetVersion
 from deployments.rules.redaction import redaction_note
@@ -40,7 +40,7 @@ from monitoring import console, verdict
 from monitoring.automation import compensation
 from monitoring.automation.compensation import compensation_replay_enqueue
 from monitoring.automation.monitor import MONITOR_JOB
-from monitoring.decision import health, metric_checks, selectors
+from monitoring.decision import decisions, health, metric_checks, selectors
 from monitoring.logstore import rollups
 from monitoring.models import CanaryDecision, ExecutionLog, JobRun
 
@@ -49,16 +49,24 @@ def deployment_measurements(deployment: Deployment) -> dict[str, Any] | None:
     """Comparison over the whole canary, plus live health while it is still a canary."""
     if deployment.baseline_id is None or deployment.started_at is None:
         return None  # never ran as a canary: there is no v1-vs-v2 to show
-    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
-    live = deployment_health_summary(deployment)
+    # The monitor's stored decision while fresh (SPEC 9.6), as the verdict above shows it.
+    judged = decisions.decision_read(deployment=deployment)
+    comparison = health.deployment_comparison(
+        deployment=deployment, window_minutes=None, judged=judged
+    )
+    live = deployment_health_summary(deployment, judged=judged)
     return {"comparison": comparison, "health": live}
 
 
-def deployment_health_summary(deployment: Deployment) -> dict[str, Any] | None:
+def deployment_health_summary(
+    deployment: Deployment, judged: decisions.Judged | None = None
+) -> dict[str, Any] | None:
     """Health only means something while v2 serves traffic."""
     if deployment.status != DeploymentStatus.CANARY:
         return None
-    return health.deployment_health(deployment=deployment)
+    return health.deployment_health(
+        deployment=deployment, judged=judged or decisions.decision_read(deployment=deployment)
+    )
 
 
 def deployment_live(deployment: Deployment) -> dict[str, Any] | None:
@@ -444,6 +452,15 @@ class RolePeriodicTaskAdmin(PeriodicTaskAdmin):
         if not self.has_change_permission(request):
             return {}
         return super().get_actions(request)
+
+    list_display = ("name", "enabled", "schedule_text", "start_time", "last_run_at", "one_off")
+
+    @admin.display(description="schedule")
+    def schedule_text(self, task: PeriodicTask) -> str:
+        """ "every day", "every 5 min", not django-celery-beat's "every 86400 seconds"."""
+        if task.interval is not None:
+            return every(task.interval.schedule.run_every.total_seconds())
+        return str(task.scheduler or NONE)
 
 
 admin.site.unregister(PeriodicTask)

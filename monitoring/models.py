@@ -204,8 +204,9 @@ class GovernanceRecord(models.Model):
 class CanaryDecision(models.Model):
     """The one decision (SPEC 9.6) as the monitor last made it, and a regression it holds.
 
-    ``body`` is the decision's full answer; the console's home reads it, so every tab
-    shows the monitor's verdict without recomputing it. ``regression_detected_at`` is set
+    ``body`` is the decision's full answer; the console (home, the canary's page) reads it
+    while fresh, so every tab shows the monitor's verdict without recomputing it.
+    ``regression_detected_at`` is set
     by a compare-and-set when the monitor finds a rollback rule breached and does not
     roll back (automatic rollback off): the decision then stays ``rollback`` until the
     canary ends or an approver dismisses it, whatever the traffic does meanwhile.

@@ -17,8 +17,9 @@ from deployments.models import Deployment, DeploymentEvent
 from monitoring import console
 from monitoring.decision import health
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.decisions import held_regression
+from monitoring.decision.decisions import decision_read, held_regression
 from monitoring.decision.selectors import step_started_at
+from monitoring.statistics.analysis import p_text
 
 ACTIONS = {
     "rollback": "Roll back",
@@ -32,7 +33,11 @@ def canary_verdict(*, deployment: Deployment, now: datetime | None = None) -> di
     if deployment.status != DeploymentStatus.CANARY:
         return None
     now = now or timezone.now()
-    comparison = health.deployment_comparison(deployment=deployment, window_minutes=None)
+    comparison = health.deployment_comparison(
+        deployment=deployment,
+        window_minutes=None,
+        judged=decision_read(deployment=deployment, now=now),
+    )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
     return _verdict(deployment, comparison, readiness, now)
 
@@ -50,11 +55,18 @@ def canary_overview(
         return None
     now = now or timezone.now()
     comparison = health.deployment_comparison(
-        deployment=deployment, window_minutes=None, with_latency=False
+        deployment=deployment,
+        window_minutes=None,
+        with_latency=False,
+        judged=decision_read(deployment=deployment, now=now),
     )
     readiness = promotion_readiness.deployment_readiness(deployment=deployment, now=now)
 
     def error_rate(version: str) -> float | None:
+        # The canary page's numbers: the rates the difference is of (the paired inputs').
+        compared = (comparison["evidence"].get("error_rate") or {}).get(f"{version}_error_rate")
+        if compared is not None:
+            return float(compared)
         metrics = comparison.get(f"{version}_metrics")
         return metrics["error_rate"] if metrics else None
 
@@ -129,6 +141,9 @@ def _verdict(
         "severity": SEVERITY[severity],
         "state": STATES[severity],
         "evidence_age": _evidence_age(decision),
+        "decided_by": _decided_by(decision, now),
+        # Home's narrow column: whose decision, in two words.
+        "decided_by_short": "by the monitor" if decision.get("source") == "monitor" else "computed",
         "held": held is not None,
         "monitor_next": _monitor_next(deployment, recommendation, evidence, now),
         "ready": readiness["ready"],
@@ -176,7 +191,7 @@ OBSERVED_UNITS = {
     "success_rate": lambda value: f"{value * 100:+.2f} pts (v2 - v1)",
     "p95_latency": lambda value: f"{value:,.3g} ms",
     "min_samples": lambda value: f"{value:,.0f} requests",
-    "sample_ratio": lambda value: "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}",
+    "sample_ratio": p_text,
     "shadow_agreement": lambda value: f"{value * 100:.2f}% agreed",
 }
 
@@ -256,11 +271,33 @@ def _evidence_age(decision: dict[str, Any]) -> str:
     age = decision.get("evidence_age_seconds")
     if age is None:
         return "no request yet"
-    if age < 90:
-        return f"last request {int(age)} s ago"
-    if age < 90 * 60:
-        return f"last request {round(age / 60)} min ago"
-    return f"last request {age / 3600:.1f} h ago"
+    return f"last request {_ago(age)}"
+
+
+def _decided_by(decision: dict[str, Any], now: datetime) -> str:
+    """Whose decision this is: "decided 40 s ago by the monitor", or computed for this page
+    because the monitor's is missing or stale (older than two of its runs, or made before
+    the deployment last changed)."""
+    decided_at = decision.get("decided_at")
+    if decision.get("source") == "monitor" and decided_at:
+        seconds = max(0.0, (now - datetime.fromisoformat(decided_at)).total_seconds())
+        return f"decided {_ago(seconds)} by the monitor"
+    stale = decision.get("stale_decided_at")
+    if stale is not None:
+        seconds = max(0.0, (now - stale).total_seconds())
+        return (
+            f"computed for this page: the monitor's last decision ({_ago(seconds)}) is older "
+            "than two of its runs or than the canary's last change"
+        )
+    return "computed for this page: the monitor has no fresh decision on it"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{int(seconds)} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    return f"{seconds / 3600:.1f} h ago"
 
 
 def _error_numbers(comparison: dict[str, Any]) -> str:
@@ -270,12 +307,15 @@ def _error_numbers(comparison: dict[str, Any]) -> str:
         return "no requests to compare yet"
     basis = comparison["analysis"]["basis"]
     size = errors.get("pairs") if basis == "paired" else errors.get("n_v2")
-    interval = errors.get("confidence_interval") or [0.0, 0.0]
-    p_value = errors["p_value"]
-    shown_p = "p < 0.0001" if p_value < 0.0001 else f"p = {p_value:.4f}"
+    low, high = errors.get("confidence_interval") or [0.0, 0.0]
+    # The evidence table's format: points, then the interval with as many decimals as it
+    # takes for its ends to differ.
+    digits = 2
+    while digits < 6 and f"{low * 100:+.{digits}f}" == f"{high * 100:+.{digits}f}":
+        digits += 1
     return (
-        f"error rate v2 - v1 = {diff:+.2%}, 95% interval [{interval[0]:+.2%}, "
-        f"{interval[1]:+.2%}], {shown_p}, {basis} on {size:,} "
+        f"error rate v2 - v1 = {diff * 100:+.2f} pts, 95% interval [{low * 100:+.{digits}f}%, "
+        f"{high * 100:+.{digits}f}%], {p_text(errors['p_value'])}, {basis} on {size:,} "
         f"{'inputs' if basis == 'paired' else 'v2 requests'}"
     )
 

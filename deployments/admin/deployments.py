@@ -111,6 +111,13 @@ CONFIG_FORMATTERS = {
     "shadow_percentage": lambda value: f"{value}%",
 }
 
+# Where the key alone would mislead ("duration minutes: 1 h"): what the value is.
+CONFIG_LABELS = {
+    "duration_minutes": "step duration",
+    "increment": "traffic step",
+    "initial_traffic_percentage": "initial traffic",
+}
+
 
 # The charts' ranges, as Grafana and Flagger offer them: per minute, one query each.
 CHART_RANGES = {
@@ -267,7 +274,9 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="canary config")
     def canary_config_display(self, obj: Deployment) -> SafeString:
-        return key_value_table(obj.canary_config, formatters=CONFIG_FORMATTERS)
+        return key_value_table(
+            obj.canary_config, formatters=CONFIG_FORMATTERS, labels=CONFIG_LABELS
+        )
 
     @admin.display(description="canary target filter")
     def target_filter_display(self, obj: Deployment) -> SafeString:
@@ -462,10 +471,14 @@ class DeploymentAdmin(ReadOnlyAdmin):
         if panel and panel.get("health") and verdict:
             # What the verdict already says (the breaches, the held regression) is said once.
             said = verdict.get("sentence", "")
+            # On a rollback verdict "v2 fails more often ... no rollback" would contradict it.
+            said_worse = verdict.get("recommendation") == "rollback"
             panel["health"]["warnings"] = [
                 warning
                 for warning in panel["health"]["warnings"]
-                if warning not in said and not warning.startswith("regression_held:")
+                if warning not in said
+                and not warning.startswith("regression_held:")
+                and not (said_worse and warning.startswith("v2_fails_more_often:"))
             ]
         return {
             "canary_charts": self._charts(deployment, hours) if is_canary else None,

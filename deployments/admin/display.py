@@ -149,13 +149,26 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def every(seconds: float) -> str:
+    """A period as people say it: "every day", "every hour", "every 5 min", "every 30 s"."""
+    seconds = round(seconds)
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds == unit:
+            return f"every {name}"
+    if seconds and seconds % 86400 == 0:
+        return f"every {seconds // 86400} days"
+    return f"every {duration(seconds)}"
+
+
 def plain_value(value: Any) -> str:
     """A scalar or list as words: yes/no, comma-separated lists, JSON for the rest."""
     if value is None:
         return NONE
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, str | int | float):
+    if isinstance(value, int):
+        return f"{value:,}"  # one number format on every page: 2,001,500
+    if isinstance(value, str | float):
         return str(value)
     if isinstance(value, list | tuple) and all(
         isinstance(item, str | int | float) for item in value
@@ -164,31 +177,46 @@ def plain_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+UNIT_SUFFIXES = ("_minutes", "_seconds", "_ms", "_percentage")
+
+
 def key_value_table(
     mapping: Mapping[str, Any] | None,
     *,
     formatters: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
     css: str = "",
 ) -> SafeString:
     """A JSON object as a two-column table (nested objects nest), not a block of JSON.
 
-    ``formatters`` maps a key to a function giving its display (e.g. a rate as "5%").
+    ``formatters`` maps a key to a function giving its display (e.g. a rate as "5%");
+    ``labels`` a key to its row label. A formatted value carries its unit, so the
+    label drops a unit suffix ("cooldown: 1 min", not "cooldown seconds: 1 min").
     """
     if not mapping:
         return format_html("{}", NONE)
     formatters = formatters or {}
+    labels = labels or {}
 
     def cell(key: str, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return key_value_table(value, formatters=formatters)
+            return key_value_table(value, formatters=formatters, labels=labels)
         if key in formatters and value is not None:
             return formatters[key](value)
         return plain_value(value)
 
+    def label(key: str) -> str:
+        if key in labels:
+            return labels[key]
+        if key in formatters:
+            for suffix in UNIT_SUFFIXES:
+                key = key.removesuffix(suffix)
+        return key.replace("_", " ")
+
     rows = format_html_join(
         "",
         '<tr><th scope="row">{}</th><td>{}</td></tr>',
-        ((key.replace("_", " "), cell(key, value)) for key, value in mapping.items()),
+        ((label(key), cell(key, value)) for key, value in mapping.items()),
     )
     return format_html(
         '<table class="canary-table canary-kv {}"><tbody>{}</tbody></table>', css, rows

@@ -84,6 +84,7 @@ def canary_row(item: Mapping[str, Any], user: Any = None) -> dict[str, Any]:
         "headline": verdict.get("label", NONE),
         "checks_line": _checks_line(verdict),
         "evidence_age": verdict.get("evidence_age", ""),
+        "decided_by": verdict.get("decided_by_short", ""),
         "approvals_line": approvals_line(
             overview.get("approved_by") or [], overview.get("required_approvals")
         ),

@@ -97,7 +97,7 @@ def _metric_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         return NONE if not stats or stats.get(key) is None else fmt(stats[key])
 
     specs: list[tuple[str, str, Callable[[Any], str]]] = [
-        ("requests", "total_requests", str),
+        ("requests", "total_requests", lambda value: f"{value:,}"),
         ("success rate", "success_rate", percent),
         ("error rate", "error_rate", percent),
         ("p95 latency", "p95_latency_ms", milliseconds),
@@ -180,6 +180,13 @@ def evidence_table(comparison: Mapping[str, Any]) -> list[dict[str, str]]:
     interval = errors.get("confidence_interval") or [None, None]
     difference = errors.get("difference")
     worse = evidence.get("v2_worse")
+    # One number per metric: v1 and v2 are the rates the difference is of (the same
+    # inputs when paired), so v2 - v1 is their difference, not a third figure.
+    compared = errors.get("v1_error_rate") is not None and errors.get("v2_error_rate") is not None
+    v1_errors = errors["v1_error_rate"] if compared else v1.get("error_rate")
+    v2_errors = errors["v2_error_rate"] if compared else v2.get("error_rate")
+    paired = errors.get("pairs") is not None
+    whole = f"whole canary, {errors['pairs']:,} paired inputs" if paired else "whole canary"
 
     def verdict(name: str) -> str:
         check = thresholds.get(name)
@@ -198,28 +205,28 @@ def evidence_table(comparison: Mapping[str, Any]) -> list[dict[str, str]]:
     rows = [
         {
             "metric": "error rate",
-            "v1": percent(v1.get("error_rate")),
-            "v2": percent(v2.get("error_rate")),
+            "v1": percent(v1_errors),
+            "v2": percent(v2_errors),
             "difference": (
                 f"{difference * 100:+.2f} pts {signed_interval(*interval)}"
                 if difference is not None
                 else NONE
             ),
-            "window": "whole canary; threshold on the last 5 min",
+            "window": f"{whole}; threshold on the last 5 min",
             "threshold": rule("error_rate"),
             "result": verdict("error_rate"),
             "test": p_in_words(worse),
         },
         {
             "metric": "success rate",
-            "v1": percent(v1.get("success_rate")),
-            "v2": percent(v2.get("success_rate")),
+            "v1": percent(None if v1_errors is None else 1 - v1_errors),
+            "v2": percent(None if v2_errors is None else 1 - v2_errors),
             "difference": (
                 f"{-difference * 100:+.2f} pts {signed_interval(-interval[1], -interval[0])}"
                 if difference is not None and interval[0] is not None
                 else NONE
             ),
-            "window": "whole canary; threshold on the last 10 min",
+            "window": f"{whole}; threshold on the last 10 min",
             "threshold": rule("success_rate"),
             "result": verdict("success_rate"),
             "test": p_in_words(worse),
@@ -285,10 +292,8 @@ def measurement_panel(
     }
     if health:
         panel["health"] = {
+            # Only what the evidence table does not say: the status and the warnings.
             "badge": health_badge(health.get("health_status")),
-            "breaker": health.get("circuit_breaker_state"),
-            "error_rate": percent(health.get("current_error_rate")),
-            "success_rate": percent(health.get("current_success_rate")),
             # The breaches are the verdict's sentence already: each is said once.
             "warnings": [
                 warning

@@ -75,6 +75,12 @@ class ErrorRateTestSerializer(serializers.Serializer):
     pairs = serializers.IntegerField(required=False)
     only_v1_failed = serializers.IntegerField(required=False)
     only_v2_failed = serializers.IntegerField(required=False)
+    v1_error_rate = serializers.FloatField(
+        required=False, allow_null=True, help_text="v1's error rate on what was compared."
+    )
+    v2_error_rate = serializers.FloatField(
+        required=False, allow_null=True, help_text="v2's error rate on what was compared."
+    )
 
 
 class LatencyTestSerializer(serializers.Serializer):

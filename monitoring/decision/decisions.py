@@ -2,18 +2,20 @@
 
 ``decision_make`` gathers the evidence (``selectors.evidence_at``), the breaker's state
 and a held regression, and judges with ``statistics.decision.decide``. The monitor
-stores what it decided (``decision_store``: the console's home reads that row); the
-API's answers run the same function on the evidence as of the request. Every test in
+stores what it decided (``decision_store``); the console reads that row while it is
+fresh (``decision_read``) and decides itself only without one. The API's answers run
+the same function on the evidence as of the request. Every test in
 it is always valid, so however often anyone asks, the answer is the one the monitor
 would give at that moment, never a peek that inflates false alarms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
@@ -34,6 +36,10 @@ class Judged:
     evidence: Evidence
     decided_at: datetime
     newest_evidence_at: datetime | None
+    # "computed" as of the request, or "monitor": the row the monitor stored.
+    source: str = "computed"
+    # Computed because the monitor's row was stale: when the monitor last decided.
+    stale_decided_at: datetime | None = None
 
     def freshness(self) -> dict[str, Any]:
         age = (
@@ -102,6 +108,56 @@ def decision_make(*, deployment: Deployment, now: datetime | None = None) -> Jud
     )
     newest = newest_execution_at(deployment_id=deployment.pk, until=now)
     return Judged(decision, evidence, now, newest)
+
+
+def _evidence(deployment: Deployment, now: datetime) -> Evidence:
+    bake = bake_running(deployment=deployment, now=now)
+    if bake is not None:
+        return evidence_at(deployment, now, since=bake.started_at)
+    return evidence_at(deployment, now)
+
+
+# The monitor's row is the console's decision while younger than this many monitor runs.
+FRESH_INTERVALS = 2
+
+
+def decision_stored(*, deployment: Deployment, now: datetime | None = None) -> Judged | None:
+    """The monitor's stored decision while it still describes the deployment, else None.
+
+    Fresh means decided within ``FRESH_INTERVALS`` monitor intervals, after the
+    deployment's last change (a traffic step or approval count decided on before
+    it would describe another canary), and agreeing with any regression held since.
+    Its evidence is read as of now, for the numbers shown beside it; ``decide`` is
+    not called.
+    """
+    now = now or timezone.now()
+    row = CanaryDecision.objects.filter(pk=deployment.pk).first()
+    if row is None or row.decided_at is None or not row.body.get("v2_worse"):
+        return None
+    max_age = timedelta(seconds=FRESH_INTERVALS * int(settings.CANARY_MONITOR_INTERVAL_SECONDS))
+    if now - row.decided_at > max_age or row.decided_at < deployment.updated_at:
+        return None
+    if (row.regression_detected_at is not None) != bool(row.body.get("held_regression")):
+        return None  # a regression held (or dismissed) since: the row no longer says it
+    return Judged(
+        Decision.from_dict(row.body),
+        _evidence(deployment, now),
+        row.decided_at,
+        row.newest_evidence_at,
+        source="monitor",
+    )
+
+
+def decision_read(*, deployment: Deployment, now: datetime | None = None) -> Judged:
+    """What the console shows (SPEC 9.6): the monitor's stored decision while it is fresh,
+    computed as of now only when there is none or it is stale."""
+    now = now or timezone.now()
+    stored = decision_stored(deployment=deployment, now=now)
+    if stored is not None:
+        return stored
+    judged = decision_make(deployment=deployment, now=now)
+    last = CanaryDecision.objects.filter(pk=deployment.pk).values_list("decided_at", flat=True)
+    return replace(judged, stale_decided_at=last.first())
 
 
 def decision_store(*, deployment: Deployment, judged: Judged) -> None:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from assignments.buffer import drain_now
 from deployments.models import Deployment
 from monitoring.decision import readiness as promotion_readiness
-from monitoring.decision.decisions import bake_running, decision_make
+from monitoring.decision.decisions import Judged, bake_running, decision_make, decision_read
 from monitoring.decision.metric_checks import metric_check_warnings
 from monitoring.decision.selectors import latency_sample_deterministic, version_stats
 from monitoring.decision.shadow import (
@@ -47,19 +47,27 @@ def deployment_metrics(*, deployment: Deployment, window_minutes: int | None) ->
 
 
 def deployment_comparison(
-    *, deployment: Deployment, window_minutes: int | None, with_latency: bool = True
+    *,
+    deployment: Deployment,
+    window_minutes: int | None,
+    with_latency: bool = True,
+    judged: Judged | None = None,
 ) -> dict[str, Any]:
     """Repeatable: exact counts and percentiles, and latency samples picked by id hash.
 
     ``with_latency=False`` leaves out the latency test (the paired latency ratio reads every
     pair of the window): the console's home shows error rates and the decision only.
+    ``judged``: the decision to answer with (the console passes the monitor's stored one);
+    by default it is made as of now, as the API answers.
     """
     drain_now()
     now = timezone.now()
     since = now - timedelta(minutes=window_minutes) if window_minutes else deployment.started_at
     stats = version_stats(deployment_id=deployment.pk, since=since, until=now)
     pairs = paired_counts(deployment_id=deployment.pk, since=since, until=now)
-    judged = decision_make(deployment=deployment, now=now)
+    given = judged is not None
+    if judged is None:
+        judged = decision_make(deployment=deployment, now=now)
     if not with_latency:
         latency = None
     elif pairs.pairs:
@@ -89,7 +97,13 @@ def deployment_comparison(
     return {
         "deployment_id": str(deployment.pk),
         **answer,
-        "decision": judged.freshness(),
+        "decision": {
+            **judged.freshness(),
+            "source": judged.source,
+            "stale_decided_at": judged.stale_decided_at,
+        }
+        if given
+        else judged.freshness(),
         "v1_metrics": stats["v1"].as_dict() if stats["v1"] else None,
         "v2_metrics": stats["v2"].as_dict() if stats["v2"] else None,
         "window": {
@@ -100,12 +114,16 @@ def deployment_comparison(
     }
 
 
-def deployment_health(*, deployment: Deployment) -> dict[str, Any]:
-    """Health is the decision's (SPEC 9.6): ``unhealthy`` exactly when it says roll back."""
+def deployment_health(*, deployment: Deployment, judged: Judged | None = None) -> dict[str, Any]:
+    """Health is the decision's (SPEC 9.6): ``unhealthy`` exactly when it says roll back.
+
+    ``judged`` as in ``deployment_comparison``: the console's stored decision.
+    """
     drain_now()
     now = timezone.now()
     config = analysis.with_defaults(deployment.canary_config)
-    judged = decision_make(deployment=deployment, now=now)
+    if judged is None:
+        judged = decision_make(deployment=deployment, now=now)
     decision = judged.decision
     warnings = list(decision.reasons)
     breaker_state = decision.breaker_state
@@ -229,7 +247,7 @@ def deployment_bake(*, deployment: Deployment) -> dict[str, Any] | None:
         .values_list("version__version", flat=True)
         .first()
     )
-    judged = decision_make(deployment=deployment, now=now)
+    judged = decision_read(deployment=deployment, now=now)  # the monitor's, while fresh
     return {
         "started_at": bake.started_at,
         "ends_at": bake.ends_at,

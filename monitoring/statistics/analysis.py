@@ -89,6 +89,32 @@ class Evidence:
         return self.v2_5m is not None or self.pairs_5m.pairs > 0
 
 
+def percent_text(value: float, *, signed: bool = False) -> str:
+    """A rate as people read it: two decimals ("7.32%", "+0.41%"), and below 0.1% two
+    significant digits ("0.009%"), so a small threshold never reads "0.00%" or "9e-05"."""
+    shown = value * 100
+    magnitude = abs(shown)
+    decimals = (
+        2 if magnitude >= 0.1 or magnitude == 0 else min(8, 1 - math.floor(math.log10(magnitude)))
+    )
+    text = f"{shown:+.{decimals}f}" if signed else f"{shown:.{decimals}f}"
+    return f"{text}%"
+
+
+def signed_percent_text(value: float) -> str:
+    """``percent_text`` with its sign: a difference ("+0.41%", "-0.009%")."""
+    return percent_text(value, signed=True)
+
+
+def p_text(value: float) -> str:
+    """ "p < 0.0001" rather than "p = 0.0000", "p > 0.9999" rather than "p = 1.0000"."""
+    if value < 0.0001:
+        return "p < 0.0001"
+    if value > 0.9999:
+        return "p > 0.9999"
+    return f"p = {value:.4f}"
+
+
 def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """Stored configs predate newer fields; judge them with the defaults."""
     from deployments.canary_config import default_canary_config
@@ -137,6 +163,8 @@ def error_rate_test(v1: VersionStats, v2: VersionStats) -> dict[str, Any]:
         "confidence_level": CONFIDENCE,
         "n_v1": v1.total_requests,
         "n_v2": v2.total_requests,
+        "v1_error_rate": v1.error_rate,
+        "v2_error_rate": v2.error_rate,
     }
 
 

@@ -14,6 +14,7 @@ from monitoring.statistics.analysis import (
     Evidence,
     VersionStats,
     error_rate_test,
+    percent_text,
     with_defaults,
 )
 from monitoring.statistics.decision import Decision, own_rate
@@ -104,7 +105,7 @@ def thresholds(
             {
                 "name": "error_rate",
                 "rule": f"v2 error rate (its own failures, {five.basis}) <= "
-                f"{config['error_threshold']}",
+                f"{percent_text(config['error_threshold'])}",
                 "observed": five.rate,
                 "held": five.rate <= config["error_threshold"],
             }
@@ -114,7 +115,7 @@ def thresholds(
             {
                 "name": "success_rate",
                 "rule": f"v2 success rate (its own failures, {ten.basis}) >= "
-                f"{config['success_threshold']}",
+                f"{percent_text(config['success_threshold'])}",
                 "observed": 1 - ten.rate,
                 "held": 1 - ten.rate >= config["success_threshold"],
             }

@@ -43,7 +43,14 @@ from monitoring.statistics.analysis import (
     Breach,
     Evidence,
     VersionStats,
+    p_text,
     with_defaults,
+)
+from monitoring.statistics.analysis import (
+    percent_text as pct,
+)
+from monitoring.statistics.analysis import (
+    signed_percent_text as spct,
 )
 from monitoring.statistics.paired import PairedCounts, look_alpha
 
@@ -136,6 +143,34 @@ class Decision:
             "reasons": list(self.reasons),
         }
 
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Decision:
+        """The decision ``as_dict`` wrote (the monitor's stored row), read back whole."""
+        worse = body["v2_worse"]
+        shown = body["non_inferiority"]
+        held = body.get("held_regression")
+        return cls(
+            recommendation=body["recommendation"],
+            health_status=body["health_status"],
+            breaches=tuple(Breach(**breach) for breach in body.get("breaches") or []),
+            warnings=tuple(body.get("warnings") or ()),
+            may_raise_traffic=bool(body.get("may_raise_traffic")),
+            waiting_for=tuple(body.get("waiting_for") or ()),
+            worse=WorseTest(**worse),
+            non_inferiority=NonInferiority(
+                **{
+                    **shown,
+                    "interval": tuple(shown["interval"]) if shown.get("interval") else None,
+                }
+            ),
+            latency=body.get("latency"),
+            breaker_state=body.get("breaker_state", "CLOSED"),
+            held=HeldRegression(held["detected_at"], tuple(held["reasons"])) if held else None,
+            has_data=bool(body.get("has_data", True)),
+            thresholds_hold=bool(body.get("thresholds_hold")),
+            reasons=tuple(body.get("reasons") or ()),
+        )
+
 
 # --- v2's own failures in a window ---------------------------------------------------------
 
@@ -153,12 +188,12 @@ class OwnRate:
     def phrase(self) -> str:
         if self.basis == "paired":
             return (
-                f"v2 failed where v1 succeeded on {self.rate:.2%} of the {self.samples:,} "
-                f"inputs both versions evaluated (v2's whole error rate {self.v2_rate:.2%})"
+                f"v2 failed where v1 succeeded on {pct(self.rate)} of the {self.samples:,} "
+                f"inputs both versions evaluated (v2's whole error rate {pct(self.v2_rate)})"
             )
         return (
-            f"v2's error rate exceeded v1's by {self.rate:.2%} on the served requests "
-            f"(v2 {self.v2_rate:.2%} of {self.samples:,})"
+            f"v2's error rate exceeded v1's by {pct(self.rate)} on the served requests "
+            f"(v2 {pct(self.v2_rate)} of {self.samples:,})"
         )
 
 
@@ -216,7 +251,8 @@ def v2_worse(evidence: Evidence, config: dict[str, Any], alpha: float = ALPHA) -
             test.p_value,
             f"since the canary started, v2 failed where v1 succeeded {since.only_v2_failed:,} "
             f"times and the reverse {since.only_v1_failed:,} times (always-valid sequential "
-            f"test, {_p(test.p_value)}; {alpha:g} holds traffic, {ROLLBACK_ALPHA:g} rolls back)",
+            f"test, {p_text(test.p_value)}; p < {alpha:g} holds traffic, "
+            f"p <= {ROLLBACK_ALPHA:g} rolls back)",
             since.only_v1_failed,
             since.only_v2_failed,
         )
@@ -232,7 +268,8 @@ def v2_worse(evidence: Evidence, config: dict[str, Any], alpha: float = ALPHA) -
             f"since the canary started, v2 failed {v2_errors:,} of {v2_total:,} served requests "
             f"and v1 {v1_errors:,} of {v1_total:,}, compared within each of {len(strata)} "
             f"traffic step(s) (always-valid Cochran-Mantel-Haenszel test, "
-            f"{_p(stratified.p_value)}; {alpha:g} holds traffic, {ROLLBACK_ALPHA:g} rolls back)",
+            f"{p_text(stratified.p_value)}; p < {alpha:g} holds traffic, "
+            f"p <= {ROLLBACK_ALPHA:g} rolls back)",
         )
     return WorseTest("none", False, 1.0, "no evidence yet: both versions need requests")
 
@@ -256,8 +293,8 @@ def non_inferiority(
             high < margin,
             since.pairs,
             f"v2 - v1 error rate on the {since.pairs:,} inputs both versions evaluated is at "
-            f"most {high:+.2%} (always-valid {1 - alpha:.0%} bound, [{low:+.2%}, {high:+.2%}]); "
-            f"the non-inferiority margin is {margin:.2%}",
+            f"most {spct(high)} (always-valid {1 - alpha:.0%} bound, [{spct(low)}, {spct(high)}]); "
+            f"the non-inferiority margin is {pct(margin)}",
         )
     strata = _strata(evidence)
     v1_errors, v1_total = sum(r[0] for r in strata), sum(r[1] for r in strata)
@@ -273,8 +310,8 @@ def non_inferiority(
             high < margin,
             v2_total,
             f"v2 - v1 error rate on the served requests ({v2_total:,} v2, {v1_total:,} v1) is "
-            f"at most {high:+.2%} (always-valid {1 - alpha:.0%} bound, [{low:+.2%}, "
-            f"{high:+.2%}]); the non-inferiority margin is {margin:.2%}",
+            f"at most {spct(high)} (always-valid {1 - alpha:.0%} bound, [{spct(low)}, "
+            f"{spct(high)}]); the non-inferiority margin is {pct(margin)}",
         )
     samples = since.pairs if since is not None else min(v1_total, v2_total)
     return NonInferiority(
@@ -283,7 +320,7 @@ def non_inferiority(
         None,
         False,
         samples,
-        f"too few samples to show v2 within {margin:.2%} of v1 ({samples:,} of the "
+        f"too few samples to show v2 within {pct(margin)} of v1 ({samples:,} of the "
         f"{min_samples:,} needed before any bound)",
     )
 
@@ -338,7 +375,7 @@ def rollback_breaches(
             Breach(
                 "error_rate",
                 f"Over the last {ERROR_WINDOW_MINUTES} minutes {five.phrase}: above the "
-                f"{limit:.2%} threshold, and v2 fails more often than v1: {worse.detail}.",
+                f"{pct(limit)} threshold, and v2 fails more often than v1: {worse.detail}.",
                 five.rate,
                 limit,
                 worse.p_value,
@@ -351,8 +388,8 @@ def rollback_breaches(
             Breach(
                 "success_rate",
                 f"Over the last {SUCCESS_WINDOW_MINUTES} minutes v2's success rate counting "
-                f"only its own failures is {1 - ten.rate:.2%} ({ten.phrase}): below the "
-                f"{floor:.2%} threshold, and v2 fails more often than v1: {worse.detail}.",
+                f"only its own failures is {pct(1 - ten.rate)} ({ten.phrase}): below the "
+                f"{pct(floor)} threshold, and {_worse_said(worse, breaches)}.",
                 1 - ten.rate,
                 floor,
                 worse.p_value,
@@ -366,7 +403,7 @@ def rollback_breaches(
                 f"Over the last {LATENCY_WINDOW_MINUTES} minutes v2's p95 latency "
                 f"({latency['v2_p95_ms']:.3f} ms) exceeds v1's ({latency['v1_p95_ms']:.3f} ms) "
                 f"by at least {latency['lower_bound_ms']:.3f} ms with "
-                f"{1 - latency['alpha']:.4%} confidence ({latency['tail_pairs']:,} "
+                f"{(1 - latency['alpha']) * 100:.6g}% confidence ({latency['tail_pairs']:,} "
                 f"observations above the p95, {latency['basis']}), more than the allowed "
                 f"max({config['latency_multiplier']} x v1 p95 - v1 p95, "
                 f"{config['latency_floor_ms']} ms) = {latency['margin_ms']:.3f} ms.",
@@ -375,6 +412,13 @@ def rollback_breaches(
             )
         )
     return breaches
+
+
+def _worse_said(worse: WorseTest, breaches: list[Breach]) -> str:
+    """The test's sentence once: a second breach names only its p-value."""
+    if breaches:
+        return f"v2 fails more often than v1 ({p_text(worse.p_value)}, the same test)"
+    return f"v2 fails more often than v1: {worse.detail}"
 
 
 # --- warnings and health ---------------------------------------------------------------
@@ -395,18 +439,18 @@ def health_warnings(
         if limit * (1 - NEAR_THRESHOLD) - EPSILON <= five.rate <= limit + EPSILON:
             warnings.append(
                 f"Over the last {ERROR_WINDOW_MINUTES} minutes {five.phrase}: within 20% of "
-                f"the {limit:.2%} rollback threshold."
+                f"the {pct(limit)} rollback threshold."
             )
         elif five.rate > limit and not worse.decisive:
             warnings.append(
                 f"Over the last {ERROR_WINDOW_MINUTES} minutes {five.phrase}: above the "
-                f"{limit:.2%} threshold, but the evidence that v2 fails more often than v1 is "
+                f"{pct(limit)} threshold, but the evidence that v2 fails more often than v1 is "
                 f"not yet strong enough to roll back on ({worse.detail}); no rollback."
             )
         elif five.v2_rate > limit and five.basis == "paired" and five.rate <= limit:
             warnings.append(
-                f"v2's error rate is {five.v2_rate:.2%}, but v1 fails on the same inputs: only "
-                f"{five.rate:.2%} of them fail in v2 alone, under the {limit:.2%} threshold."
+                f"v2's error rate is {pct(five.v2_rate)}, but v1 fails on the same inputs: only "
+                f"{pct(five.rate)} of them fail in v2 alone, under the {pct(limit)} threshold."
             )
     ten = own_rate(evidence.pairs_10m, evidence.v1_10m, evidence.v2_10m, min_samples)
     if ten is not None:
@@ -414,8 +458,8 @@ def health_warnings(
         rate = 1 - ten.rate
         if floor <= rate < floor + NEAR_THRESHOLD * (1 - floor) - EPSILON:
             warnings.append(
-                f"v2's success rate counting only its own failures is {rate:.2%}: within 20% "
-                f"of the {floor:.2%} rollback floor."
+                f"v2's success rate counting only its own failures is {pct(rate)}: within 20% "
+                f"of the {pct(floor)} rollback floor."
             )
     if worse.rejected:
         warnings.append(
@@ -436,9 +480,9 @@ def health_warnings(
     ratio = evidence.sample_ratio
     if ratio is not None and ratio.get("mismatch"):
         warnings.append(
-            f"sample_ratio_mismatch: v2 got {ratio['observed_share']:.2%} of "
+            f"sample_ratio_mismatch: v2 got {pct(ratio['observed_share'])} of "
             f"{ratio['contexts']:,} new contexts against {ratio['expected_share']:.0%} expected "
-            f"(chi-square {_p(ratio['p_value'])}); the canary's numbers may not describe "
+            f"(chi-square {p_text(ratio['p_value'])}); the canary's numbers may not describe "
             "the planned population. Automatic progression and promotion are paused."
         )
     return warnings
@@ -566,8 +610,3 @@ def _windows_hold(evidence: Evidence, config: dict[str, Any]) -> bool:
         ):
             return False
     return True
-
-
-def _p(value: float) -> str:
-    """ "p < 0.0001" rather than "p = < 0.0001" or "p = 0.0000"."""
-    return "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}"

@@ -131,6 +131,9 @@ def error_rate_difference(counts: PairedCounts) -> dict[str, Any]:
         "pairs": n,
         "only_v1_failed": counts.only_v1_failed,
         "only_v2_failed": counts.only_v2_failed,
+        # The rates the difference is of: each version's on the same inputs.
+        "v1_error_rate": counts.error_rate("v1"),
+        "v2_error_rate": counts.error_rate("v2"),
     }
 
 

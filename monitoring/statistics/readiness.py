@@ -20,7 +20,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from monitoring.statistics.analysis import ALPHA, DEGRADED_LATENCY_RATIO, EPSILON, VersionStats
+from monitoring.statistics.analysis import (
+    ALPHA,
+    DEGRADED_LATENCY_RATIO,
+    EPSILON,
+    VersionStats,
+    p_text,
+    percent_text,
+)
 from monitoring.statistics.decision import NonInferiority, WorseTest
 
 READINESS_TRAFFIC = 50  # the guide: "at least an hour at 50%"
@@ -131,7 +138,8 @@ def _success_rate(e: ReadinessEvidence) -> Check:
         not worse,
         True,
         difference,
-        f"v2 success rate {e.v2.success_rate:.2%} vs v1 {e.v1.success_rate:.2%}: v2 is "
+        f"v2 success rate {percent_text(e.v2.success_rate)} vs v1 "
+        f"{percent_text(e.v1.success_rate)}: v2 is "
         f"{verdict} v1 (one-sided p {_p(e.v2_worse_p_value)}, {e.v2_worse_test}, "
         f"alpha {ALPHA:.2f}).",
     )
@@ -215,7 +223,7 @@ def _shadow_agreement(e: ReadinessEvidence) -> Check:
         True,
         False,
         e.shadow_agreement_rate,
-        f"v1 and v2 agreed on {e.shadow_agreement_rate:.2%} of the same inputs "
+        f"v1 and v2 agreed on {percent_text(e.shadow_agreement_rate)} of the same inputs "
         "(informational: a rule change is meant to change some decisions).",
     )
 
@@ -247,4 +255,4 @@ def stretch_started_at(
 
 def _p(value: float) -> str:
     """A p-value rounded as the console shows it: "< 0.0001" rather than "= 1.2e-05"."""
-    return "< 0.0001" if value < 0.0001 else f"= {value:.4f}"
+    return p_text(value).removeprefix("p ")

@@ -94,6 +94,9 @@ def test_home_lists_the_canaries_worst_first_each_with_its_action(
     assert rows.first.locator("a.canary-row-action").inner_text() == "Roll back"
     assert "collecting" in rows.nth(1).inner_text()
     assert fits_the_window(page)
+    # Nothing runs under the "Recent actions" column.
+    table = page.locator("#canary-running table").bounding_box()
+    assert table["x"] + table["width"] <= page.locator("#content-related").bounding_box()["x"]
     screenshot(page, "console-home-by-severity.png")
 
 
@@ -208,3 +211,77 @@ def test_pages_fit_1280_px_and_the_verdicts_action_is_three_tabs_away(
     assert page.locator("#canary-running table").bounding_box()["width"] > 1400
     page.goto(deployment_page(base, canary_v2))
     assert page.locator("#canary-charts figure").first.bounding_box()["width"] > 330
+
+
+def test_a_canary_with_a_plan_at_1920_px_shows_each_panel_in_its_place(
+    live_server: Any, page: Any, roles: None, ruleset: Any, active_v1: Deployment
+):
+    """The verdict (the monitor's stored decision, a closed gate under it), the actions, the
+    plan's row of steps, then the charts and the evidence table, using a wide screen."""
+    from canary.errors import GateClosed
+    from monitoring.decision import decisions
+    from monitoring.decision.selectors import step_started_at
+    from tests.admin.test_plan_browser import waiting_for_approval
+
+    canary = Deployment.objects.select_related("baseline").get(pk=waiting_for_approval(ruleset).pk)
+    add_logs(canary, "v1", [8.0 + (i % 5) for i in range(900)], errors=9, paired=True)
+    add_logs(
+        canary,
+        "v2",
+        [8.0 + (i % 7) for i in range(300)],
+        errors=4,
+        paired=True,
+        shared_errors=3,
+    )
+    services.deployment_gate_closed(
+        deployment_id=canary.pk,
+        closed=GateClosed(
+            "closed",
+            gate={"type": "confirm-traffic", "url": "http://127.0.0.1:9/gate"},
+            status_code=503,
+        ),
+        step=step_started_at(canary).isoformat(),
+        actor="system:monitor",
+    )
+    canary.refresh_from_db()
+    decisions.decision_store(deployment=canary, judged=decisions.decision_make(deployment=canary))
+    make_staff("wanda", "approver")
+    log_in(page, live_server.url, "wanda")
+    page.set_viewport_size({"width": 1920, "height": 1200})
+    page.goto(deployment_page(live_server.url, canary))
+    assert "by the monitor" in page.inner_text("#canary-verdict-source")
+    assert "confirm-traffic" in page.inner_text("#canary-gate-closed")
+    places = [
+        page.locator(selector).bounding_box()["y"]
+        for selector in (
+            "#canary-verdict",
+            "#canary-gate-closed",
+            "#canary-actions",
+            "#canary-plan",
+            "#canary-charts",
+            "#canary-comparison",
+        )
+    ]
+    assert places == sorted(places)
+    assert fits_the_window(page)
+    assert page.locator("#canary-comparison").bounding_box()["width"] > 1400
+    screenshot_region(page, "console-canary-1920.png", "#header", "#canary-measurements")
+
+
+def test_the_bake_panel_leads_a_promoted_deployment_at_1920_px(
+    live_server: Any, page: Any, roles: None
+):
+    from tests.monitoring.test_bake import GOOD, execute, promoted_with_bake
+
+    promoted = promoted_with_bake("bake-wide")
+    for n in range(5):
+        execute(promoted, GOOD, f"u{n}")
+    make_staff("bea", "viewer")
+    log_in(page, live_server.url, "bea")
+    page.set_viewport_size({"width": 1920, "height": 1000})
+    page.goto(deployment_page(live_server.url, promoted))
+    assert "Baking until" in page.inner_text("#canary-bake")
+    bake = page.locator("#canary-bake").bounding_box()
+    assert bake["y"] < page.locator("#canary-actions").bounding_box()["y"]
+    assert fits_the_window(page)
+    screenshot_region(page, "console-bake-1920.png", "#header", "#canary-actions")

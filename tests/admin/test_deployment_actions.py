@@ -262,7 +262,7 @@ def test_the_verdict_leads_the_canary_page(console: Console, canary_v2: Deployme
     assert 'data-recommendation="collect_more_data"' in body
     assert '<strong id="canary-verdict-headline">Keep collecting data</strong>' in body
     assert ": v2 is not yet shown as good as v1" in body
-    assert "Evidence: no request yet." in body
+    assert "Evidence: no request yet · " in body and "computed for this page" in body
 
 
 def test_stale_page_rollback_does_not_roll_back_what_a_colleague_promoted(

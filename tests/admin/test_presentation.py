@@ -30,7 +30,7 @@ def test_canary_config_is_a_readable_table_not_json(console: Console, canary_v2:
     config = body[body.index("field-canary_config_display") :]
     config = config[: config.index("</table>")]
     assert '<th scope="row">error threshold</th><td>5%</td>' in config
-    assert '<th scope="row">duration minutes</th><td>1 h</td>' in config
+    assert '<th scope="row">step duration</th><td>1 h</td>' in config
     assert '<th scope="row">auto rollback</th><td>yes</td>' in config
     assert "canary-json" not in config
 
@@ -110,3 +110,43 @@ def test_event_admin_shows_reason_and_payload_table(console: Console, canary_v2:
     text = listing.content.decode()
     assert "too slow" in text
     assert text.index("Rolled back") < text.index("Canary started")
+
+
+def test_schedules_read_as_periods_not_seconds(console: Console):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    for name, every, period in (("daily", 86400, "seconds"), ("monitor", 5, "minutes")):
+        schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
+        PeriodicTask.objects.create(name=name, task="x", interval=schedule)
+    body = console("viewer").get(reverse("admin:django_celery_beat_periodictask_changelist"))
+    text = body.content.decode()
+    assert "every day" in text and "every 5 min" in text
+    assert "86400 seconds" not in text
+
+
+def test_each_metric_has_one_number_on_the_canary_page(console: Console, canary_v2: Deployment):
+    """The health block says only what the evidence table does not: no second error rate."""
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v1", [10.0] * 200, errors=2)
+    add_logs(canary, "v2", [10.0] * 200, errors=30)
+    body = console("viewer").get(page_url(canary)).content.decode()
+    health = body[body.index("<h3>Health") :]
+    health = health[: health.index("</section>")]
+    assert "%" not in health.split("<ul")[0]  # no rate beside the table's
+    assert "v2 error rate of the requests v2 served" not in body
+    assert "e-05" not in body and "e-06" not in body
+
+
+def test_home_and_the_canary_page_give_v2_one_error_rate(console: Console, canary_v2: Deployment):
+    """Paired: v2 fails 8 of 100 inputs it served and 2 of the 900 it shadowed, so its
+    served rate (8%) is not its rate on the paired inputs (1%); both pages say the latter."""
+    canary = Deployment.objects.select_related("baseline").get(pk=canary_v2.pk)
+    add_logs(canary, "v2", [1.0] * 100, errors=8, paired=True)
+    add_logs(canary, "v1", [1.0] * 900, paired=True, shared_errors=2)
+    body = console("viewer").get(page_url(canary)).content.decode()
+    row = body[body.index('<tr data-metric="error rate">') :]
+    row = row[: row.index("</tr>")]
+    assert "1.00%" in row and "8.00%" not in row
+    assert "1,000 paired inputs" in row
+    home = console("viewer").get(reverse("admin:deployments_deployment_running"))
+    assert "v2 1.00%" in home.content.decode()

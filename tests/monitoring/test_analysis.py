@@ -9,7 +9,7 @@ from scipy import stats
 
 from deployments.canary_config import default_canary_config
 from monitoring.statistics import analysis as a
-from monitoring.statistics import decision, paired
+from monitoring.statistics import paired
 from monitoring.statistics.paired import PairedCounts
 
 CONFIG = default_canary_config()  # error 0.05, success 0.95, latency x2, floor 1 ms, n >= 20
@@ -113,7 +113,28 @@ class TestComparison:
 
 
 @pytest.mark.parametrize(
-    ("p_value", "shown"), [(0.0, "p < 0.0001"), (0.00003, "p < 0.0001"), (0.01234, "p = 0.0123")]
+    ("p_value", "shown"),
+    [
+        (0.0, "p < 0.0001"),
+        (0.00003, "p < 0.0001"),
+        (0.01234, "p = 0.0123"),
+        (1.0, "p > 0.9999"),
+    ],
 )
 def test_p_values_in_messages_read_as_a_statistician_writes_them(p_value: float, shown: str):
-    assert decision._p(p_value) == shown
+    assert a.p_text(p_value) == shown
+
+
+@pytest.mark.parametrize(
+    ("rate", "signed", "shown"),
+    [
+        (0.0732, False, "7.32%"),
+        (0.05, False, "5.00%"),
+        (9e-05, False, "0.0090%"),
+        (0.0041, True, "+0.41%"),
+        (-9e-05, True, "-0.0090%"),
+        (0.0, False, "0.00%"),
+    ],
+)
+def test_rates_in_messages_are_percentages_never_scientific(rate: float, signed: bool, shown: str):
+    assert a.percent_text(rate, signed=signed) == shown

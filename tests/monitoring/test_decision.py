@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from monitoring.statistics.decision import (
     COLLECT,
     PROMOTE,
     ROLLBACK,
+    Decision,
     HeldRegression,
     decide,
     non_inferiority,
@@ -259,3 +262,36 @@ class TestComparisonFollowsTheDecision:
         window = pairs(1_000, only_v2=count, only_v1=count)
         decision = decided(paired_evidence(window))
         assert not decision.worse.rejected
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        paired_evidence(pairs(400, only_v2=40)),
+        paired_evidence(pairs(2_000)),
+        Evidence(),
+    ],
+)
+def test_a_stored_decision_reads_back_whole(evidence: Evidence):
+    """The console shows the monitor's stored row (``as_dict``) as the decision it was."""
+    held = HeldRegression("2026-01-01T00:00:00+00:00", ("a rule held",))
+    for decision in (decided(evidence), decided(evidence, breaker="OPEN", held=held)):
+        stored = json.loads(json.dumps(decision.as_dict()))  # as the JSON column keeps it
+        assert Decision.from_dict(stored) == decision
+
+
+def test_two_breaches_say_the_test_once():
+    """Finding 3 of issue 23: the evidence sentence is not repeated per breached rule."""
+    breaches = rollback_breaches(paired_evidence(pairs(400, only_v2=40)), CONFIG)
+    assert [breach.rule for breach in breaches] == ["error_rate", "success_rate"]
+    said = " ".join(breach.message for breach in breaches)
+    assert said.count("always-valid sequential test") == 1
+    assert "v2 fails more often than v1 (p < 0.0001, the same test)" in breaches[1].message
+    assert "10.00%" in breaches[0].message and "5.00% threshold" in breaches[0].message
+    assert "e-0" not in said
+
+
+def test_a_small_threshold_reads_as_a_percentage_not_scientific_notation():
+    config = {**CONFIG, "error_threshold": 9e-05}
+    breaches = rollback_breaches(paired_evidence(pairs(400, only_v2=40)), config)
+    assert "above the 0.0090% threshold" in breaches[0].message
