@@ -1,6 +1,6 @@
 """The client under test is this checkout's ``clients/python/src``, for in-process imports
 and the ``canary`` subprocesses alike, whichever checkout an editable install of the
-package points to (a shared virtualenv, another worktree)."""
+package points to (a shared virtualenv, another checkout)."""
 
 from __future__ import annotations
 
