@@ -18,7 +18,7 @@ from deployments.services import gates
 from deployments.services.actors import MAX_REASON, Actor, _actor_user, _text_or_400, actor_label
 from deployments.services.transition import (
     _locked_baseline,
-    _record_event,
+    _record_unchanged,
     _system_transition,
     _transition,
 )
@@ -221,12 +221,10 @@ def _record_approval(
     )
     event_payload = {**payload, "approvals": len(approved_by), "required_approvals": required}
     event_payload["approved_by"] = approved_by
-    _record_event(
+    _record_unchanged(
         deployment,
         action=EventAction.APPROVE,
         actor=actor,
-        from_status=deployment.status,
-        to_status=deployment.status,
         payload=event_payload,
         at=now,
     )

@@ -38,7 +38,7 @@ from deployments.services.transition import (
     _check_unchanged,
     _lock,
     _locked_baseline,
-    _record_event,
+    _record_unchanged,
     _refuse_if_canary_builds_on,
     _system_transition,
     _transition,
@@ -391,12 +391,10 @@ def deployment_compensation_complete(*, deployment_id: Any, actor: Actor) -> Dep
             )
         deployment.compensation_status = CompensationStatus.COMPLETED
         deployment.save(update_fields=["compensation_status", "updated_at"])
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.COMPENSATION_COMPLETE,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={},
         )
     return deployment
@@ -415,12 +413,10 @@ def deployment_breaker_opened(
     deployment = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.CANARY).first()
     if deployment is None:
         return None
-    return _record_event(
+    return _record_unchanged(
         deployment,
         action=EventAction.BREAKER_OPEN,
         actor=actor,
-        from_status=deployment.status,
-        to_status=deployment.status,
         payload={
             "consecutive_failures": consecutive_failures,
             "cooldown_seconds": cooldown_seconds,
@@ -443,12 +439,10 @@ def deployment_canary_event(
                 f"The deployment is {deployment.status}, not a running canary.",
                 status=deployment.status,
             )
-        event = _record_event(
+        event = _record_unchanged(
             deployment,
             action=action,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload=payload,
         )
     return deployment, event
@@ -475,12 +469,10 @@ def deployment_bake_complete(
         RuleSet.objects.filter(pk=deployment.ruleset_id).update(
             routing_generation=F("routing_generation") + 1
         )
-        event = _record_event(
+        event = _record_unchanged(
             deployment,
             action=EventAction.BAKE_COMPLETE,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={
                 "previous_deployment_id": str(window.previous_id),
                 "bake_started_at": window.started_at.isoformat(),
@@ -516,12 +508,10 @@ def deployment_gate_closed(
         )
         if recorded.exists():
             return None
-        return _record_event(
+        return _record_unchanged(
             deployment,
             action=EventAction.GATE_CLOSED,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={
                 "step": step,
                 "gate": closed.gate,
@@ -540,12 +530,10 @@ def deployment_version_event(
         version_id=version_id, status__in=[DeploymentStatus.DRAFT, DeploymentStatus.CANARY]
     )
     return [
-        _record_event(
+        _record_unchanged(
             deployment,
             action=action,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload=payload,
             at=at,
         )

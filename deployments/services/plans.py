@@ -19,7 +19,11 @@ from canary.errors import Conflict, ValidationFailed
 from deployments.choices import DeploymentStatus, EventAction, PlanState
 from deployments.models import Deployment, DeploymentPlan
 from deployments.services.actors import MAX_REASON, Actor, _text_or_400, actor_label
-from deployments.services.transition import _check_unchanged, _lock, _record_event
+from deployments.services.transition import (
+    _check_unchanged,
+    _lock,
+    _record_unchanged,
+)
 
 PlanSteps = Sequence[dict[str, Any]]
 
@@ -167,12 +171,10 @@ def deployment_pause(
         plan.paused_from = plan.state
         plan.state = PlanState.PAUSED
         plan.save(update_fields=["state", "paused_from"])
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.PAUSE,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload=payload,
             at=now,
         )
@@ -213,12 +215,10 @@ def deployment_resume(
                 "can be resumed.",
                 plan_state=plan.state,
             )
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.RESUME,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload=payload,
             at=now,
         )
@@ -254,12 +254,10 @@ def plan_step_complete(
         steps = plan_steps(deployment)
         _enter(plan, steps, step + 1, now)
         plan.save()
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.PLAN_STEP,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={
                 "completed_step": step,
                 "step": describe_step(steps[step]),
@@ -282,12 +280,10 @@ def plan_finish(*, deployment_id: Any, step: int, actor: Actor, now: datetime) -
         _enter(plan, plan_steps(deployment), step + 1, now)
         plan.state = PlanState.DONE
         plan.save()
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.PLAN_STEP,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={
                 "completed_step": step,
                 "step": "promote",
@@ -311,12 +307,10 @@ def plan_wait_for_approval(
         plan.state = PlanState.WAITING_APPROVAL
         plan.waiting_for = "approval: an Approver resumes the plan"
         plan.save(update_fields=["state", "waiting_for"])
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.PLAN_STEP,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={"step": "approval", "current_step": step, "plan_state": plan.state},
             at=now,
         )
@@ -339,12 +333,10 @@ def plan_step_refused(
             return False
         plan.refused_step = step
         plan.save(update_fields=["waiting_for", "refused_step"])
-        _record_event(
+        _record_unchanged(
             deployment,
             action=EventAction.PLAN_STEP,
             actor=actor,
-            from_status=deployment.status,
-            to_status=deployment.status,
             payload={
                 "step": describe_step(plan_steps(deployment)[step]),
                 "current_step": step,

@@ -201,6 +201,26 @@ def _record_event(
     return event
 
 
+def _record_unchanged(
+    deployment: Deployment,
+    *,
+    action: str,
+    actor: Actor,
+    payload: dict[str, Any],
+    at: datetime | None = None,
+) -> DeploymentEvent:
+    """An event that changes no status (a pause, a plan step, a closed gate, an approval)."""
+    return _record_event(
+        deployment,
+        action=action,
+        actor=actor,
+        from_status=deployment.status,
+        to_status=deployment.status,
+        payload=payload,
+        at=at,
+    )
+
+
 def _announce(change: _Change) -> None:
     kwargs = {
         "deployment": change.deployment,
