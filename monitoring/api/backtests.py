@@ -16,6 +16,7 @@ from canary.api.serializers import StrictInputSerializer
 from canary.roles import TEST_RULESETVERSION
 from deployments.api.serializers import validated
 from deployments.selectors import deployment_get, ruleset_get
+from monitoring.api.serializers import DecisionChangeSerializer, ShadowOutcomesSerializer
 from monitoring.automation import backtests
 from monitoring.automation.preflight import deployment_preflight
 
@@ -36,14 +37,6 @@ class BacktestCreateInputSerializer(StrictInputSerializer):
     )
 
 
-class ChangeSerializer(serializers.Serializer):
-    v1_rule = serializers.CharField(allow_null=True)
-    v2_rule = serializers.CharField(allow_null=True)
-    v1_output = serializers.JSONField(allow_null=True)
-    v2_output = serializers.JSONField(allow_null=True)
-    count = serializers.IntegerField()
-
-
 class BacktestOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     ruleset_id = serializers.UUIDField()
@@ -56,8 +49,8 @@ class BacktestOutputSerializer(serializers.Serializer):
     disagreed = serializers.IntegerField()
     disagreement_rate = serializers.FloatField(allow_null=True)
     disagreement_rate_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True)
-    outcomes = serializers.DictField(child=serializers.IntegerField())
-    changes = ChangeSerializer(many=True)
+    outcomes = ShadowOutcomesSerializer()
+    changes = DecisionChangeSerializer(many=True)
     latency = serializers.DictField()
     expect_changes = serializers.CharField(allow_null=True)
     unexpected = serializers.DictField()

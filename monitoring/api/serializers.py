@@ -225,14 +225,19 @@ class ShadowLatencySerializer(serializers.Serializer):
     ci = _interval()
 
 
-class ShadowChangeSerializer(serializers.Serializer):
+class DecisionChangeSerializer(serializers.Serializer):
+    """One change of decision between two versions, with how many inputs made it."""
+
     v1_rule = serializers.CharField(allow_null=True)
     v2_rule = serializers.CharField(allow_null=True)
     v1_output = serializers.JSONField(allow_null=True)
     v2_output = serializers.JSONField(allow_null=True)
+    count = serializers.IntegerField()
+
+
+class ShadowChangeSerializer(DecisionChangeSerializer):
     v1_success = serializers.BooleanField()
     v2_success = serializers.BooleanField()
-    count = serializers.IntegerField()
 
 
 class ShadowOutputSerializer(serializers.Serializer):
