@@ -12,6 +12,7 @@ from django.db import models, transaction
 from canary.errors import AlreadyApproved, Conflict, InvalidTransition, NotReady, ValidationFailed
 from deployments import transitions
 from deployments.choices import DeploymentStatus, EventAction
+from deployments.hooks import ReadinessVerdict
 from deployments.hooks import hooks as promotion_hooks
 from deployments.models import Deployment, PromotionApproval
 from deployments.services import gates
@@ -168,19 +169,41 @@ def _check_readiness(
 ) -> None:
     if not deployment.canary_config.get("enforce_readiness", False):
         return
-    verdict = promotion_hooks.readiness(deployment, now)
+    checklist_enforce(
+        promotion_hooks.readiness(deployment, now),
+        override=override,
+        payload=payload,
+        ready_key="ready",
+        refusal="The canary is not ready to promote",
+        remedy="Wait for the checks, or promote",
+        fallback_name="readiness",
+    )
+
+
+def checklist_enforce(
+    verdict: ReadinessVerdict,
+    *,
+    override: str,
+    payload: dict[str, Any],
+    ready_key: str,
+    refusal: str,
+    remedy: str,
+    fallback_name: str,
+) -> None:
+    """An enforced checklist (readiness before a promote, preflight before a start): a
+    failing one refuses the action (``NotReady``, 409 with the checks) unless an override
+    reason is given, which the event's payload records with the failed checks."""
     if verdict.ready:
-        payload["ready"] = True
+        payload[ready_key] = True
         return
     failed = verdict.failed_checks()
     if not override:
-        names = ", ".join(check["name"] for check in failed) or "readiness"
+        names = ", ".join(check["name"] for check in failed) or fallback_name
         raise NotReady(
-            f"The canary is not ready to promote (failed: {names}). Wait for the checks, "
-            "or promote with an override_reason, which is recorded.",
+            f"{refusal} (failed: {names}). {remedy} with an override_reason, which is recorded.",
             checks=verdict.checks,
         )
-    payload.update(ready=False, override_reason=override, failed_checks=failed)
+    payload.update({ready_key: False, "override_reason": override, "failed_checks": failed})
 
 
 def _record_approval(

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from canary.errors import Conflict, GateClosed, NotReady, TrafficJump, ValidationFailed
+from canary.errors import Conflict, GateClosed, TrafficJump, ValidationFailed
 from deployments import transitions
 from deployments.choices import (
     CompensationStatus,
@@ -31,7 +31,11 @@ from deployments.services.actors import (
     _text_or_400,
     actor_label,
 )
-from deployments.services.approvals import _clear_approvals, deployment_promote_or_approve
+from deployments.services.approvals import (
+    _clear_approvals,
+    checklist_enforce,
+    deployment_promote_or_approve,
+)
 from deployments.services.plans import _plan_begin, plan_start_traffic
 from deployments.services.transition import (
     _check,
@@ -167,19 +171,15 @@ def _check_preflight(
         if override:
             payload["override_reason"] = override
         return
-    verdict = promotion_hooks.preflight(deployment, now)
-    if verdict.ready:
-        payload["preflight_ready"] = True
-        return
-    failed = verdict.failed_checks()
-    if not override:
-        names = ", ".join(check["name"] for check in failed) or "preflight"
-        raise NotReady(
-            f"The draft is not ready to start (failed: {names}). Fix the checks, or start "
-            "with an override_reason, which is recorded.",
-            checks=verdict.checks,
-        )
-    payload.update(preflight_ready=False, override_reason=override, failed_checks=failed)
+    checklist_enforce(
+        promotion_hooks.preflight(deployment, now),
+        override=override,
+        payload=payload,
+        ready_key="preflight_ready",
+        refusal="The draft is not ready to start",
+        remedy="Fix the checks, or start",
+        fallback_name="preflight",
+    )
 
 
 def deployment_set_traffic(
