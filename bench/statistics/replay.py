@@ -145,6 +145,8 @@ class Outcome:
     promote_run: int | None = None  # decide recommended "promote"
     promoted_run: int | None = None  # auto-progress promoted
     worse_run: int | None = None  # decision.worse.rejected
+    held_run: int | None = None  # health degraded or unhealthy, traffic may not be raised
+    raise_after_worse: bool = False  # may_raise_traffic at a run after worse.rejected
     shown_run: int | None = None  # decision.non_inferiority.shown
     srm_run: int | None = None  # sample_ratio mismatch
     raises: int = 0
@@ -305,6 +307,11 @@ def replay_monitor(
             outcome.notes["worse"] = _worse_counts(decision, evidence)
         if decision.non_inferiority.shown and outcome.shown_run is None:
             outcome.shown_run = look
+        held = decision.health_status != "healthy" and not decision.may_raise_traffic
+        if held and outcome.held_run is None and decision.has_data:
+            outcome.held_run = look
+        if outcome.worse_run is not None and decision.may_raise_traffic:
+            outcome.raise_after_worse = True
         if decision.recommendation == PROMOTE and outcome.promote_run is None:
             outcome.promote_run = look
         if evidence.sample_ratio and evidence.sample_ratio["mismatch"] and not outcome.srm_run:

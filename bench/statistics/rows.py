@@ -66,6 +66,16 @@ def shown_worse(outcome: Outcome) -> bool:
     return outcome.worse_run is not None
 
 
+def held_not_raised(outcome: Outcome) -> bool:
+    """Shown worse, held, and never offered more traffic or a promote afterwards."""
+    return (
+        outcome.worse_run is not None
+        and outcome.held_run is not None
+        and not outcome.raise_after_worse
+        and outcome.promote_run is None
+    )
+
+
 def breaker_opened(outcome: Outcome) -> bool:
     return outcome.breaker_open_at is not None
 
@@ -351,21 +361,52 @@ def groups(canaries_1h: int, canaries_24h: int) -> list[Group]:
     # 12. Power.
     cases = []
     for hours in (1, 24):
-        for model in MODELS:
-            for rate in RATES[::-1]:
-                cell = monitor(worse(model, 0.02, 0.05), rate, hours)
-                slow = rate == 0.7
-                cases.append(
-                    Case(
-                        f"2% -> 5%, {model}, {_rate(rate)}, within {span(hours)}",
-                        cell,
-                        rolled_back,
-                        "caught; median <= 3 runs" if slow else "caught",
-                        at_least=0.95,
-                        run=lambda outcome: outcome.rollback_run,
-                        max_median=3 if slow else None,
-                    )
+        for rate in RATES[::-1]:
+            cell = monitor(worse("independent", 0.02, 0.05), rate, hours)
+            slow = rate == 0.7 and hours == 1  # the run of a rollback is an early-runs matter
+            cases.append(
+                Case(
+                    f"2% -> 5%, independent, {_rate(rate)}, within {span(hours)}: rolled back",
+                    cell,
+                    rolled_back,
+                    "caught; median <= 3 runs" if slow else "caught",
+                    at_least=0.95,
+                    run=lambda outcome: outcome.rollback_run,
+                    max_median=3 if slow else None,
                 )
+            )
+    # Input-driven 2% -> 5%: v2 fails every input v1 fails plus 3.1% of those v1 handles, so
+    # its own failures stay under the guide's 5% and §9.6 holds it (health degraded, traffic
+    # not raised, never promote) rather than rolling it back; 2% -> 8% crosses the threshold.
+    for hours in (1, 24):
+        for rate in RATES[::-1]:
+            cell = monitor(worse("input-driven", 0.02, 0.05), rate, hours)
+            slow = rate == 0.7 and hours == 1
+            cases.append(
+                Case(
+                    f"2% -> 5%, input-driven, {_rate(rate)}, within {span(hours)}: held",
+                    cell,
+                    held_not_raised,
+                    "held; median <= 3 runs" if slow else "held",
+                    at_least=0.95,
+                    run=lambda outcome: outcome.held_run,
+                    max_median=3 if slow else None,
+                )
+            )
+    for rate in RATES[::-1]:
+        cell = monitor(worse("input-driven", 0.02, 0.08), rate, 1)
+        slow = rate == 0.7
+        cases.append(
+            Case(
+                f"2% -> 8%, input-driven, {_rate(rate)}, within 1 h: rolled back",
+                cell,
+                rolled_back,
+                "caught; median <= 3 runs" if slow else "caught",
+                at_least=0.95,
+                run=lambda outcome: outcome.rollback_run,
+                max_median=3 if slow else None,
+            )
+        )
     for rate in RATES[::-1]:
         cell = monitor(worse("input-driven", 0.0, 0.06), rate, 1)
         cases.append(
@@ -380,8 +421,13 @@ def groups(canaries_1h: int, canaries_24h: int) -> list[Group]:
     result.append(
         Group(
             12,
-            "Power: a worse v2 rolled back (share, and the median monitor run of the rollback)",
+            "Power: a worse v2 rolled back, or held where its own failures stay under the "
+            "thresholds (share, and the median monitor run)",
             tuple(cases),
+            "Held: `/health` degraded or unhealthy and `may_raise_traffic` false from that run, "
+            "never `may_raise_traffic` or `promote` after v2 was shown worse (§9.6: inputs "
+            "failing in both never count toward a rollback; the input-driven 2% -> 5% v2 fails "
+            "3.1% of the inputs v1 handles).",
         )
     )
     return result

@@ -172,6 +172,15 @@ def case_line(case: Case, outcomes: list[Outcome], failed: list[str], group: Gro
         if runs:
             median = float(np.median(runs))
             rate += f", median run {median:g}"
+            if case.max_median is not None:
+                # The median is at most N exactly when half the canaries are caught by run N:
+                # this share, with its interval, says how far from the edge the median is.
+                early = sum(run <= case.max_median for run in runs)
+                low, high = wilson_interval(early, total) or [0.0, 1.0]
+                rate += (
+                    f"; by run {case.max_median}: {_percent(early / total)} "
+                    f"({_percent(low)} - {_percent(high)})"
+                )
         else:
             rate += ", median run -"
     low, high = wilson_interval(len(hits), total) or [0.0, 1.0]

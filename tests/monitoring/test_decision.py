@@ -15,6 +15,7 @@ from monitoring.statistics.decision import (
     COLLECT,
     PROMOTE,
     ROLLBACK,
+    ROLLBACK_ALPHA,
     Decision,
     HeldRegression,
     decide,
@@ -28,7 +29,7 @@ CONFIG = default_canary_config()  # error 0.05, success 0.95, latency x2, floor 
 
 # The smallest counts at which the always-valid tests decide (found once, asserted below).
 WORSE_BOUNDARY = 8  # discordant pairs all against v2: the mixture SPRT rejects at 8, not 7
-ROLLBACK_BOUNDARY = 10  # ... and reaches the rollback level (p <= 0.02) at 10, not 9
+ROLLBACK_BOUNDARY = 9  # ... and reaches the rollback level (p <= 0.03) at 9, not 8
 NON_INFERIOR_PAIRS = 931  # identical versions: the bound falls under 1 point at 931 pairs
 
 
@@ -66,8 +67,9 @@ class TestAlwaysValidBoundaries:
     def test_the_worse_test_rejects_first_at_its_boundary(self) -> None:
         assert sequential.v2_worse_test(0, WORSE_BOUNDARY).rejected
         assert not sequential.v2_worse_test(0, WORSE_BOUNDARY - 1).rejected
-        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY).p_value <= 0.02
-        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY - 1).p_value > 0.02
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY).p_value <= ROLLBACK_ALPHA
+        assert sequential.v2_worse_test(0, ROLLBACK_BOUNDARY - 1).p_value > ROLLBACK_ALPHA
+        assert ROLLBACK_ALPHA == 0.03
 
     def test_the_non_inferiority_bound_crosses_the_margin_at_its_boundary(self) -> None:
         assert sequential.paired_difference_cs(NON_INFERIOR_PAIRS, 0, 0)[1] < 0.01
@@ -78,6 +80,14 @@ class TestRollbackOnV2sOwnFailures:
     def test_at_the_threshold_holds_and_just_above_breaches(self) -> None:
         assert rules(paired_evidence(pairs(1_000, only_v2=50))) == []
         assert rules(paired_evidence(pairs(1_000, only_v2=51))) == ["error_rate", "success_rate"]
+
+    def test_the_rate_is_over_the_inputs_v1_handled(self) -> None:
+        # 100 of 1,000 inputs fail in both: v2's own rate is out of the 900 v1 handled.
+        assert rules(paired_evidence(pairs(1_000, both_failed=100, only_v2=45))) == []
+        assert rules(paired_evidence(pairs(1_000, both_failed=100, only_v2=46))) == [
+            "error_rate",
+            "success_rate",
+        ]
 
     def test_inputs_failing_in_both_versions_never_count(self) -> None:
         # 10% of inputs fail in both: v2's whole error rate is 10%, its own is 0.
@@ -97,7 +107,7 @@ class TestRollbackOnV2sOwnFailures:
 
     def test_evidence_at_its_boundary_decides(self) -> None:
         # 20 pairs, the window far above the threshold: the evidence is what decides, and
-        # rolling back needs it at 0.02 (holding traffic already at 0.05).
+        # rolling back needs it at 0.03 (holding traffic already at 0.05).
         thin = PairedCounts(10, 0, ROLLBACK_BOUNDARY, 0, 10)
         assert rules(paired_evidence(pairs(20, only_v2=ROLLBACK_BOUNDARY), thin)) == [
             "error_rate",

@@ -43,7 +43,7 @@ class TestRollbackRules:
         assert report.rolled_back == [str(canary_v2.pk)]
         rolled = Deployment.objects.get(pk=canary_v2.pk)
         assert rolled.status == "rolled_back"
-        assert "v2 failed where v1 succeeded on 5.10%" in rolled.rollback_reason
+        assert "v2 failed on 5.10% of the 1,000 inputs v1 handled" in rolled.rollback_reason
         event = DeploymentEvent.objects.get(deployment=canary_v2, action="rollback")
         assert event.actor == "system:monitor"
 
