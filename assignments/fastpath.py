@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -426,7 +426,7 @@ def _answer(
         payload = body
     else:
         payload = orjson.dumps(body)
-    request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+    request_id = environ.get("HTTP_X_REQUEST_ID") or os.urandom(16).hex()
     headers = [
         *(_STATIC_HEADERS if body is not None else _STATIC_HEADERS[1:]),
         *([("Content-Length", str(len(payload)))] if body is not None else []),

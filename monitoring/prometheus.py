@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -79,13 +80,29 @@ def _initialise_running_canaries() -> None:
     initialise_series(str(deployment_id) for deployment_id in running)
 
 
+# (version, deployment) -> its three series: ``labels()`` takes a lock and builds a key
+# on every call, and every execute counts. Bounded; cleared whole when full.
+_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
+
 def observe_execution(
     deployment_id: str, version: str, *, success: bool, latency_ms: float
 ) -> None:
-    REQUESTS[version].labels(deployment_id).inc()
+    series = _series.get((version, deployment_id))
+    if series is None:
+        series = (
+            REQUESTS[version].labels(deployment_id),
+            ERRORS[version].labels(deployment_id),
+            LATENCY[version].labels(deployment_id),
+        )
+        if len(_series) >= 1024:
+            _series.clear()
+        _series[(version, deployment_id)] = series
+    requests, errors, latency = series
+    requests.inc()
     if not success:
-        ERRORS[version].labels(deployment_id).inc()
-    LATENCY[version].labels(deployment_id).observe(latency_ms / 1000)
+        errors.inc()
+    latency.observe(latency_ms / 1000)
 
 
 class DeploymentStateCollector(Collector):

@@ -12,9 +12,9 @@ HOST="${BIND%:*}"
 PORT="${BIND##*:}"
 HOST="${HOST#[}"
 HOST="${HOST%]}"
-# Processes serve requests in parallel; a few threads each cover the waits on
+# One process per CPU serves requests in parallel; a few threads each cover the waits on
 # PostgreSQL and Redis. Measured on 2 cores: docs/performance.md.
-WORKERS="${WEB_WORKERS:-3}"
+WORKERS="${WEB_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
 THREADS="${WEB_THREADS:-2}"
 
 if [ -z "${SECRET_KEY:-}" ] && [ "${DEBUG:-0}" != 1 ]; then

@@ -390,17 +390,19 @@ def _execute_in_one_trip(
             continue
         if answer.outcome == "breaker":
             return None  # the breaker's full logic, and a separate record
-        resolution = _resolution_from(state, context, now, answer, will_execute=True)
+        resolution = _resolution_from(state, context, now, answer, will_execute=True, shadow=shadow)
         config = resolution.canary_config or {}
         served = resolution.canary_version
         unserved = router.V1 if served == router.V2 else router.V2
         unserved_ref = _version_ref(state, unserved)
-        # The shadow decision was drawn before routing; keep it.
-        resolution = dataclasses.replace(
-            resolution,
-            shadow_version_id=unserved_ref.version_id if shadow else None,
-            shadow_rules=unserved_ref.rules if shadow else None,
-        )
+        # The shadow decision was drawn before routing; keep it (a path that routed
+        # otherwise, past Redis or by the breaker, drew its own).
+        if resolution.shadow_version_id != (unserved_ref.version_id if shadow else None):
+            resolution = dataclasses.replace(
+                resolution,
+                shadow_version_id=unserved_ref.version_id if shadow else None,
+                shadow_rules=unserved_ref.rules if shadow else None,
+            )
         if served in before:
             outcome = before[served]
             record_shadow = (

@@ -245,7 +245,9 @@ def _resolution_from(
     answer: sticky.RouteAnswer,
     *,
     will_execute: bool,
+    shadow: bool | None = None,
 ) -> Resolution:
+    """``shadow``: whether the request is shadowed, when the caller drew it already."""
     if state.canary is None or state.active is None:
         return _route_active(state)
     config = state.canary_config or {}
@@ -271,7 +273,13 @@ def _resolution_from(
         if not claimed:
             served = router.V1  # HALF_OPEN and another request holds the trial
     return _resolution(
-        state, served, priority, gate_state, clean=clean, stored=bool(present and answer.found)
+        state,
+        served,
+        priority,
+        gate_state,
+        clean=clean,
+        shadow=shadow,
+        stored=bool(present and answer.found),
     )
 
 

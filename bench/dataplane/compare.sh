@@ -12,7 +12,7 @@
 #    userId stickiness).
 # 4. Prints both and the ratios (Canary req/s over the peer's; p99s side by side).
 #
-# Knobs: SERVER=gunicorn (3 sync workers instead of granian) PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=3 WEB_THREADS=2 NEW_IDS=1000000
+# Knobs: SERVER=gunicorn (3 sync workers instead of granian) PROFILE=1 (py-spy on one worker during the measured runs) DURATION=15 CONNS=32 THREADS=2 WEB_WORKERS=<cpus> WEB_THREADS=2 NEW_IDS=1000000
 #        BENCH_DB_NAME=canary_compare BENCH_REDIS_DB=14 SKIP_PEER=1 OUT=dir SETTLE=10
 #        SHADOW_PERCENTAGE=0 (the canary's shadow_percentage; default 100: paired evaluation on)
 #        CAPTURE_ROUNDS=2 (rounds of execute with capture off and at 1% after the canary is
@@ -101,7 +101,7 @@ fi
 SERVER_PID=$!
 for _ in $(seq 1 150); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "$BASE/healthz" >/dev/null || { cat "$OUT/server.log"; exit 1; }
-echo "== canary: ${SERVER:-granian} ${WEB_WORKERS:-3} workers x ${WEB_THREADS:-2} threads on $BASE; rule set $RULESET_ID, v2 at 10%"
+echo "== canary: ${SERVER:-granian} ${WEB_WORKERS:-$(nproc)} workers x ${WEB_THREADS:-2} threads on $BASE; rule set $RULESET_ID, v2 at 10%"
 
 export BENCH_DIR="$HERE" RULESET_ID TOKEN ID_PREFIX=u ID_SPACE="$NEW_IDS"
 declare -A RPS P99

@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="tottime", help="with --profile: pstats sort key")
+    parser.add_argument("--lines", type=int, default=20, help="with --profile: rows printed")
     parser.add_argument(
         "--verbs", default="resolve,execute", help="comma-separated: resolve, execute"
     )
@@ -111,7 +113,8 @@ def main() -> None:
         f"({1000 * wall / max(written, 1):.3f} ms wall, PostgreSQL included), {written} entries"
     )
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        stats = pstats.Stats(profiler).sort_stats(args.sort)
+        stats.print_stats(args.lines)
 
 
 if __name__ == "__main__":

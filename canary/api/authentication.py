@@ -48,9 +48,20 @@ AUTH_GENERATION_TABLE = "canary_auth_generation"
 _known_generation: tuple[int, float] | None = None
 
 
+# The digests of the tokens this process saw last: a data-plane client sends the same
+# token on every request. Bounded; cleared whole when full.
+_digests: dict[str, str] = {}
+
+
 def token_digest(token: str) -> str:
     """The digest knox stores for ``token`` (SHA-512), which also keys the Redis cache."""
-    return hash_token(token)
+    digest = _digests.get(token)
+    if digest is None:
+        digest = hash_token(token)
+        if len(_digests) >= 256:
+            _digests.clear()
+        _digests[token] = digest
+    return digest
 
 
 def _token_cache_key(digest: str) -> str:

@@ -82,19 +82,34 @@ class EvalLimits:
 _limits_by_values: dict[tuple[int, ...], EvalLimits] = {}
 
 # Where the numbers in force come from: a function the host application registers
-# (``deployments.apps`` returns Django's settings), read on every call so a change of
-# setting applies at once. Without one (benchmarks, scripts) the defaults apply.
+# (``deployments.apps`` returns Django's settings). Without one (benchmarks, scripts) the
+# defaults apply. The answer is kept until ``forget_limits`` (the host calls it when a
+# setting changes), because every execute asks several times.
 _settings_source: Callable[[], Any] | None = None
+_in_force: EvalLimits | None = None
 
 
 def set_limits_source(source: Callable[[], Any] | None) -> None:
     """Register what ``eval_limits`` reads its ``CANARY_*`` numbers from."""
     global _settings_source
     _settings_source = source
+    forget_limits()
+
+
+def forget_limits() -> None:
+    """Read the limits again on the next call: a setting changed."""
+    global _in_force
+    _in_force = None
 
 
 def eval_limits() -> EvalLimits:
     """The limits in force: the registered settings when there are some, else the defaults."""
+    limits = _in_force
+    return limits if limits is not None else _read_limits()
+
+
+def _read_limits() -> EvalLimits:
+    global _in_force
     values = (
         DEFAULT_EVAL_BUDGET_MS,
         DEFAULT_INPUT_MAX_LIST_LENGTH,
@@ -116,4 +131,5 @@ def eval_limits() -> EvalLimits:
         limits = EvalLimits(*(max(1, int(value)) for value in values))
         if len(_limits_by_values) < 64:
             _limits_by_values[values] = limits
+    _in_force = limits
     return limits

@@ -141,3 +141,13 @@ def test_only_the_data_plane_caches_tokens(
 
 def viewer_pk(token: str) -> int:
     return AuthToken.objects.get(token_key=token[:15]).user_id
+
+
+def test_the_remembered_digests_are_knox_digests_however_many_tokens_come() -> None:
+    from knox.crypto import hash_token
+
+    from canary.api.authentication import token_digest
+
+    tokens = [f"{n:064x}" for n in range(600)]  # more than the process remembers
+    for _ in range(2):
+        assert [token_digest(token) for token in tokens] == [hash_token(t) for t in tokens]

@@ -585,3 +585,34 @@ def test_evaluation_is_thread_safe() -> None:
         thread.join()
 
     assert failures == []
+
+
+def test_outputs_only_the_standard_library_reads_come_back_exactly() -> None:
+    rules = compile_rules([rule("r", "true", {"id": 2**70, "tags": ["a"]})], None)
+
+    assert rules.evaluate({}).output == {"id": 2**70, "tags": ["a"]}
+
+
+def test_versions_judged_on_one_input_share_its_preparation() -> None:
+    # A shadowed execute evaluates both versions on the same input document.
+    document = {"temperature": 28, "zone": "Z"}
+    v1 = compile_rules([rule("warm", "input.temperature > 25", "warm")], "cold")
+    v2 = compile_rules(V2, "none")
+
+    assert prepare_input(document) is prepare_input(document)
+    assert prepare_input(dict(document)) is not prepare_input(document)
+    shared = (v1.evaluate(document), v2.evaluate(document))
+    assert shared == (v1.evaluate(dict(document)), v2.evaluate(dict(document)))
+    assert shared[1].matched_rule == "hot"
+
+
+def test_a_change_of_limits_prepares_the_input_again(settings: Any) -> None:
+    document = {"readings": [1, 2, 3, 4]}
+    rules = compile_rules([rule("r", "size(input.readings) > 2", "many")], "few")
+    assert rules.evaluate(document).output == "many"
+
+    settings.CANARY_INPUT_MAX_LIST_LENGTH = 3
+
+    refused = rules.evaluate(document)
+    assert not refused.success
+    assert "at most 3" in refused.error.message
