@@ -429,12 +429,16 @@ def deployment_canary_event(
 ) -> tuple[Deployment, DeploymentEvent]:
     """Record an event about a running canary that is not a transition (a regression held or
     dismissed), under the same locks as a transition; 409 when it is no longer a canary.
+    A promotion with a bake (SPEC 10.3) is judged like a canary, so it takes them too.
 
     Run it inside the caller's transaction when the event must commit with other writes.
     """
     with transaction.atomic():
         deployment = _lock(deployment_id)
-        if deployment.status != DeploymentStatus.CANARY:
+        judged = deployment.status == DeploymentStatus.CANARY or (
+            deployment_bake_window(deployment=deployment) is not None
+        )
+        if not judged:
             raise Conflict(
                 f"The deployment is {deployment.status}, not a running canary.",
                 status=deployment.status,

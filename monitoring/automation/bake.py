@@ -22,6 +22,7 @@ from deployments import services as lifecycle
 from deployments.choices import DeploymentStatus, EventAction
 from deployments.models import Deployment
 from deployments.selectors import deployment_bake_window
+from monitoring.automation.regressions import regression_hold
 from monitoring.decision.decisions import decision_make, decision_store
 from monitoring.models import HealthRecord
 from monitoring.statistics import analysis
@@ -61,12 +62,11 @@ def bake_check(*, deployment: Deployment, now: datetime, actor: str) -> str | No
     )
     if decision.recommendation != ROLLBACK:
         return None
+    if decision.held is not None:
+        return None  # held already, and told: it waits for a person
     if not analysis.with_defaults(deployment.canary_config).get("auto_rollback", True):
-        logger.warning(
-            "bake of %s breached (automatic rollback is off): %s",
-            deployment.pk,
-            " ".join(decision.reasons),
-        )
+        # SPEC 9.6: a detected regression holds, for a bake as for a canary.
+        regression_hold(deployment=deployment, decision=decision, now=now)
         return None
     reason = f"{BAKE_REASON} {' '.join(decision.reasons)}"
     return "rolled_back" if _act(deployment, now, actor, reason=reason) else None

@@ -29,7 +29,6 @@ from monitoring.automation.plans import plan_advance, plan_is_paused
 from monitoring.automation.regressions import regression_hold
 from monitoring.decision.decisions import decision_make, decision_store
 from monitoring.decision.metric_checks import (
-    BREACH,
     MetricResult,
     metric_checks_evaluate,
     metric_checks_store,
@@ -140,20 +139,6 @@ def _evaluate(
                 report.rolled_back.append(str(deployment.pk))
         elif decision.breaches:
             _act(lambda: regression_hold(deployment=deployment, decision=decision, now=now))
-        return
-    breached = [result for result in metrics if result.outcome == BREACH]
-    if breached:
-        if config.get("auto_rollback", True) and _act(
-            lambda: lifecycle.deployment_rollback(
-                deployment_id=deployment.pk,
-                reason="Automatic rollback: "
-                + " ".join(f"Metric check {r.name} breached: {r.detail}." for r in breached),
-                actor=SYSTEM_MONITOR,
-                expected_status=DeploymentStatus.CANARY,
-                now=now,
-            )
-        ):
-            report.rolled_back.append(str(deployment.pk))
         return
     if not decision.may_raise_traffic and decision.waiting_for:
         logger.info("canary %s waits: %s", deployment.pk, "; ".join(decision.waiting_for))

@@ -22,6 +22,7 @@ from django.utils import timezone
 from deployments.models import Deployment
 from deployments.selectors import BakeWindow, deployment_bake_window
 from monitoring.breaker.store import breaker_state_for
+from monitoring.decision.metric_checks import metric_breaches
 from monitoring.decision.selectors import evidence_at
 from monitoring.models import CanaryDecision, ExecutionLog
 from monitoring.statistics.analysis import Evidence
@@ -96,7 +97,12 @@ def decision_make(*, deployment: Deployment, now: datetime | None = None) -> Jud
     bake = bake_running(deployment=deployment, now=now)
     if bake is not None:
         evidence = evidence_at(deployment, now, since=bake.started_at)
-        decision = decide(evidence, config, breaker_state="CLOSED")
+        decision = decide(
+            evidence,
+            config,
+            breaker_state="CLOSED",
+            held=held_regression(deployment_id=deployment.pk),
+        )
         newest = newest_execution_at(deployment_id=deployment.pk, until=now)
         return Judged(decision, evidence, now, newest)
     evidence = evidence_at(deployment, now)
@@ -105,6 +111,7 @@ def decision_make(*, deployment: Deployment, now: datetime | None = None) -> Jud
         config,
         breaker_state=breaker_state_for(deployment_id=deployment.pk, canary_config=config),
         held=held_regression(deployment_id=deployment.pk),
+        metric_breaches=metric_breaches(deployment=deployment),
     )
     newest = newest_execution_at(deployment_id=deployment.pk, until=now)
     return Judged(decision, evidence, now, newest)

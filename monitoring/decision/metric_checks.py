@@ -28,6 +28,7 @@ from django.conf import settings
 
 from deployments.models import Deployment
 from monitoring.models import MetricCheckRecord
+from monitoring.statistics.analysis import Breach
 from monitoring.statistics.readiness import Check
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,24 @@ def stored_metric_results(*, deployment: Deployment) -> list[dict[str, Any]]:
             ).as_dict()
         rows.append({**row, "checked_at": record.checked_at.isoformat() if record else None})
     return rows
+
+
+def metric_breach_message(name: str, detail: str) -> str:
+    return f"Metric check {name} breached: {detail}."
+
+
+def metric_breaches(*, deployment: Deployment) -> tuple[Breach, ...]:
+    """The breached checks of the last monitor run, as the decision's rollback rules."""
+    return tuple(
+        Breach(
+            f"metric:{row['name']}",
+            metric_breach_message(row["name"], row["detail"]),
+            float(row["value"]),
+            float(row["max"] if row.get("max") is not None else row["min"]),
+        )
+        for row in stored_metric_results(deployment=deployment)
+        if row["outcome"] == BREACH
+    )
 
 
 def metric_check_warnings(*, deployment: Deployment) -> list[str]:

@@ -540,11 +540,16 @@ def decide(
     *,
     breaker_state: str,
     held: HeldRegression | None = None,
+    metric_breaches: tuple[Breach, ...] = (),
 ) -> Decision:
-    """The decision: every surface reads this, so none can contradict another."""
+    """The decision: every surface reads this, so none can contradict another.
+
+    ``metric_breaches``: the canary's metric checks past their bounds (SPEC 10.1), rollback
+    rules like the paired ones.
+    """
     config = with_defaults(config)
     worse = v2_worse(evidence, config)
-    breaches = tuple(rollback_breaches(evidence, config, worse=worse))
+    breaches = (*rollback_breaches(evidence, config, worse=worse), *metric_breaches)
     shown = non_inferiority(evidence, config)
     warnings = tuple(health_warnings(evidence, config, worse=worse))
     latency = latency_judgement(evidence, config)

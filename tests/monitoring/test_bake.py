@@ -183,6 +183,33 @@ def test_a_promoted_version_failing_where_the_previous_succeeds_is_rolled_back(
 
 
 @pytest.mark.django_db
+def test_a_bake_breach_without_automatic_rollback_holds(
+    roles: None, viewer: APIClient, approver: APIClient
+) -> None:
+    promoted = promoted_with_bake("bake-held", auto_rollback=False)
+    run_mix(promoted, FAILING_IN_V2)
+    assert monitor_run().rolled_back == []
+    monitor_run()  # a second run holds; it does not hold again
+    assert Deployment.objects.get(pk=promoted.pk).status == "active"
+    [detected] = DeploymentEvent.objects.filter(deployment=promoted, action="regression_detected")
+    assert detected.actor == "system:monitor"
+    assert "error_rate" in detected.payload["rules"]
+    health = viewer.get(f"/api/v1/deployments/{promoted.pk}/health").json()
+    assert (health["baking"], health["health_status"]) == (True, "unhealthy")
+    assert health["recommendation"] == "rollback"
+    assert health["warnings"][0].startswith("regression_held:")
+    dismissed = approver.post(
+        f"/api/v1/deployments/{promoted.pk}/dismiss-regression",
+        {"reason": "the failing inputs are a test client's"},
+        format="json",
+    )
+    assert dismissed.status_code == 200, dismissed.content
+    assert DeploymentEvent.objects.filter(
+        deployment=promoted, action="regression_dismissed"
+    ).exists()
+
+
+@pytest.mark.django_db
 def test_failures_the_previous_version_shares_never_roll_the_bake_back(
     roles: None, viewer: APIClient
 ) -> None:

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from rest_framework.test import APIClient
 
 from deployments import services
-from deployments.models import Deployment, DeploymentPlan, RuleSet
+from deployments.models import Deployment, DeploymentEvent, DeploymentPlan, RuleSet
 from monitoring.automation.monitor import monitor_run
 from tests.monitoring.logs import add_logs
 from tests.samples import DEFAULT_OUTPUT, V1_RULES
@@ -121,7 +121,7 @@ def wait_for_sample(server: Prometheus, promql: str) -> None:
     raise AssertionError(f"Prometheus never scraped {promql}")
 
 
-def start(ruleset: RuleSet, url: str) -> Deployment:
+def start(ruleset: RuleSet, url: str, **config: Any) -> Deployment:
     with override_settings(CANARY_PROMETHEUS_URL=url):
         draft = services.deployment_create(
             ruleset_id=ruleset.pk,
@@ -129,6 +129,7 @@ def start(ruleset: RuleSet, url: str) -> Deployment:
             canary_config={
                 "steps": [{"traffic": 10}, {"pause_minutes": 1}, {"traffic": 20}],
                 "metric_checks": [{"name": "checkout_errors", "query": QUERY, "max": 0.1}],
+                **config,
             },
             actor="tests",
         )
@@ -171,6 +172,39 @@ def test_a_breach_rolls_back_naming_the_check(
     rolled = Deployment.objects.get(pk=canary.pk)
     assert rolled.status == "rolled_back"
     assert "Metric check checkout_errors breached: 0.25 is above max 0.1" in rolled.rollback_reason
+
+
+def test_a_breach_without_automatic_rollback_is_the_decision_and_holds(
+    tmp_path: Path, ruleset: RuleSet, active_v1: Deployment, viewer: APIClient, approver: APIClient
+) -> None:
+    # SPEC 9.6: one decision. A breached check is a rollback rule like the paired ones:
+    # with auto_rollback off the canary keeps running, but every surface says roll back.
+    with exporter() as shop, prometheus(tmp_path, shop.port) as server:
+        canary = start(ruleset, server.url, auto_rollback=False)
+        shop.gauge.labels(str(canary.pk)).set(0.25)
+        wait_for_sample(server, QUERY.replace("{deployment_id}", str(canary.pk)))
+        run_monitor(canary, server.url)
+        run_monitor(canary, server.url)  # a second run holds; it does not hold again
+        with override_settings(CANARY_PROMETHEUS_URL=server.url):
+            health = viewer.get(f"/api/v1/deployments/{canary.pk}/health").json()
+            comparison = viewer.get(f"/api/v1/deployments/{canary.pk}/comparison").json()
+    current = Deployment.objects.get(pk=canary.pk)
+    assert (current.status, current.traffic_percentage) == ("canary", 10)
+    [detected] = DeploymentEvent.objects.filter(deployment=canary, action="regression_detected")
+    assert detected.actor == "system:monitor"
+    assert detected.payload["rules"] == ["metric:checkout_errors"]
+    assert "Metric check checkout_errors breached: 0.25 is above max 0.1" in (
+        " ".join(detected.payload["reasons"])
+    )
+    assert health["health_status"] == "unhealthy"
+    assert comparison["comparison"]["recommendation"] == "rollback"
+    assert DeploymentPlan.objects.get(deployment=canary).current_step == 1  # never advanced
+    dismissed = approver.post(
+        f"/api/v1/deployments/{canary.pk}/dismiss-regression",
+        {"reason": "the checkout dashboard was misconfigured"},
+        format="json",
+    )
+    assert dismissed.status_code == 200, dismissed.content
 
 
 def test_a_passing_check_lets_the_plan_advance(
