@@ -42,7 +42,7 @@ from tests.servers import gunicorn  # noqa: E402
 
 # Bounded so that CI stays fast: the coverage phase's deterministic cases plus at
 # most this many generated ones per operation (raise it for a deeper run).
-MAX_EXAMPLES = int(os.environ.get("CANARY_FUZZ_MAX_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("CANARY_FUZZ_MAX_EXAMPLES", "10"))
 # Derandomized and seeded: the same schema gives the same requests on every run.
 SEED = int(os.environ.get("CANARY_FUZZ_SEED", "20260401"))
 # The deadline of one request: a server that has not answered by then fails the case.

@@ -1,17 +1,20 @@
 """A rollout plan run end to end by a real Celery worker and beat at a two-second monitor period.
 
-Traffic steps, a timed pause (the shortest a plan allows: one minute), an approval step
-resumed over HTTP (its approvers notified with a link to the canary), and the final
-promote; the events in order, each with its actor.
+Traffic steps, a timed pause (the shortest a plan allows: one minute, begun a minute in
+the past so that the run does not wait it out), an approval step resumed over HTTP (its
+approvers notified with a link to the canary), and the final promote; the events in
+order, each with its actor.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -55,6 +58,9 @@ def test_a_plan_runs_end_to_end_under_celery_beat(
     started = approver.post(f"/api/v1/deployments/{draft.pk}/start-canary", {}, format="json")
     assert started.status_code == 200, started.content
     canary = Deployment.objects.get(pk=draft.pk)
+    plan = DeploymentPlan.objects.filter(deployment=canary)
+    assert plan.get().current_step == 1  # the first traffic step applied at the start
+    plan.update(step_started_at=F("step_started_at") - timedelta(seconds=61))
     # Healthy and paired, with enough pairs for the promote evidence (non-inferiority).
     add_logs(canary, "v2", [1.0] * 1_500, at=timezone.now(), paired=True)
     add_logs(canary, "v1", [1.0] * 3_000, at=timezone.now(), paired=True)
