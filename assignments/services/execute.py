@@ -36,7 +36,13 @@ from assignments.services.resolve import (
 )
 from canary.errors import DomainError, NotFound
 from canary.redis import redis_available
-from deployments.rules import CompiledRuleSet, eval_limits
+from deployments.rules import (
+    CompiledRuleSet,
+    Evaluation,
+    PreparedInput,
+    eval_limits,
+    prepare_input,
+)
 from deployments.rules.redaction import redact_input
 
 logger = logging.getLogger(__name__)
@@ -267,10 +273,14 @@ class _Outcome:
 
 
 def _evaluate(
-    rules: CompiledRuleSet, input: Mapping[str, Any], budget_ms: float | None = None
+    rules: CompiledRuleSet,
+    input: Mapping[str, Any],
+    budget_ms: float | None = None,
+    prepared: PreparedInput | Evaluation | None = None,
 ) -> _Outcome:
+    """``prepared``: the input prepared once for both versions of a shadowed request."""
     started = time.perf_counter()
-    evaluation = rules.evaluate(input, budget_ms=budget_ms)
+    evaluation = rules.evaluate(input, budget_ms=budget_ms, prepared=prepared)
     latency_ms = (time.perf_counter() - started) * 1000
     error = (
         {"rule": evaluation.error.rule, "message": evaluation.error.message}
@@ -300,20 +310,24 @@ def _served_and_shadow(
     other = resolution.shadow_rules
     version_id = resolution.shadow_version_id
     both_cheap = other is not None and resolution.rules.is_cheap() and other.is_cheap()
+    prepared = prepare_input(input) if other is not None else None
     if other is None or version_id is None or not both_cheap:
-        outcome = _evaluate(resolution.rules, input)
-        return outcome, _shadow_after(resolution, outcome, input)
+        outcome = _evaluate(resolution.rules, input, prepared=prepared)
+        return outcome, _shadow_after(resolution, outcome, input, prepared)
     if random.random() < 0.5:
-        shadow = _evaluate(other, input)
-        outcome = _evaluate(resolution.rules, input)
+        shadow = _evaluate(other, input, prepared=prepared)
+        outcome = _evaluate(resolution.rules, input, prepared=prepared)
     else:
-        outcome = _evaluate(resolution.rules, input)
-        shadow = _evaluate(other, input)
+        outcome = _evaluate(resolution.rules, input, prepared=prepared)
+        shadow = _evaluate(other, input, prepared=prepared)
     return outcome, None if shadow.exhausted else shadow.as_shadow(version_id)
 
 
 def _shadow_after(
-    resolution: Resolution, served: _Outcome, input: Mapping[str, Any]
+    resolution: Resolution,
+    served: _Outcome,
+    input: Mapping[str, Any],
+    prepared: PreparedInput | Evaluation | None = None,
 ) -> ShadowOutcome | None:
     """The other version on the same input, within what the served evaluation left of
     the budget; one that runs out is not recorded (it says nothing about the rules)."""
@@ -322,7 +336,7 @@ def _shadow_after(
     remaining = eval_limits().budget_ms - served.latency_ms
     if remaining <= 0:
         return None
-    shadow = _evaluate(resolution.shadow_rules, input, budget_ms=remaining)
+    shadow = _evaluate(resolution.shadow_rules, input, budget_ms=remaining, prepared=prepared)
     if shadow.exhausted:
         return None
     return shadow.as_shadow(resolution.shadow_version_id)
@@ -456,7 +470,8 @@ def _evaluate_before_routing(
         return {}
     if len(versions) == 2 and random.random() < 0.5:
         versions.reverse()
-    return {version: _evaluate(rules[version], input) for version in versions}
+    prepared = prepare_input(input) if len(versions) == 2 else None
+    return {version: _evaluate(rules[version], input, prepared=prepared) for version in versions}
 
 
 def _execution_record(

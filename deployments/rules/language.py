@@ -152,7 +152,13 @@ class CompiledRuleSet:
         budget may both be evaluated for one request without exceeding it."""
         return sum(rule.cost for rule in self._rules)
 
-    def evaluate(self, input: Any, *, budget_ms: float | None = None) -> Evaluation:
+    def evaluate(
+        self,
+        input: Any,
+        *,
+        budget_ms: float | None = None,
+        prepared: PreparedInput | Evaluation | None = None,
+    ) -> Evaluation:
         """First matching rule's output, else the default; failures become error outcomes.
 
         Never raises (except KeyboardInterrupt/SystemExit): a missing key, a type error,
@@ -167,10 +173,13 @@ class CompiledRuleSet:
         stops, at the end of the rule that was running, with an error naming it. So an
         evaluation ends within the budget as long as the cost estimate bounds the rules'
         time (docs/rules.md "The runtime budget"). ``budget_ms`` narrows the wall-clock
-        budget (a shadow evaluation gets what the served one left).
+        budget (a shadow evaluation gets what the served one left). ``prepared``: this
+        input already prepared (``prepare_input``), when several versions judge it: they
+        share the measurement and the activation, whose values CEL converts once.
         """
         started = _clock()
-        prepared = prepare_input(input)
+        if prepared is None:
+            prepared = prepare_input(input)
         if isinstance(prepared, Evaluation):
             return prepared
         return self._evaluate(prepared, started, budget_ms)
@@ -343,27 +352,9 @@ class PreparedInput:
     activation: Any
 
 
-# The last input prepared on this thread. A shadowed execute evaluates both versions on
-# one input: they share the measurement and the activation, whose values CEL converts
-# once. Inputs are never changed once received, and the memo holds the document, so its
-# identity is its content.
-_last_prepared = threading.local()
-
-
 def prepare_input(input: Any) -> PreparedInput | Evaluation:
     """The input measured and its activation built, or the error outcome every version
     would answer for it (not an object, outside the caps, not convertible)."""
-    memo = getattr(_last_prepared, "memo", None)
-    if memo is not None and memo[0] is input and memo[1].limits == eval_limits():
-        remembered: PreparedInput = memo[1]
-        return remembered
-    prepared = _prepare_input(input)
-    if isinstance(prepared, PreparedInput):
-        _last_prepared.memo = (input, prepared)
-    return prepared
-
-
-def _prepare_input(input: Any) -> PreparedInput | Evaluation:
     if not isinstance(input, dict):
         if not isinstance(input, Mapping):
             return _failure(None, f"input must be a JSON object, got {_json_kind(input)}")

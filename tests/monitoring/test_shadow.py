@@ -253,11 +253,13 @@ def test_neither_version_is_always_timed_first(
     first: list[bool] = []  # per request: was v1 (the served version) evaluated first?
     evaluate = dataplane._evaluate
 
-    def recording(rules: Any, input: Any, budget_ms: float | None = None) -> Any:
+    def recording(
+        rules: Any, input: Any, budget_ms: float | None = None, prepared: Any = None
+    ) -> Any:
         if not calls:
             first.append(rules.evaluate(MOVED).matched_rule == "hot")  # only v1 says "hot"
         calls.append(1)
-        return evaluate(rules, input, budget_ms)
+        return evaluate(rules, input, budget_ms, prepared)
 
     calls: list[int] = []
     monkeypatch.setattr(dataplane, "_evaluate", recording)
