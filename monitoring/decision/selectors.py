@@ -407,6 +407,11 @@ def minute_series(
     from django.db.models.functions import TruncMinute
 
     logs = _window(deployment_id, since, until).annotate(minute=TruncMinute("created_at"))
+    return _series(logs)
+
+
+def _series(logs: Any) -> list[dict[str, Any]]:
+    """Per ``minute`` (the bucket the caller annotated) and version: counts, p95, pairs."""
     if connection.vendor != "postgresql":
         return _minute_series_in_python(logs)
     rows = (
@@ -428,20 +433,7 @@ def hour_series(*, deployment_id: Any, since: datetime) -> list[dict[str, Any]]:
     from django.db.models.functions import TruncHour
 
     logs = _window(deployment_id, since, None).annotate(minute=TruncHour("created_at"))
-    if connection.vendor != "postgresql":
-        return _minute_series_in_python(logs)
-    rows = (
-        logs.values("minute", "served_version")
-        .annotate(
-            total=Count("id"),
-            errors=Count("id", filter=Q(success=False)),
-            p95_latency_ms=PercentileCont("latency_ms", 0.95),
-            pairs=Count("id", filter=Q(shadow_success__isnull=False)),
-            disagreed=Count("id", filter=Q(agreed=False)),
-        )
-        .order_by("minute", "served_version")
-    )
-    return list(rows)
+    return _series(logs)
 
 
 def _minute_series_in_python(logs: QuerySet) -> list[dict[str, Any]]:
