@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from deployments import services as lifecycle
 from monitoring.models import ExecutionLog
 from tests.accounts import create_user
 from tests.assignments.test_fastpath import execute, redis_port, server_redis  # noqa: F401
@@ -63,6 +64,9 @@ def test_without_a_canary_or_a_bake_the_fast_path_serves_in_one_trip(
     """The routing script's answer without a canary has every field ``route`` reads, so
     the fast path serves such a request itself (one call: token, rate, generation)."""
     promoted = promoted_with_bake("no-bake", bake_minutes=0)
+    # Capture samples 1% of such executes by default (an XADD inside the script): off,
+    # so that any XADD seen below is an execution record.
+    lifecycle.ruleset_update(ruleset_id=promoted.ruleset_id, capture_percentage=0, actor="t")
     token = create_user("engine", "viewer")
     seen: list[dict[str, Any]] = []
     with granian(workers=1, CANARY_DRAIN_IN_WEB="0", **server_redis(redis_port)) as server:
